@@ -1,0 +1,65 @@
+# resource-controller: build, test and run. `make test` works on a fresh machine: it installs
+# what the tests need first (Debian packages, the Go-built control plane, the moto venv).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+K8S_VERSION      := v1.35.4
+CONTROLPLANE_DIR := target/controlplane/$(K8S_VERSION)
+VENV             := target/venv
+APT_PACKAGES     := protobuf-compiler openssl python3-venv ca-certificates
+SUDO             := $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: install apt-packages controlplane venv build test lint fmt crds clean
+
+## install: everything the tests need; safe to run again
+install: apt-packages controlplane venv
+
+apt-packages:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+ifdef KUBEBUILDER_ASSETS
+controlplane:
+	@echo "using kube-apiserver, etcd and kubectl from KUBEBUILDER_ASSETS=$(KUBEBUILDER_ASSETS)"
+else
+controlplane: $(CONTROLPLANE_DIR)/.built
+
+$(CONTROLPLANE_DIR)/.built: tests/controlplane/go.mod tests/controlplane/go.sum tests/controlplane/build.sh
+	tests/controlplane/build.sh $(K8S_VERSION) $(CONTROLPLANE_DIR)
+	@touch $@
+endif
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: tests/moto-requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/moto-requirements.txt
+	@touch $@
+
+## build: the controller binary
+build:
+	cargo build --locked --release
+
+## test: unit and integration tests against the real control plane
+test: install
+	cargo test --locked --all-targets
+
+## lint: formatting and clippy, warnings are errors
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --locked --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+## crds: regenerate crds/*.yaml from the Rust types
+crds:
+	cargo run --quiet --locked -- crds --out-dir crds
+
+clean:
+	cargo clean

@@ -1,0 +1,511 @@
+//! The `WorkerTemplate` kind: how to launch a CML worker and how many of them to keep.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::GoDuration;
+
+/// A recipe for CML workers on a cloud provider and the scaling policy for the fleet built from it.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "ccm.dev",
+    version = "v1alpha1",
+    kind = "WorkerTemplate",
+    namespaced,
+    status = "WorkerTemplateStatus",
+    shortname = "wkt",
+    category = "ccm",
+    doc = "A recipe for Cisco Modeling Labs workers on EC2 and the scaling policy of their fleet.",
+    printcolumn = r#"{"name": "Instance-Type", "type": "string", "jsonPath": ".spec.instanceType"}"#,
+    printcolumn = r#"{"name": "License", "type": "string", "jsonPath": ".spec.licenseType"}"#,
+    printcolumn = r#"{"name": "Min", "type": "integer", "jsonPath": ".spec.scaling.minWorkers"}"#,
+    printcolumn = r#"{"name": "Max", "type": "integer", "jsonPath": ".spec.scaling.maxWorkers"}"#,
+    printcolumn = r#"{"name": "Workers", "type": "string", "jsonPath": ".status.workers.readyOfTotal", "description": "Ready workers of all workers"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.fallbackInstanceTypes) || !(self.instanceType in self.fallbackInstanceTypes)").message("fallbackInstanceTypes must not repeat instanceType").field_path(".fallbackInstanceTypes"))]
+pub struct WorkerTemplateSpec {
+    /// Free text for people: what this template is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub description: Option<String>,
+
+    /// Which cloud provider launches the workers: `aws` (EC2) or `simulated` (in-process, for demos and benchmarks).
+    #[serde(default)]
+    pub provider: ProviderKind,
+
+    /// AWS region of the workers; the controller's own region (`AWS_REGION`) when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"))]
+    pub region: Option<String>,
+
+    /// EC2 instance type of the workers, e.g. `m5zn.metal`.
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")
+    )]
+    pub instance_type: String,
+
+    /// Instance types tried in order when EC2 has no capacity for `instanceType`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 8),
+        inner(regex(pattern = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$"))
+    )]
+    pub fallback_instance_types: Vec<String>,
+
+    /// The machine image (AMI) of the workers: exactly one of `id` or `namePattern`.
+    pub image: ImageSelector,
+
+    /// Subnets to launch into; the first with capacity wins. Empty means the default VPC's default subnet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = r"^subnet-[0-9a-f]{8,17}$")))]
+    pub subnet_ids: Vec<String>,
+
+    /// Security groups attached to the workers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(regex(pattern = r"^sg-[0-9a-f]{8,17}$")))]
+    pub security_group_ids: Vec<String>,
+
+    /// Name of the EC2 key pair installed on the workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 255))]
+    pub key_name: Option<String>,
+
+    /// Name or ARN of the IAM instance profile attached to the workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub iam_instance_profile: Option<String>,
+
+    /// Size and type of the root EBS volume.
+    #[serde(default)]
+    pub root_volume: RootVolume,
+
+    /// Extra EC2 tags on every worker. Keys starting with `ccm:` or `aws:` are reserved.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('ccm:') && !k.startsWith('aws:'))").message("tag keys starting with 'ccm:' or 'aws:' are reserved"))]
+    #[schemars(extend("maxProperties" = 40))]
+    pub tags: BTreeMap<String, String>,
+
+    /// Cloud-init user data passed to the instance as is (the controller base64-encodes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16384))]
+    pub user_data: Option<String>,
+
+    /// What one worker offers to labs: the scheduler's view of its size.
+    pub capacity: Capacity,
+
+    /// CML license the workers run under; demand is matched to templates by it.
+    pub license_type: LicenseType,
+
+    /// Ports on the worker handed out to lab consoles.
+    #[serde(default)]
+    pub port_range: PortRange,
+
+    /// How the controller reaches the CML API on each worker.
+    #[serde(default)]
+    pub cml: CmlAccess,
+
+    /// Fleet size and the pace of scaling.
+    pub scaling: Scaling,
+}
+
+/// Where workers are launched.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Amazon EC2.
+    #[default]
+    Aws,
+    /// An in-process cloud with EC2's semantics, for demos and benchmarks.
+    Simulated,
+}
+
+/// The AMI of the workers, chosen by id or by the newest image whose name matches a pattern.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.id) != has(self.namePattern)").message("exactly one of image.id or image.namePattern must be set"))]
+#[x_kube(validation = Rule::new("!has(self.owners) || size(self.owners) == 0 || has(self.namePattern)").message("image.owners only applies with image.namePattern").field_path(".owners"))]
+pub struct ImageSelector {
+    /// A fixed AMI id, e.g. `ami-0abcdef1234567890`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^ami-[0-9a-f]{8,17}$"))]
+    pub id: Option<String>,
+
+    /// A glob on the AMI name, e.g. `CML-2.9.*`; the newest matching image wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub name_pattern: Option<String>,
+
+    /// Account ids (or `self`, `amazon`) allowed to own the image matched by `namePattern`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(length(min = 1)))]
+    pub owners: Vec<String>,
+}
+
+/// The root EBS volume.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RootVolume {
+    /// Size in GiB.
+    #[serde(rename = "sizeGiB", default = "default_root_size")]
+    #[schemars(range(min = 8, max = 16384))]
+    pub size_gib: u32,
+
+    /// EBS volume type.
+    #[serde(rename = "type", default)]
+    pub volume_type: VolumeType,
+}
+
+fn default_root_size() -> u32 {
+    500
+}
+
+impl Default for RootVolume {
+    fn default() -> Self {
+        Self {
+            size_gib: default_root_size(),
+            volume_type: VolumeType::default(),
+        }
+    }
+}
+
+/// EBS volume types fit for a root volume.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VolumeType {
+    /// General purpose SSD, previous generation.
+    Gp2,
+    /// General purpose SSD.
+    #[default]
+    Gp3,
+    /// Provisioned IOPS SSD.
+    Io1,
+    /// Provisioned IOPS SSD, higher durability.
+    Io2,
+}
+
+/// What one worker offers to labs.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Capacity {
+    /// CPU cores available to lab nodes.
+    #[schemars(range(min = 1))]
+    pub cpu_cores: u32,
+
+    /// Memory in GiB available to lab nodes.
+    #[serde(rename = "memoryGiB")]
+    #[schemars(range(min = 1))]
+    pub memory_gib: u32,
+
+    /// Disk in GiB available to lab nodes.
+    #[serde(rename = "storageGiB")]
+    #[schemars(range(min = 1))]
+    pub storage_gib: u32,
+
+    /// Most lab nodes the worker may run at once (its license's node limit).
+    #[schemars(range(min = 1))]
+    pub max_nodes: u32,
+}
+
+/// CML license editions.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LicenseType {
+    /// CML Personal.
+    Personal,
+    /// CML Enterprise.
+    Enterprise,
+    /// CML Evaluation.
+    Evaluation,
+}
+
+/// A range of TCP ports, both ends included.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.start <= self.end").message("portRange.start must be less than or equal to portRange.end"))]
+pub struct PortRange {
+    /// First port.
+    #[serde(default = "default_port_start")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub start: u16,
+
+    /// Last port.
+    #[serde(default = "default_port_end")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub end: u16,
+}
+
+fn default_port_start() -> u16 {
+    2000
+}
+
+fn default_port_end() -> u16 {
+    9999
+}
+
+impl Default for PortRange {
+    fn default() -> Self {
+        Self {
+            start: default_port_start(),
+            end: default_port_end(),
+        }
+    }
+}
+
+/// How to reach and trust the CML API on a worker.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CmlAccess {
+    /// HTTPS port of the CML API.
+    #[serde(default = "default_cml_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+
+    /// Use the instance's private IP instead of its public one.
+    #[serde(default)]
+    pub use_private_ip: bool,
+
+    /// Secret with keys `username` and `password` for the CML API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretRef>,
+
+    /// Skip TLS verification of the CML API (CML ships a self-signed certificate).
+    #[serde(default = "default_true")]
+    pub insecure_skip_tls_verify: bool,
+
+    /// Secret holding the CA bundle (key `ca.crt` unless `key` says otherwise) that signs the CML certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
+}
+
+fn default_cml_port() -> u16 {
+    443
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for CmlAccess {
+    fn default() -> Self {
+        Self {
+            port: default_cml_port(),
+            use_private_ip: false,
+            credentials_secret_ref: None,
+            insecure_skip_tls_verify: true,
+            ca_secret_ref: None,
+        }
+    }
+}
+
+/// A Secret in the template's namespace.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct SecretRef {
+    /// Name of the Secret.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+}
+
+/// A key of a Secret in the template's namespace.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+
+    /// Key within the Secret.
+    #[serde(default = "default_ca_key")]
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+fn default_ca_key() -> String {
+    "ca.crt".to_owned()
+}
+
+/// Fleet size limits and the pace of scaling.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minWorkers <= self.maxWorkers").message("scaling.minWorkers must be less than or equal to scaling.maxWorkers"))]
+#[x_kube(validation = Rule::new("self.warmWorkers <= self.maxWorkers").message("scaling.warmWorkers must be less than or equal to scaling.maxWorkers"))]
+pub struct Scaling {
+    /// Workers kept in existence at all times.
+    #[serde(default)]
+    #[schemars(range(max = 1000))]
+    pub min_workers: u32,
+
+    /// Hard ceiling on workers of this template, whatever the demand.
+    #[schemars(range(max = 1000))]
+    pub max_workers: u32,
+
+    /// Idle running workers kept as headroom for sudden demand.
+    #[serde(default)]
+    #[schemars(range(max = 1000))]
+    pub warm_workers: u32,
+
+    /// Drained workers kept stopped (cheap, quick to restart) instead of terminated.
+    #[serde(default)]
+    #[schemars(range(max = 1000))]
+    pub max_stopped_workers: u32,
+
+    /// How long a running worker must sit idle before it is drained.
+    #[serde(default = "default_scale_down_grace")]
+    pub scale_down_grace_period: GoDuration,
+
+    /// Longest a drain waits for labs to end before it forces the worker down.
+    #[serde(default = "default_drain_timeout")]
+    pub drain_timeout: GoDuration,
+
+    /// Most workers of this template draining at once.
+    #[serde(default = "default_max_concurrent_drains")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_concurrent_drains: u32,
+
+    /// Longest wait for EC2 to report a launched instance running.
+    #[serde(default = "default_launch_timeout")]
+    pub launch_timeout: GoDuration,
+
+    /// Longest wait, after launch, for the CML API to report ready.
+    #[serde(default = "default_ready_timeout")]
+    pub ready_timeout: GoDuration,
+}
+
+fn default_scale_down_grace() -> GoDuration {
+    GoDuration::from_mins(30)
+}
+
+fn default_drain_timeout() -> GoDuration {
+    GoDuration::from_hours(4)
+}
+
+fn default_max_concurrent_drains() -> u32 {
+    1
+}
+
+fn default_launch_timeout() -> GoDuration {
+    GoDuration::from_mins(10)
+}
+
+fn default_ready_timeout() -> GoDuration {
+    GoDuration::from_mins(30)
+}
+
+/// What the controller last saw and decided for a template.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerTemplateStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`: the configuration is valid and the image resolved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+
+    /// The AMI the template resolves to now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_image_id: Option<String>,
+
+    /// Hash of everything that shapes a launched instance; workers launched under another hash have drifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_spec_hash: Option<String>,
+
+    /// The template's workers counted by phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<WorkerCounts>,
+
+    /// How many workers the autoscaler wants now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_workers: Option<u32>,
+
+    /// Declared capacity of the template's running workers, summed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<CapacityTotals>,
+
+    /// The last scale-up decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_up: Option<ScalingRecord>,
+
+    /// The last scale-down decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_down: Option<ScalingRecord>,
+}
+
+/// Workers of a template by phase.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerCounts {
+    /// All workers of the template.
+    pub total: u32,
+    /// Workers whose `Ready` condition is true.
+    pub ready: u32,
+    /// `ready/total`, for `kubectl get`.
+    pub ready_of_total: String,
+    /// Workers in phase Pending.
+    #[serde(default)]
+    pub pending: u32,
+    /// Workers in phase Provisioning.
+    #[serde(default)]
+    pub provisioning: u32,
+    /// Workers in phase Running.
+    #[serde(default)]
+    pub running: u32,
+    /// Workers in phase Draining.
+    #[serde(default)]
+    pub draining: u32,
+    /// Workers in phase Stopping.
+    #[serde(default)]
+    pub stopping: u32,
+    /// Workers in phase Stopped.
+    #[serde(default)]
+    pub stopped: u32,
+    /// Workers in phase Starting.
+    #[serde(default)]
+    pub starting: u32,
+    /// Workers in phase Terminating.
+    #[serde(default)]
+    pub terminating: u32,
+    /// Workers in phase Failed.
+    #[serde(default)]
+    pub failed: u32,
+}
+
+/// Declared capacity summed over workers.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CapacityTotals {
+    /// CPU cores.
+    pub cpu_cores: u64,
+    /// Memory in GiB.
+    #[serde(rename = "memoryGiB")]
+    pub memory_gib: u64,
+    /// Disk in GiB.
+    #[serde(rename = "storageGiB")]
+    pub storage_gib: u64,
+    /// Lab nodes.
+    pub max_nodes: u64,
+}
+
+/// One scaling decision, as shown in status.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingRecord {
+    /// When it was decided.
+    pub time: Time,
+    /// How many workers it added or removed.
+    pub count: u32,
+    /// Why.
+    pub reason: String,
+}

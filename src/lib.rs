@@ -1,0 +1,4 @@
+//! resource-controller: keeps a fleet of CML workers on EC2 in the shape the lab platform needs.
+
+pub mod cli;
+pub mod crd;

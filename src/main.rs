@@ -1,0 +1,6 @@
+use clap::Parser;
+use resource_controller::cli::{Cli, run};
+
+fn main() -> anyhow::Result<()> {
+    run(Cli::parse())
+}

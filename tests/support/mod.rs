@@ -1,0 +1,12 @@
+//! Test support: a real control plane (etcd + kube-apiserver + kubectl) shared by the tests of one
+//! test binary, and throwaway namespaces on it.
+#![allow(dead_code)] // each test binary uses its own subset
+
+pub mod binaries;
+pub mod controlplane;
+pub mod guardian;
+pub mod namespace;
+pub mod process;
+
+pub use controlplane::ControlPlane;
+pub use namespace::TestNamespace;

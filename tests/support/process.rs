@@ -1,0 +1,85 @@
+//! Small helpers for starting and waiting on local servers.
+
+use std::{
+    fs::File,
+    net::TcpListener,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use super::guardian::Guardian;
+
+/// A port that was free a moment ago on the loopback interface.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// A random hex string, unique enough for tokens and names in tests.
+pub fn random_hex(len: usize) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut out = String::new();
+    while out.len() < len {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        );
+        h.write_usize(out.len());
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out.truncate(len);
+    out
+}
+
+/// Spawns `cmd` with output going to `log`, handed to the guardian.
+pub fn spawn_logged(mut cmd: Command, log: &Path, guardian: &Guardian) -> Child {
+    let out = File::create(log).expect("create log file");
+    let err = out.try_clone().expect("clone log file handle");
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
+    guardian.watch(child.id());
+    child
+}
+
+/// Polls `ready` until it holds; on timeout or early exit of `child`, panics with the log's tail.
+pub fn wait_until(
+    what: &str,
+    child: &mut Child,
+    log: &Path,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if ready() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "{what} exited with {status} before it was ready:\n{}",
+                tail(log)
+            );
+        }
+        if Instant::now() > deadline {
+            panic!("{what} not ready after {timeout:?}:\n{}", tail(log));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The last lines of a log file, for failure messages.
+pub fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
