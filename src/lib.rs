@@ -1,4 +1,6 @@
 //! resource-controller: keeps a fleet of CML workers on EC2 in the shape the lab platform needs.
 
+pub mod backoff;
 pub mod cli;
 pub mod crd;
+pub mod provider;

@@ -5,6 +5,7 @@
 pub mod binaries;
 pub mod controlplane;
 pub mod guardian;
+pub mod moto;
 pub mod namespace;
 pub mod process;
 

@@ -1,0 +1,42 @@
+//! Cloud providers: the trait the reconcilers use, the EC2 adapter, and a simulated cloud.
+
+pub mod api;
+mod capacity;
+pub mod ec2;
+mod error;
+mod glob;
+mod managed;
+pub mod ratelimit;
+pub mod simulated;
+mod types;
+
+use async_trait::async_trait;
+
+pub use capacity::CapacityCache;
+pub use error::{ErrorKind, ProviderError, Result, classify_code};
+pub use managed::{CallCounts, Provider, ProviderSettings};
+pub use types::{
+    Image, ImageQuery, Instance, InstanceState, LaunchRequest, LaunchSpec, Launched,
+    WorkerIdentity, client_token, tag,
+};
+
+/// What the reconcilers ask of a cloud.
+#[async_trait]
+pub trait CloudProvider: Send + Sync {
+    /// The image a template's image selector stands for now (the newest match of a pattern).
+    async fn resolve_image(&self, query: &ImageQuery) -> Result<Image>;
+
+    /// Launches the worker's instance, or adopts the one already tagged with its UID.
+    async fn launch(&self, request: &LaunchRequest) -> Result<Launched>;
+
+    /// Describes instances in as few calls as the cloud allows; unknown ids are left out.
+    async fn describe(&self, ids: &[String]) -> Result<Vec<Instance>>;
+
+    /// Every instance of this cluster not yet terminated, found by tag.
+    async fn list_managed(&self, cluster_id: &str) -> Result<Vec<Instance>>;
+
+    async fn start(&self, id: &str) -> Result<()>;
+    async fn stop(&self, id: &str) -> Result<()>;
+    /// Terminates an instance; `NotFound` means it is already gone.
+    async fn terminate(&self, id: &str) -> Result<()>;
+}

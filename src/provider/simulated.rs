@@ -1,0 +1,511 @@
+//! An in-process cloud with EC2's semantics, for the local demo, tests and scale benchmarks.
+//!
+//! Instances go pending -> running after a boot delay, stop and start, terminate, carry tags and
+//! honour ClientToken. The server side enforces EC2's request buckets by answering
+//! `RequestLimitExceeded`, and faults can be injected: no capacity for a type (in a zone), a
+//! launch failure rate, an instance vanishing.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use k8s_openapi::jiff::Timestamp;
+use tokio::time::Instant;
+
+use super::{
+    ErrorKind, Image, ImageQuery, Instance, InstanceState, ProviderError, Result,
+    api::{
+        CloudApi, InstanceFilter, MAX_IDS_PER_DESCRIBE, MAX_RESULTS_PER_PAGE, Page, RunInstance,
+    },
+    glob,
+    ratelimit::{Operation, RateLimits},
+};
+
+/// How the simulated cloud behaves.
+#[derive(Clone, Debug)]
+pub struct SimulatedConfig {
+    pub region: String,
+    /// pending -> running, also after a start.
+    pub boot_delay: Duration,
+    /// stopping -> stopped.
+    pub stop_delay: Duration,
+    /// shutting-down -> terminated.
+    pub terminate_delay: Duration,
+    /// Subnet id -> availability zone.
+    pub subnets: BTreeMap<String, String>,
+    /// Instance types on offer.
+    pub instance_types: Vec<String>,
+    pub images: Vec<Image>,
+    /// Enforce EC2's request buckets server-side.
+    pub throttle: bool,
+}
+
+impl Default for SimulatedConfig {
+    fn default() -> Self {
+        let region = "us-east-1".to_owned();
+        SimulatedConfig {
+            subnets: ["a", "b", "c"]
+                .iter()
+                .enumerate()
+                .map(|(i, z)| {
+                    (
+                        format!("subnet-0000000{i}0000000{i}"),
+                        format!("{region}{z}"),
+                    )
+                })
+                .collect(),
+            region,
+            boot_delay: Duration::from_secs(3),
+            stop_delay: Duration::from_secs(2),
+            terminate_delay: Duration::from_secs(2),
+            instance_types: [
+                "m5zn.metal",
+                "m5zn.12xlarge",
+                "m6i.metal",
+                "c5.metal",
+                "c5.24xlarge",
+                "m5.xlarge",
+                "t3.medium",
+            ]
+            .map(String::from)
+            .to_vec(),
+            images: vec![
+                Image {
+                    id: "ami-0c0a1b2c3d4e5f601".into(),
+                    name: Some("CML-2.8.1-build-14".into()),
+                    creation_date: Some("2025-03-01T10:00:00.000Z".into()),
+                    root_device_name: Some("/dev/sda1".into()),
+                },
+                Image {
+                    id: "ami-0c0a1b2c3d4e5f602".into(),
+                    name: Some("CML-2.9.0-build-7".into()),
+                    creation_date: Some("2025-09-15T10:00:00.000Z".into()),
+                    root_device_name: Some("/dev/sda1".into()),
+                },
+                Image {
+                    id: "ami-0abcdef1234567890".into(),
+                    name: Some("CML-2.9.1-build-3".into()),
+                    creation_date: Some("2026-01-20T10:00:00.000Z".into()),
+                    root_device_name: Some("/dev/sda1".into()),
+                },
+            ],
+            throttle: true,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SimInstance {
+    instance: Instance,
+    /// The state the instance moves to, and when.
+    next: Option<(InstanceState, Instant)>,
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    /// (type, zone): no capacity; a `None` zone means every zone.
+    no_capacity: HashSet<(String, Option<String>)>,
+    launch_failure_rate: f64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    instances: BTreeMap<String, SimInstance>,
+    tokens: HashMap<String, String>,
+    launched: u64,
+    faults: Faults,
+}
+
+/// The simulated cloud.
+#[derive(Debug)]
+pub struct SimulatedCloud {
+    config: SimulatedConfig,
+    limits: RateLimits,
+    state: Mutex<State>,
+    throttled: AtomicU64,
+}
+
+impl SimulatedCloud {
+    pub fn new(config: SimulatedConfig) -> SimulatedCloud {
+        SimulatedCloud {
+            config,
+            limits: RateLimits::ec2_defaults(),
+            state: Mutex::new(State::default()),
+            throttled: AtomicU64::new(0),
+        }
+    }
+
+    /// Answers RunInstances for `instance_type` (in `zone`, or anywhere) with InsufficientInstanceCapacity.
+    pub fn fail_capacity(&self, instance_type: &str, zone: Option<&str>) {
+        self.state()
+            .faults
+            .no_capacity
+            .insert((instance_type.to_owned(), zone.map(str::to_owned)));
+    }
+
+    /// Lets capacity for `instance_type` come back everywhere.
+    pub fn restore_capacity(&self, instance_type: &str) {
+        self.state()
+            .faults
+            .no_capacity
+            .retain(|(t, _)| t != instance_type);
+    }
+
+    /// Fails this share (0.0 to 1.0) of launches with an internal error.
+    pub fn set_launch_failure_rate(&self, rate: f64) {
+        self.state().faults.launch_failure_rate = rate.clamp(0.0, 1.0);
+    }
+
+    /// The instance disappears as if someone terminated it behind our back.
+    pub fn vanish(&self, id: &str) -> bool {
+        let mut state = self.state();
+        match state.instances.get_mut(id) {
+            Some(sim) => {
+                sim.instance.state = InstanceState::Terminated;
+                sim.instance.state_reason =
+                    Some("Client.UserInitiatedShutdown: terminated outside the controller".into());
+                sim.next = None;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// How many calls were answered `RequestLimitExceeded`.
+    pub fn throttled_calls(&self) -> u64 {
+        self.throttled.load(Ordering::Relaxed)
+    }
+
+    /// Instances launched (not adopted or repeated by token) so far.
+    pub fn launched(&self) -> u64 {
+        self.state().launched
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Admits a call through the server-side bucket, then brings every instance up to date.
+    fn admit(&self, op: Operation) -> Result<std::sync::MutexGuard<'_, State>> {
+        if self.config.throttle && self.limits.try_acquire(op).is_err() {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+            return Err(ProviderError::from_code(
+                op.as_str(),
+                "RequestLimitExceeded",
+                "Request limit exceeded.",
+            ));
+        }
+        let mut state = self.state();
+        let now = Instant::now();
+        for sim in state.instances.values_mut() {
+            if let Some((target, at)) = sim.next
+                && at <= now
+            {
+                sim.instance.state = target;
+                sim.next = None;
+                if target == InstanceState::Stopped || target == InstanceState::Terminated {
+                    sim.instance.public_ip = None;
+                }
+            }
+        }
+        Ok(state)
+    }
+
+    fn not_found(op: Operation, missing: &[&String]) -> ProviderError {
+        let ids = missing
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (noun, verb) = if missing.len() == 1 {
+            ("ID", "does")
+        } else {
+            ("IDs", "do")
+        };
+        ProviderError::from_code(
+            op.as_str(),
+            "InvalidInstanceID.NotFound",
+            format!("The instance {noun} '{ids}' {verb} not exist"),
+        )
+    }
+
+    /// Applies `change` to each instance, failing with NotFound first if any id is unknown.
+    fn transition(
+        &self,
+        op: Operation,
+        ids: &[String],
+        change: impl Fn(&mut SimInstance, Instant),
+    ) -> Result<()> {
+        let mut state = self.admit(op)?;
+        let missing: Vec<&String> = ids
+            .iter()
+            .filter(|id| !state.instances.contains_key(*id))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Self::not_found(op, &missing));
+        }
+        let now = Instant::now();
+        for id in ids {
+            if let Some(sim) = state.instances.get_mut(id) {
+                change(sim, now);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CloudApi for SimulatedCloud {
+    fn region(&self) -> &str {
+        &self.config.region
+    }
+
+    async fn run_instance(&self, request: RunInstance<'_>) -> Result<Instance> {
+        let op = Operation::RunInstances;
+        let mut state = self.admit(op)?;
+        if let Some(existing) = state.tokens.get(request.client_token)
+            && let Some(sim) = state.instances.get(existing)
+        {
+            return Ok(sim.instance.clone());
+        }
+        if !self
+            .config
+            .instance_types
+            .iter()
+            .any(|t| t == request.instance_type)
+        {
+            return Err(ProviderError::from_code(
+                op.as_str(),
+                "InvalidParameterValue",
+                format!(
+                    "Invalid value '{}' for InstanceType.",
+                    request.instance_type
+                ),
+            ));
+        }
+        if !self
+            .config
+            .images
+            .iter()
+            .any(|i| i.id == request.spec.image_id)
+        {
+            return Err(ProviderError::from_code(
+                op.as_str(),
+                "InvalidAMIID.NotFound",
+                format!("The image id '[{}]' does not exist", request.spec.image_id),
+            ));
+        }
+        let zone = match request.subnet_id {
+            Some(subnet) => self.config.subnets.get(subnet).cloned().ok_or_else(|| {
+                ProviderError::from_code(
+                    op.as_str(),
+                    "InvalidSubnetID.NotFound",
+                    format!("The subnet ID '{subnet}' does not exist"),
+                )
+            })?,
+            None => format!("{}a", self.config.region),
+        };
+        let faults = &state.faults;
+        if faults
+            .no_capacity
+            .contains(&(request.instance_type.to_owned(), None))
+            || faults
+                .no_capacity
+                .contains(&(request.instance_type.to_owned(), Some(zone.clone())))
+        {
+            return Err(ProviderError::from_code(
+                op.as_str(),
+                "InsufficientInstanceCapacity",
+                format!(
+                    "We currently do not have sufficient {} capacity in the Availability Zone you requested ({zone}).",
+                    request.instance_type
+                ),
+            ));
+        }
+        if faults.launch_failure_rate > 0.0 && fastrand::f64() < faults.launch_failure_rate {
+            return Err(ProviderError::from_code(
+                op.as_str(),
+                "InternalError",
+                "An internal error has occurred (simulated launch failure).",
+            ));
+        }
+        state.launched += 1;
+        let n = state.launched;
+        let id = format!("i-{:017x}", 0x5100_0000_0000u64 + n);
+        let instance = Instance {
+            id: id.clone(),
+            state: InstanceState::Pending,
+            instance_type: request.instance_type.to_owned(),
+            availability_zone: Some(zone),
+            private_ip: Some(format!(
+                "10.{}.{}.{}",
+                16 + (n >> 16) % 16,
+                (n >> 8) % 256,
+                n % 256
+            )),
+            public_ip: Some(format!("198.51.100.{}", n % 254 + 1)),
+            image_id: Some(request.spec.image_id.clone()),
+            launch_time: Some(Timestamp::now()),
+            tags: request.tags.clone(),
+            state_reason: None,
+        };
+        state
+            .tokens
+            .insert(request.client_token.to_owned(), id.clone());
+        state.instances.insert(
+            id,
+            SimInstance {
+                instance: instance.clone(),
+                next: Some((
+                    InstanceState::Running,
+                    Instant::now() + self.config.boot_delay,
+                )),
+            },
+        );
+        Ok(instance)
+    }
+
+    async fn describe_instances(&self, ids: &[String]) -> Result<Vec<Instance>> {
+        let op = Operation::DescribeInstances;
+        if ids.len() > MAX_IDS_PER_DESCRIBE {
+            return Err(ProviderError::from_code(
+                op.as_str(),
+                "InvalidParameterValue",
+                "too many instance ids",
+            ));
+        }
+        let state = self.admit(op)?;
+        let missing: Vec<&String> = ids
+            .iter()
+            .filter(|id| !state.instances.contains_key(*id))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Self::not_found(op, &missing));
+        }
+        Ok(ids
+            .iter()
+            .filter_map(|id| state.instances.get(id))
+            .map(|s| s.instance.clone())
+            .collect())
+    }
+
+    async fn list_instances(
+        &self,
+        filter: &InstanceFilter,
+        next_token: Option<String>,
+    ) -> Result<Page<Instance>> {
+        let state = self.admit(Operation::DescribeInstances)?;
+        let after = next_token.unwrap_or_default();
+        let mut items = Vec::new();
+        let mut next = None;
+        for (id, sim) in state.instances.range(after.clone()..) {
+            if *id == after {
+                continue;
+            }
+            let i = &sim.instance;
+            let tags_match = filter.tags.iter().all(|(k, v)| i.tags.get(k) == Some(v));
+            if !tags_match || (filter.exclude_terminated && i.state == InstanceState::Terminated) {
+                continue;
+            }
+            if items.len() == usize::try_from(MAX_RESULTS_PER_PAGE).unwrap_or(1000) {
+                next = items.last().map(|last: &Instance| last.id.clone());
+                break;
+            }
+            items.push(i.clone());
+        }
+        Ok(Page {
+            items,
+            next_token: next,
+        })
+    }
+
+    async fn start_instances(&self, ids: &[String]) -> Result<()> {
+        let boot = self.config.boot_delay;
+        self.transition(Operation::StartInstances, ids, |sim, now| {
+            if sim.instance.state == InstanceState::Stopped {
+                sim.instance.state = InstanceState::Pending;
+                sim.next = Some((InstanceState::Running, now + boot));
+            }
+        })
+    }
+
+    async fn stop_instances(&self, ids: &[String]) -> Result<()> {
+        let delay = self.config.stop_delay;
+        self.transition(Operation::StopInstances, ids, |sim, now| {
+            if matches!(
+                sim.instance.state,
+                InstanceState::Pending | InstanceState::Running
+            ) {
+                sim.instance.state = InstanceState::Stopping;
+                sim.next = Some((InstanceState::Stopped, now + delay));
+            }
+        })
+    }
+
+    async fn terminate_instances(&self, ids: &[String]) -> Result<()> {
+        let delay = self.config.terminate_delay;
+        self.transition(Operation::TerminateInstances, ids, |sim, now| {
+            if !sim.instance.state.is_gone() {
+                sim.instance.state = InstanceState::ShuttingDown;
+                sim.next = Some((InstanceState::Terminated, now + delay));
+            }
+        })
+    }
+
+    async fn describe_images(&self, query: &ImageQuery) -> Result<Vec<Image>> {
+        let _state = self.admit(Operation::DescribeImages)?;
+        let images = &self.config.images;
+        Ok(match query {
+            ImageQuery::Id(id) => images.iter().filter(|i| &i.id == id).cloned().collect(),
+            ImageQuery::NamePattern { pattern, .. } => images
+                .iter()
+                .filter(|i| i.name.as_deref().is_some_and(|n| glob::matches(pattern, n)))
+                .cloned()
+                .collect(),
+        })
+    }
+
+    async fn check_instance_types(&self, types: &[String]) -> Result<()> {
+        let _state = self.admit(Operation::DescribeInstanceTypes)?;
+        let unknown: Vec<&str> = types
+            .iter()
+            .filter(|t| !self.config.instance_types.contains(t))
+            .map(String::as_str)
+            .collect();
+        if unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(ProviderError::from_code(
+                Operation::DescribeInstanceTypes.as_str(),
+                "InvalidInstanceType",
+                format!(
+                    "The following supplied instance types do not exist: [{}]",
+                    unknown.join(", ")
+                ),
+            ))
+        }
+    }
+
+    async fn subnet_zones(&self, subnet_ids: &[String]) -> Result<HashMap<String, String>> {
+        let _state = self.admit(Operation::DescribeSubnets)?;
+        let mut out = HashMap::new();
+        for id in subnet_ids {
+            let zone = self.config.subnets.get(id).ok_or_else(|| {
+                ProviderError::new(
+                    ErrorKind::NotFound,
+                    Operation::DescribeSubnets.as_str(),
+                    format!("The subnet ID '{id}' does not exist"),
+                )
+                .with_code("InvalidSubnetID.NotFound")
+            })?;
+            out.insert(id.clone(), zone.clone());
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,297 @@
+//! Cloud-agnostic values: instances, images, launch specs and the tags that mark our instances.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::jiff::Timestamp;
+use serde::Serialize;
+
+use crate::crd::WorkerTemplateSpec;
+
+/// Tag keys every managed instance carries.
+pub mod tag {
+    pub const NAME: &str = "Name";
+    pub const MANAGED: &str = "ccm:managed";
+    pub const CLUSTER: &str = "ccm:cluster";
+    pub const TEMPLATE: &str = "ccm:template";
+    /// `<namespace>/<name>` of the Worker.
+    pub const WORKER: &str = "ccm:worker";
+    pub const WORKER_UID: &str = "ccm:worker-uid";
+}
+
+/// Life-cycle state of an instance, as EC2 names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceState {
+    Pending,
+    Running,
+    Stopping,
+    Stopped,
+    ShuttingDown,
+    Terminated,
+}
+
+impl InstanceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::Pending => "pending",
+            InstanceState::Running => "running",
+            InstanceState::Stopping => "stopping",
+            InstanceState::Stopped => "stopped",
+            InstanceState::ShuttingDown => "shutting-down",
+            InstanceState::Terminated => "terminated",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<InstanceState> {
+        Some(match s {
+            "pending" => InstanceState::Pending,
+            "running" => InstanceState::Running,
+            "stopping" => InstanceState::Stopping,
+            "stopped" => InstanceState::Stopped,
+            "shutting-down" => InstanceState::ShuttingDown,
+            "terminated" => InstanceState::Terminated,
+            _ => return None,
+        })
+    }
+
+    /// Terminated or on its way there: never coming back.
+    pub fn is_gone(self) -> bool {
+        matches!(
+            self,
+            InstanceState::ShuttingDown | InstanceState::Terminated
+        )
+    }
+}
+
+/// What the cloud reports about one instance.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Instance {
+    pub id: String,
+    pub state: InstanceState,
+    pub instance_type: String,
+    pub availability_zone: Option<String>,
+    pub private_ip: Option<String>,
+    pub public_ip: Option<String>,
+    pub image_id: Option<String>,
+    pub launch_time: Option<Timestamp>,
+    pub tags: BTreeMap<String, String>,
+    /// Why the instance is in its state, when the cloud says (e.g. a spontaneous termination).
+    pub state_reason: Option<String>,
+}
+
+impl Instance {
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags.get(key).map(String::as_str)
+    }
+}
+
+/// How to find the machine image.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ImageQuery {
+    Id(String),
+    /// A glob on the image name; the newest match wins. Owners restrict whose images count.
+    NamePattern {
+        pattern: String,
+        owners: Vec<String>,
+    },
+}
+
+impl ImageQuery {
+    pub fn from_template(spec: &WorkerTemplateSpec) -> Option<ImageQuery> {
+        match (&spec.image.id, &spec.image.name_pattern) {
+            (Some(id), _) => Some(ImageQuery::Id(id.clone())),
+            (None, Some(pattern)) => Some(ImageQuery::NamePattern {
+                pattern: pattern.clone(),
+                owners: spec.image.owners.clone(),
+            }),
+            (None, None) => None,
+        }
+    }
+}
+
+/// A machine image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Image {
+    pub id: String,
+    pub name: Option<String>,
+    /// ISO 8601, as EC2 reports it; compares correctly as a string.
+    pub creation_date: Option<String>,
+    /// Device name of the root volume, e.g. `/dev/sda1`.
+    pub root_device_name: Option<String>,
+}
+
+/// Root device of Ubuntu-based images such as CML's, used when the image does not say.
+pub const DEFAULT_ROOT_DEVICE: &str = "/dev/sda1";
+
+/// Everything that shapes a launched instance, derived from a template and its resolved image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LaunchSpec {
+    pub image_id: String,
+    pub root_device_name: String,
+    /// The template's instance type first, then its fallbacks in order.
+    pub instance_types: Vec<String>,
+    pub subnet_ids: Vec<String>,
+    pub security_group_ids: Vec<String>,
+    pub key_name: Option<String>,
+    pub iam_instance_profile: Option<String>,
+    pub root_volume_gib: u32,
+    pub root_volume_type: String,
+    pub user_data: Option<String>,
+    pub extra_tags: BTreeMap<String, String>,
+}
+
+impl LaunchSpec {
+    pub fn from_template(spec: &WorkerTemplateSpec, image: &Image) -> LaunchSpec {
+        let volume_type = serde_json::to_value(spec.root_volume.volume_type)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "gp3".to_owned());
+        LaunchSpec {
+            image_id: image.id.clone(),
+            root_device_name: image
+                .root_device_name
+                .clone()
+                .unwrap_or_else(|| DEFAULT_ROOT_DEVICE.to_owned()),
+            instance_types: std::iter::once(spec.instance_type.clone())
+                .chain(spec.fallback_instance_types.iter().cloned())
+                .collect(),
+            subnet_ids: spec.subnet_ids.clone(),
+            security_group_ids: spec.security_group_ids.clone(),
+            key_name: spec.key_name.clone(),
+            iam_instance_profile: spec.iam_instance_profile.clone(),
+            root_volume_gib: spec.root_volume.size_gib,
+            root_volume_type: volume_type,
+            user_data: spec.user_data.clone(),
+            extra_tags: spec.tags.clone(),
+        }
+    }
+
+    /// A stable fingerprint: equal specs give equal hashes across processes and versions.
+    pub fn hash(&self) -> String {
+        let canonical = serde_json::to_vec(self).unwrap_or_default();
+        format!("{:016x}", fnv1a64(&canonical))
+    }
+}
+
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Who an instance is for; becomes its tags and its idempotency token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerIdentity {
+    pub cluster_id: String,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub template: String,
+}
+
+impl WorkerIdentity {
+    /// The tags of DESIGN §3, over the template's own tags.
+    pub fn tags(&self, extra: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut tags = extra.clone();
+        for (k, v) in [
+            (tag::NAME, self.name.clone()),
+            (tag::MANAGED, "true".to_owned()),
+            (tag::CLUSTER, self.cluster_id.clone()),
+            (tag::TEMPLATE, self.template.clone()),
+            (tag::WORKER, format!("{}/{}", self.namespace, self.name)),
+            (tag::WORKER_UID, self.uid.clone()),
+        ] {
+            tags.insert(k.to_owned(), v);
+        }
+        tags
+    }
+}
+
+/// A launch: for whom, what, and which attempt (the attempt makes the idempotency token).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LaunchRequest {
+    pub worker: WorkerIdentity,
+    pub spec: LaunchSpec,
+    pub attempt: u32,
+}
+
+impl LaunchRequest {
+    /// The RunInstances `ClientToken` of this attempt; recorded in status before the call.
+    pub fn client_token(&self) -> String {
+        client_token(&self.worker.uid, self.attempt)
+    }
+}
+
+/// Deterministic idempotency token from a worker UID and an attempt number (at most 64 ASCII chars).
+pub fn client_token(worker_uid: &str, attempt: u32) -> String {
+    let uid: String = worker_uid
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(40)
+        .collect();
+    format!("rc-{uid}-{attempt}")
+}
+
+/// What a launch produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Launched {
+    pub instance: Instance,
+    /// True when an instance already tagged for this worker was found and adopted.
+    pub adopted: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_token_is_deterministic_and_short() {
+        let uid = "0f8c2a6e-1d2b-4c3d-9e8f-a1b2c3d4e5f6";
+        assert_eq!(client_token(uid, 1), client_token(uid, 1));
+        assert_ne!(client_token(uid, 1), client_token(uid, 2));
+        assert!(client_token(uid, u32::MAX).len() <= 64);
+    }
+
+    #[test]
+    fn worker_tags_override_template_tags() {
+        let id = WorkerIdentity {
+            cluster_id: "c1".into(),
+            namespace: "ns".into(),
+            name: "w1".into(),
+            uid: "u1".into(),
+            template: "t".into(),
+        };
+        let extra = BTreeMap::from([
+            ("team".into(), "labs".into()),
+            ("Name".into(), "spoof".into()),
+        ]);
+        let tags = id.tags(&extra);
+        assert_eq!(tags["Name"], "w1");
+        assert_eq!(tags["team"], "labs");
+        assert_eq!(tags[tag::MANAGED], "true");
+        assert_eq!(tags[tag::WORKER], "ns/w1");
+        assert_eq!(tags[tag::WORKER_UID], "u1");
+    }
+
+    #[test]
+    fn launch_spec_hash_is_stable_and_sensitive() {
+        let spec = LaunchSpec {
+            image_id: "ami-1".into(),
+            root_device_name: DEFAULT_ROOT_DEVICE.into(),
+            instance_types: vec!["m5zn.metal".into()],
+            subnet_ids: vec![],
+            security_group_ids: vec![],
+            key_name: None,
+            iam_instance_profile: None,
+            root_volume_gib: 500,
+            root_volume_type: "gp3".into(),
+            user_data: None,
+            extra_tags: BTreeMap::new(),
+        };
+        assert_eq!(spec.hash(), spec.clone().hash());
+        let mut other = spec.clone();
+        other.root_volume_gib = 600;
+        assert_ne!(spec.hash(), other.hash());
+    }
+}
