@@ -1,6 +1,6 @@
 //! Test support: a real control plane (etcd + kube-apiserver + kubectl) shared by the tests of one
 //! test binary, and throwaway namespaces on it.
-#![allow(dead_code)] // each test binary uses its own subset
+#![allow(dead_code, unused_imports)] // each test binary uses its own subset
 
 pub mod binaries;
 pub mod controlplane;
