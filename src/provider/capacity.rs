@@ -33,15 +33,16 @@ impl CapacityCache {
         );
     }
 
-    /// Whether `instance_type` is believed to have no capacity in `zone`.
+    /// Whether `instance_type` is believed to have no capacity in `zone`. With no zone (the
+    /// cloud picks the placement) any recent failure of the type counts, since it may pick the
+    /// same zone again.
     pub fn is_exhausted(&self, instance_type: &str, zone: Option<&str>) -> bool {
         let now = Instant::now();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.retain(|_, expires| *expires > now);
-        let any_zone = entries.contains_key(&(instance_type.to_owned(), None));
-        let this_zone = zone
-            .is_some_and(|z| entries.contains_key(&(instance_type.to_owned(), Some(z.to_owned()))));
-        any_zone || this_zone
+        entries.keys().any(|(t, z)| {
+            t == instance_type && (z.is_none() || zone.is_none() || z.as_deref() == zone)
+        })
     }
 }
 
@@ -56,6 +57,10 @@ mod tests {
         assert!(cache.is_exhausted("m5zn.metal", Some("us-east-1a")));
         assert!(!cache.is_exhausted("m5zn.metal", Some("us-east-1b")));
         assert!(!cache.is_exhausted("c5.metal", Some("us-east-1a")));
+        assert!(
+            cache.is_exhausted("m5zn.metal", None),
+            "unplaced launches avoid it too"
+        );
 
         cache.mark_exhausted("c5.metal", None);
         assert!(cache.is_exhausted("c5.metal", Some("us-east-1b")));
