@@ -10,7 +10,7 @@ VENV             := target/venv
 APT_PACKAGES     := protobuf-compiler openssl python3-venv ca-certificates
 SUDO             := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install apt-packages controlplane venv build test lint fmt crds clean
+.PHONY: install apt-packages controlplane venv build test bench lint fmt crds clean
 
 ## install: everything the tests need; safe to run again
 install: apt-packages controlplane venv
@@ -48,6 +48,10 @@ build:
 ## test: unit and integration tests against the real control plane
 test: install
 	cargo test --locked --all-targets
+
+## bench: provider benchmark on the simulated cloud (results in README)
+bench:
+	cargo bench --locked --bench provider
 
 ## lint: formatting and clippy, warnings are errors
 lint:
