@@ -3,4 +3,5 @@
 pub mod backoff;
 pub mod cli;
 pub mod crd;
+pub mod lifecycle;
 pub mod provider;

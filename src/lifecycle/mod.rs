@@ -1,0 +1,3 @@
+//! Pure decision logic: no I/O, fed with plain observed values, unit-tested exhaustively.
+
+pub mod worker;

@@ -1,0 +1,363 @@
+use std::collections::BTreeMap;
+
+use super::*;
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).unwrap()
+}
+
+fn instance(state: InstanceState) -> Instance {
+    Instance {
+        id: "i-1".into(),
+        state,
+        instance_type: "m5zn.metal".into(),
+        availability_zone: Some("us-east-1a".into()),
+        private_ip: Some("10.0.0.1".into()),
+        public_ip: None,
+        image_id: Some("ami-1".into()),
+        launch_time: Some(at(0)),
+        tags: BTreeMap::new(),
+        state_reason: None,
+    }
+}
+
+fn timeouts() -> Timeouts {
+    Timeouts {
+        launch: Duration::from_secs(600),
+        ready: Duration::from_secs(1800),
+        drain: Duration::from_secs(3600),
+    }
+}
+
+fn facts(phase: Option<WorkerPhase>, instance: InstanceFacts) -> WorkerFacts {
+    WorkerFacts {
+        now: at(60),
+        deleting: false,
+        skip_drain: false,
+        desired: DesiredState::Running,
+        phase,
+        template: TemplateFacts::Ready(timeouts()),
+        launch: LaunchFacts {
+            attempts: 1,
+            token_outstanding: false,
+            started_at: Some(at(0)),
+        },
+        instance,
+        cml: CmlFacts::NotProbed,
+        drain_started_at: None,
+    }
+}
+
+fn seen(state: InstanceState) -> InstanceFacts {
+    InstanceFacts::Seen(instance(state))
+}
+
+use WorkerPhase::*;
+
+#[test]
+fn a_new_worker_launches_attempt_one() {
+    let mut f = facts(None, InstanceFacts::NotLaunched);
+    f.launch = LaunchFacts::default();
+    let p = plan(&f);
+    assert_eq!((p.phase, p.step), (Pending, Step::Launch { attempt: 1 }));
+    assert_eq!(p.event.map(|e| e.0), Some(Reason::Launching));
+}
+
+#[test]
+fn an_outstanding_token_retries_the_same_attempt_and_a_settled_one_the_next() {
+    let mut f = facts(Some(Pending), InstanceFacts::NotLaunched);
+    f.launch.attempts = 2;
+    f.launch.token_outstanding = true;
+    assert_eq!(plan(&f).step, Step::Launch { attempt: 2 });
+    f.launch.token_outstanding = false;
+    assert_eq!(plan(&f).step, Step::Launch { attempt: 3 });
+    assert_eq!(
+        plan(&f).event,
+        None,
+        "no event for a retry in the same phase"
+    );
+}
+
+#[test]
+fn a_missing_or_unready_template_keeps_the_worker_pending() {
+    let mut f = facts(None, InstanceFacts::NotLaunched);
+    f.template = TemplateFacts::Missing;
+    let p = plan(&f);
+    assert_eq!((p.phase, p.step), (Pending, Step::Wait));
+    assert_eq!(p.event.map(|e| e.0), Some(Reason::TemplateNotFound));
+
+    f.template = TemplateFacts::NotReady {
+        reason: "ImageNotFound".into(),
+        message: "no image matches".into(),
+    };
+    let p = plan(&f);
+    assert_eq!((p.phase, p.step), (Pending, Step::Wait));
+    let (reason, message) = p.event.unwrap();
+    assert_eq!(reason, Reason::TemplateNotReady);
+    assert!(message.contains("ImageNotFound") && message.contains("no image matches"));
+}
+
+#[test]
+fn launching_for_longer_than_launch_timeout_fails() {
+    let mut f = facts(Some(Pending), InstanceFacts::NotLaunched);
+    f.now = at(601);
+    let p = plan(&f);
+    assert_eq!((p.phase, p.step), (Failed, Step::Wait));
+    assert_eq!(p.event.map(|e| e.0), Some(Reason::LaunchTimeout));
+
+    let mut f = facts(Some(Provisioning), seen(InstanceState::Pending));
+    f.now = at(601);
+    let p = plan(&f);
+    assert_eq!(
+        (p.phase, p.step),
+        (Failed, Step::Terminate),
+        "a failed worker costs nothing"
+    );
+}
+
+#[test]
+fn provisioning_waits_for_running_and_cml() {
+    let f = facts(Some(Provisioning), seen(InstanceState::Pending));
+    assert_eq!(
+        (plan(&f).phase, plan(&f).step, plan(&f).recheck),
+        (Provisioning, Step::Wait, Recheck::Soon)
+    );
+
+    let mut f = facts(Some(Provisioning), seen(InstanceState::Running));
+    f.cml = CmlFacts::NotReady;
+    assert_eq!(plan(&f).phase, Provisioning);
+    f.cml = CmlFacts::Unreachable {
+        message: "refused".into(),
+    };
+    assert_eq!(plan(&f).phase, Provisioning);
+    f.cml = CmlFacts::Ready {
+        running_nodes: Some(0),
+    };
+    let p = plan(&f);
+    assert_eq!((p.phase, p.step), (Running, Step::Wait));
+    assert_eq!(p.event.map(|e| e.0), Some(Reason::Provisioned));
+}
+
+#[test]
+fn cml_never_ready_fails_after_ready_timeout() {
+    let mut f = facts(Some(Provisioning), seen(InstanceState::Running));
+    f.cml = CmlFacts::NotReady;
+    f.now = at(1799);
+    assert_eq!(plan(&f).phase, Provisioning);
+    f.now = at(1801);
+    let p = plan(&f);
+    assert_eq!((p.phase, p.step), (Failed, Step::Terminate));
+    assert_eq!(p.event.map(|e| e.0), Some(Reason::ReadyTimeout));
+}
+
+#[test]
+fn an_instance_gone_behind_our_back_fails_the_worker() {
+    for phase in [Provisioning, Running, Draining, Stopped] {
+        let mut i = instance(InstanceState::Terminated);
+        i.state_reason = Some("Client.UserInitiatedShutdown".into());
+        let p = plan(&facts(Some(phase), InstanceFacts::Seen(i)));
+        assert_eq!((p.phase, p.step), (Failed, Step::Wait), "{phase:?}");
+        let (reason, message) = p.event.unwrap();
+        assert_eq!(reason, Reason::InstanceVanished);
+        assert!(message.contains("UserInitiatedShutdown"));
+
+        let p = plan(&facts(
+            Some(phase),
+            InstanceFacts::Missing { id: "i-1".into() },
+        ));
+        assert_eq!(p.phase, Failed);
+    }
+}
+
+#[test]
+fn a_failed_worker_stays_failed_and_terminates_a_live_instance() {
+    assert_eq!(
+        plan(&facts(Some(Failed), seen(InstanceState::Running))).step,
+        Step::Terminate
+    );
+    assert_eq!(
+        plan(&facts(Some(Failed), seen(InstanceState::Terminated))).step,
+        Step::Wait
+    );
+    assert_eq!(
+        plan(&facts(Some(Failed), InstanceFacts::NotLaunched)).phase,
+        Failed
+    );
+}
+
+#[test]
+fn draining_waits_for_labs_then_stops() {
+    let mut f = facts(Some(Running), seen(InstanceState::Running));
+    f.desired = DesiredState::Draining;
+    let p = plan(&f);
+    assert_eq!((p.phase, p.step), (Draining, Step::Wait));
+    assert_eq!(p.drain_started_at, Some(at(60)));
+    assert_eq!(p.event.map(|e| e.0), Some(Reason::DrainStarted));
+
+    let mut f = facts(Some(Draining), seen(InstanceState::Running));
+    f.desired = DesiredState::Draining;
+    f.drain_started_at = Some(at(30));
+    f.cml = CmlFacts::Ready {
+        running_nodes: Some(3),
+    };
+    let p = plan(&f);
+    assert_eq!(
+        (p.phase, p.step, p.drain_started_at),
+        (Draining, Step::Wait, Some(at(30)))
+    );
+    assert_eq!(p.event, None);
+
+    f.cml = CmlFacts::Unreachable {
+        message: "timeout".into(),
+    };
+    assert_eq!(
+        plan(&f).step,
+        Step::Wait,
+        "unknown usage never ends a drain early"
+    );
+
+    f.cml = CmlFacts::Ready {
+        running_nodes: Some(0),
+    };
+    let p = plan(&f);
+    assert_eq!((p.phase, p.step), (Stopping, Step::Stop));
+    assert_eq!(p.event.map(|e| e.0), Some(Reason::DrainCompleted));
+}
+
+#[test]
+fn a_drain_past_its_timeout_is_forced_with_a_warning() {
+    let mut f = facts(Some(Draining), seen(InstanceState::Running));
+    f.desired = DesiredState::Draining;
+    f.drain_started_at = Some(at(0));
+    f.now = at(3600);
+    f.cml = CmlFacts::Ready {
+        running_nodes: Some(2),
+    };
+    let p = plan(&f);
+    assert_eq!((p.phase, p.step), (Stopping, Step::Stop));
+    let (reason, _) = p.event.unwrap();
+    assert_eq!(reason, Reason::DrainTimeout);
+    assert!(reason.is_warning());
+}
+
+#[test]
+fn running_again_cancels_a_drain() {
+    let mut f = facts(Some(Draining), seen(InstanceState::Running));
+    f.drain_started_at = Some(at(0));
+    f.cml = CmlFacts::Ready {
+        running_nodes: Some(2),
+    };
+    let p = plan(&f);
+    assert_eq!(
+        (p.phase, p.step, p.drain_started_at),
+        (Running, Step::Wait, None)
+    );
+    assert_eq!(p.event.map(|e| e.0), Some(Reason::DrainCancelled));
+}
+
+#[test]
+fn stop_then_start() {
+    let mut f = facts(Some(Running), seen(InstanceState::Running));
+    f.desired = DesiredState::Stopped;
+    assert_eq!(plan(&f).phase, Draining, "a stop drains first");
+
+    let mut f = facts(Some(Stopping), seen(InstanceState::Stopping));
+    f.desired = DesiredState::Stopped;
+    assert_eq!((plan(&f).phase, plan(&f).step), (Stopping, Step::Wait));
+    f.instance = seen(InstanceState::Stopped);
+    let p = plan(&f);
+    assert_eq!(
+        (p.phase, p.event.map(|e| e.0)),
+        (Stopped, Some(Reason::Stopped))
+    );
+
+    let mut f = facts(Some(Stopped), seen(InstanceState::Stopped));
+    f.desired = DesiredState::Stopped;
+    assert_eq!((plan(&f).phase, plan(&f).step), (Stopped, Step::Wait));
+    f.desired = DesiredState::Running;
+    assert_eq!((plan(&f).phase, plan(&f).step), (Starting, Step::Start));
+
+    let mut f = facts(Some(Starting), seen(InstanceState::Pending));
+    assert_eq!((plan(&f).phase, plan(&f).step), (Starting, Step::Wait));
+    f.instance = seen(InstanceState::Running);
+    f.cml = CmlFacts::Ready {
+        running_nodes: Some(0),
+    };
+    assert_eq!(plan(&f).phase, Running);
+}
+
+#[test]
+fn an_unlaunched_worker_asked_to_stop_is_stopped() {
+    let mut f = facts(None, InstanceFacts::NotLaunched);
+    f.desired = DesiredState::Stopped;
+    assert_eq!((plan(&f).phase, plan(&f).step), (Stopped, Step::Wait));
+}
+
+#[test]
+fn delete_drains_a_busy_worker_first() {
+    let mut f = facts(Some(Running), seen(InstanceState::Running));
+    f.deleting = true;
+    f.cml = CmlFacts::Ready {
+        running_nodes: Some(1),
+    };
+    let p = plan(&f);
+    assert_eq!(
+        (p.phase, p.step, p.drain_started_at),
+        (Draining, Step::Wait, Some(at(60)))
+    );
+
+    f.phase = Some(Draining);
+    f.drain_started_at = Some(at(0));
+    f.cml = CmlFacts::Ready {
+        running_nodes: Some(0),
+    };
+    assert_eq!(
+        (plan(&f).phase, plan(&f).step),
+        (Terminating, Step::Terminate)
+    );
+
+    f.cml = CmlFacts::Ready {
+        running_nodes: Some(1),
+    };
+    f.now = at(3601);
+    let p = plan(&f);
+    assert_eq!(
+        (p.phase, p.step, p.event.map(|e| e.0)),
+        (Terminating, Step::Terminate, Some(Reason::DrainTimeout))
+    );
+}
+
+#[test]
+fn delete_with_skip_drain_or_while_provisioning_terminates_at_once() {
+    let mut f = facts(Some(Running), seen(InstanceState::Running));
+    f.deleting = true;
+    f.skip_drain = true;
+    f.cml = CmlFacts::Ready {
+        running_nodes: Some(5),
+    };
+    assert_eq!(plan(&f).step, Step::Terminate);
+
+    let mut f = facts(Some(Provisioning), seen(InstanceState::Pending));
+    f.deleting = true;
+    assert_eq!(
+        (plan(&f).phase, plan(&f).step),
+        (Terminating, Step::Terminate)
+    );
+}
+
+#[test]
+fn the_object_goes_only_once_the_instance_is_terminated_or_unknown() {
+    let mut f = facts(Some(Terminating), seen(InstanceState::ShuttingDown));
+    f.deleting = true;
+    assert_eq!(
+        plan(&f).step,
+        Step::Terminate,
+        "shutting-down is not terminated yet"
+    );
+    f.instance = seen(InstanceState::Terminated);
+    assert_eq!(plan(&f).step, Step::Release);
+    f.instance = InstanceFacts::Missing { id: "i-1".into() };
+    assert_eq!(plan(&f).step, Step::Release);
+    f.instance = InstanceFacts::NotLaunched;
+    assert_eq!(plan(&f).step, Step::Release);
+}
