@@ -2,6 +2,7 @@
 
 pub mod backoff;
 pub mod cli;
+pub mod cml;
 pub mod crd;
 pub mod lifecycle;
 pub mod provider;

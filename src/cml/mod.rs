@@ -1,0 +1,96 @@
+//! The CML API on each worker: is it ready, is it licensed, how busy is it.
+
+mod http;
+mod simulated;
+
+use async_trait::async_trait;
+
+pub use http::HttpCml;
+pub use simulated::SimulatedCml;
+
+/// Where a worker's CML API is and how to talk to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CmlTarget {
+    /// `https://<ip>:<port>`
+    pub endpoint: String,
+    pub credentials: Option<CmlCredentials>,
+    pub tls: TlsPolicy,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct CmlCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for CmlCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CmlCredentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// How to trust the worker's certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct TlsPolicy {
+    pub insecure_skip_verify: bool,
+    /// PEM bundle of the CA to trust instead of the system roots.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+/// What CML said.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CmlReport {
+    pub ready: bool,
+    pub version: Option<String>,
+    pub licensed: Option<bool>,
+    pub labs: Option<u32>,
+    pub running_nodes: Option<u32>,
+}
+
+/// Why CML could not be asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CmlErrorKind {
+    Unreachable,
+    Timeout,
+    Unauthorized,
+    /// An answer that does not follow the API contract.
+    BadResponse,
+    ServerError,
+}
+
+impl CmlErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CmlErrorKind::Unreachable => "CmlUnreachable",
+            CmlErrorKind::Timeout => "CmlTimeout",
+            CmlErrorKind::Unauthorized => "CmlUnauthorized",
+            CmlErrorKind::BadResponse => "CmlBadResponse",
+            CmlErrorKind::ServerError => "CmlServerError",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", kind.as_str())]
+pub struct CmlError {
+    pub kind: CmlErrorKind,
+    pub message: String,
+}
+
+impl CmlError {
+    pub fn new(kind: CmlErrorKind, message: impl Into<String>) -> CmlError {
+        CmlError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// Asks a worker's CML API how it is.
+#[async_trait]
+pub trait CmlProbe: Send + Sync {
+    async fn probe(&self, target: &CmlTarget) -> Result<CmlReport, CmlError>;
+}
