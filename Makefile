@@ -10,7 +10,7 @@ VENV             := target/venv
 APT_PACKAGES     := protobuf-compiler openssl python3-venv ca-certificates
 SUDO             := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install apt-packages controlplane venv build test bench lint fmt crds clean
+.PHONY: install apt-packages controlplane venv build run test bench lint fmt crds clean
 
 ## install: everything the tests need; safe to run again
 install: apt-packages controlplane venv
@@ -44,6 +44,11 @@ $(VENV)/.installed: tests/moto-requirements.txt
 ## build: the controller binary
 build:
 	cargo build --locked --release
+
+## run: a local control plane, the CRDs, the samples on the simulated provider, and the controller
+run: controlplane
+	@echo "building; then watch with: KUBECONFIG=target/local/kubeconfig $(CONTROLPLANE_DIR)/kubectl get wk -w"
+	cargo run --locked --example local -- $(ARGS)
 
 ## test: unit and integration tests against the real control plane
 test: install

@@ -3,6 +3,7 @@
 pub mod backoff;
 pub mod cli;
 pub mod cml;
+pub mod controller;
 pub mod crd;
 pub mod lifecycle;
 pub mod provider;

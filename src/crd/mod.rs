@@ -1,5 +1,6 @@
 //! The API types of group `ccm.dev/v1alpha1` and the CRD YAML generated from them.
 
+pub mod conditions;
 mod duration;
 mod template;
 mod worker;

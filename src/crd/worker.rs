@@ -132,6 +132,12 @@ pub struct WorkerStatus {
 pub struct InstanceStatus {
     /// Instance id, e.g. `i-0123456789abcdef0`.
     pub id: String,
+    /// Cloud provider that runs the instance (kept so cleanup works even without the template).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<super::ProviderKind>,
+    /// Region of the instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     /// Instance type it was launched as (may be a fallback type).
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
     pub instance_type: Option<String>,
@@ -165,6 +171,9 @@ pub struct LaunchStatus {
     /// Launch attempts made so far.
     #[serde(default)]
     pub attempts: u32,
+    /// When the first launch attempt began; `launchTimeout` counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
     /// Why the last attempt failed, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,

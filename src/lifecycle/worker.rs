@@ -14,7 +14,12 @@ use crate::{
 #[derive(Clone, Debug, PartialEq)]
 pub enum TemplateFacts {
     Missing,
-    NotReady { reason: String, message: String },
+    /// Not reconciled yet: wait quietly, it is not a problem.
+    Unresolved,
+    NotReady {
+        reason: String,
+        message: String,
+    },
     Ready(Timeouts),
 }
 
@@ -457,6 +462,7 @@ fn plan_unlaunched(f: &WorkerFacts, phase: WorkerPhase) -> Plan {
                 "the WorkerTemplate does not exist",
             );
         }
+        TemplateFacts::Unresolved => return Plan::new(Pending, Step::Wait, Recheck::Soon),
         TemplateFacts::NotReady { reason, message } => {
             return Plan::new(Pending, Step::Wait, Recheck::Steady).because(
                 Reason::TemplateNotReady,

@@ -7,6 +7,7 @@ mod error;
 mod glob;
 mod managed;
 pub mod ratelimit;
+mod registry;
 pub mod simulated;
 mod types;
 
@@ -15,6 +16,7 @@ use async_trait::async_trait;
 pub use capacity::CapacityCache;
 pub use error::{ErrorKind, ProviderError, Result, classify_code};
 pub use managed::{CallCounts, Provider, ProviderSettings};
+pub use registry::{AwsConnector, ProviderRegistry, aws_default_chain};
 pub use types::{
     Image, ImageQuery, Instance, InstanceState, LaunchRequest, LaunchSpec, Launched,
     WorkerIdentity, client_token, tag,

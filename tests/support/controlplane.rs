@@ -38,11 +38,11 @@ impl ControlPlane {
 
     fn start() -> ControlPlane {
         let binaries = Binaries::locate();
-        let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        std::fs::create_dir_all(base).expect("create target tmp dir");
+        let base = super::process::scratch_base();
+        std::fs::create_dir_all(&base).expect("create target tmp dir");
         let dir = tempfile::Builder::new()
             .prefix("controlplane-")
-            .tempdir_in(base)
+            .tempdir_in(&base)
             .expect("create scratch dir")
             .keep();
         let guardian = Guardian::start(&dir);

@@ -37,11 +37,11 @@ impl Moto {
 
     fn start(auth: bool) -> Moto {
         let server = moto_server();
-        let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        std::fs::create_dir_all(base).expect("create target tmp dir");
+        let base = super::process::scratch_base();
+        std::fs::create_dir_all(&base).expect("create target tmp dir");
         let dir = tempfile::Builder::new()
             .prefix("moto-")
-            .tempdir_in(base)
+            .tempdir_in(&base)
             .expect("create scratch dir")
             .keep();
         let guardian = Guardian::start(&dir);

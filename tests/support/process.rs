@@ -10,6 +10,13 @@ use std::{
 
 use super::guardian::Guardian;
 
+/// Where scratch directories go: cargo's per-target tmp dir for tests, `target/tmp` otherwise.
+pub fn scratch_base() -> std::path::PathBuf {
+    option_env!("CARGO_TARGET_TMPDIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tmp"))
+}
+
 /// A port that was free a moment ago on the loopback interface.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -86,6 +86,14 @@ fn a_missing_or_unready_template_keeps_the_worker_pending() {
     assert_eq!((p.phase, p.step), (Pending, Step::Wait));
     assert_eq!(p.event.map(|e| e.0), Some(Reason::TemplateNotFound));
 
+    f.template = TemplateFacts::Unresolved;
+    let p = plan(&f);
+    assert_eq!(
+        (p.phase, p.step, p.event),
+        (Pending, Step::Wait, None),
+        "not reconciled yet is no warning"
+    );
+
     f.template = TemplateFacts::NotReady {
         reason: "ImageNotFound".into(),
         message: "no image matches".into(),

@@ -1,0 +1,147 @@
+//! What every reconcile shares: clients, configuration, providers, CML probes, Events.
+
+use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
+
+use kube::{
+    Client, Resource,
+    runtime::events::{Event, EventType, Recorder, Reporter},
+};
+use tracing::warn;
+
+use crate::{
+    backoff::Backoff,
+    cml::{CmlProbe, HttpCml, SimulatedCml},
+    crd::ProviderKind,
+    provider::ProviderRegistry,
+};
+
+/// Controller settings (DESIGN §6), filled from flags and environment by the CLI.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Value of the `ccm:cluster` tag: which instances are this controller's.
+    pub cluster_id: String,
+    /// Reconcile only this namespace; all namespaces when `None`.
+    pub namespace: Option<String>,
+    /// Re-check interval while something is in motion.
+    pub poll_interval: Duration,
+    /// Re-check interval in steady state (`RECONCILE_INTERVAL`).
+    pub resync_interval: Duration,
+    /// Workers reconciled at once.
+    pub concurrency: u16,
+    /// Instances tagged for this cluster with no Worker are terminated after this age.
+    pub orphan_grace: Duration,
+    pub orphan_sweep_interval: Duration,
+    /// Per-object backoff of transient errors.
+    pub error_backoff: Backoff,
+    pub cml_timeout: Duration,
+    /// Reach every worker's CML API at this host instead of its IP (local testing only).
+    pub cml_host_override: Option<String>,
+    /// Boot time of simulated workers' CML.
+    pub simulated_cml_boot: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            cluster_id: "default".into(),
+            namespace: None,
+            poll_interval: Duration::from_secs(5),
+            resync_interval: Duration::from_secs(30),
+            concurrency: 16,
+            orphan_grace: Duration::from_secs(600),
+            orphan_sweep_interval: Duration::from_secs(60),
+            error_backoff: Backoff::new(Duration::from_secs(2), Duration::from_secs(300)),
+            cml_timeout: Duration::from_secs(10),
+            cml_host_override: None,
+            simulated_cml_boot: Duration::from_secs(5),
+        }
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub providers: ProviderRegistry,
+    cml_http: Arc<dyn CmlProbe>,
+    cml_simulated: Arc<dyn CmlProbe>,
+    recorder: Recorder,
+    /// Consecutive transient failures per object UID, for the backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+pub const CONTROLLER_NAME: &str = "resource-controller";
+
+impl Context {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        providers: ProviderRegistry,
+        instance_id: &str,
+    ) -> Context {
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: CONTROLLER_NAME.into(),
+                instance: Some(instance_id.to_owned()),
+            },
+        );
+        Context {
+            cml_http: Arc::new(HttpCml::new(settings.cml_timeout)),
+            cml_simulated: Arc::new(SimulatedCml::new(settings.simulated_cml_boot)),
+            client,
+            settings,
+            providers,
+            recorder,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn cml(&self, provider: ProviderKind) -> &dyn CmlProbe {
+        match provider {
+            ProviderKind::Aws => self.cml_http.as_ref(),
+            ProviderKind::Simulated => self.cml_simulated.as_ref(),
+        }
+    }
+
+    /// Publishes an Event on `obj`; a failure to publish is logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_owned(),
+            note: Some(note.chars().take(1000).collect()),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            warn!(%reason, error = %e, "could not publish an Event");
+        }
+    }
+
+    /// The delay before retrying `uid` after another transient failure.
+    pub fn next_backoff(&self, uid: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(uid.to_owned()).or_insert(0);
+        let delay = self.settings.error_backoff.delay(*n);
+        *n = n.saturating_add(1);
+        delay
+    }
+
+    /// Forgets the failures of `uid` after a successful reconcile.
+    pub fn reset_backoff(&self, uid: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
+    }
+}

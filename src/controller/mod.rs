@@ -1,0 +1,78 @@
+//! The reconcilers (worker, template, orphan sweep), their shared context and error policy.
+
+mod context;
+pub mod error;
+pub mod orphans;
+pub mod template;
+pub mod worker;
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::{
+    Api, ResourceExt,
+    runtime::{Controller, controller::Config, reflector::ObjectRef, watcher},
+};
+use tracing::{debug, info};
+
+pub use context::{CONTROLLER_NAME, Context, Settings};
+
+use crate::crd::{Worker, WorkerTemplate};
+
+fn api<K>(ctx: &Context) -> Api<K>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+{
+    match &ctx.settings.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    }
+}
+
+/// Runs the reconcilers until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let config = Config::default().concurrency(ctx.settings.concurrency);
+    let workers = Controller::new(api::<Worker>(&ctx), watcher::Config::default())
+        .with_config(config.clone());
+    let store = workers.store();
+    let lookup = store.clone();
+    // A template change wakes the workers built from it.
+    let workers = workers.watches(
+        api::<WorkerTemplate>(&ctx),
+        watcher::Config::default(),
+        move |t| {
+            let (ns, name) = (t.namespace(), t.name_any());
+            lookup
+                .state()
+                .into_iter()
+                .filter(|w| w.namespace() == ns && w.spec.template_ref.name == name)
+                .map(|w| ObjectRef::from_obj(w.as_ref()))
+                .collect::<Vec<_>>()
+        },
+    );
+    let templates = Controller::new(api::<WorkerTemplate>(&ctx), watcher::Config::default())
+        .with_config(config);
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let signal = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let worker_loop = workers
+        .graceful_shutdown_on(signal(stop_rx.clone()))
+        .run(worker::reconcile, worker::error_policy, ctx.clone())
+        .for_each(|r| async move { debug!(result = ?r.map(|(o, _)| o.name), "worker reconciled") });
+    let template_loop = templates
+        .graceful_shutdown_on(signal(stop_rx))
+        .run(template::reconcile, template::error_policy, ctx.clone())
+        .for_each(
+            |r| async move { debug!(result = ?r.map(|(o, _)| o.name), "template reconciled") },
+        );
+    let sweep = tokio::spawn(orphans::run(ctx.clone(), store));
+    tokio::spawn(async move {
+        shutdown.await;
+        info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    futures::join!(worker_loop, template_loop);
+    sweep.abort();
+}

@@ -1,0 +1,125 @@
+//! The WorkerTemplate reconciler: the template is Ready when its image resolves; the resolved
+//! image and the launch spec hash go to status for the workers (autoscaling comes later).
+
+use std::sync::Arc;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::controller::Action,
+};
+use serde_json::json;
+use tracing::warn;
+
+use super::{
+    Context,
+    context::CONTROLLER_NAME,
+    error::{Error, Result},
+};
+use crate::{
+    crd::{WorkerTemplate, WorkerTemplateStatus, conditions},
+    provider::{CloudProvider, ImageQuery, LaunchSpec},
+};
+
+pub async fn reconcile(template: Arc<WorkerTemplate>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = template
+        .namespace()
+        .ok_or_else(|| Error::Invalid("a WorkerTemplate must be namespaced".into()))?;
+    let api: Api<WorkerTemplate> = Api::namespaced(ctx.client.clone(), &namespace);
+    let spec = &template.spec;
+    let provider = ctx
+        .providers
+        .get(spec.provider, spec.region.as_deref())
+        .await;
+    let mut status = template.status.clone().unwrap_or_default();
+    let generation = template.metadata.generation;
+    let now = Timestamp::now();
+    // The API server's validation guarantees one of id / namePattern.
+    let query = ImageQuery::from_template(spec)
+        .ok_or_else(|| Error::Invalid("image has neither id nor namePattern".into()))?;
+    let outcome = provider.resolve_image(&query).await;
+    let was_ready = conditions::is_true(&status.conditions, "Ready");
+    let result = match outcome {
+        Ok(image) => {
+            status.resolved_image_id = Some(image.id.clone());
+            status.launch_spec_hash = Some(LaunchSpec::from_template(spec, &image).hash());
+            let name = image.name.unwrap_or_else(|| image.id.clone());
+            conditions::set(
+                &mut status.conditions,
+                "Ready",
+                true,
+                "ImageResolved",
+                format!("image {} ({name})", image.id),
+                generation,
+                now,
+            );
+            if !was_ready {
+                ctx.event(
+                    template.as_ref(),
+                    false,
+                    "ImageResolved",
+                    "ResolveImage",
+                    format!("image {} ({name})", image.id),
+                )
+                .await;
+            }
+            Ok(Action::requeue(
+                ctx.settings
+                    .resync_interval
+                    .max(std::time::Duration::from_secs(60)),
+            ))
+        }
+        Err(e) => {
+            let error = Error::from(e);
+            conditions::set(
+                &mut status.conditions,
+                "Ready",
+                false,
+                error.category(),
+                error.to_string(),
+                generation,
+                now,
+            );
+            ctx.event(
+                template.as_ref(),
+                true,
+                error.category(),
+                "ResolveImage",
+                error.to_string(),
+            )
+            .await;
+            Err(error)
+        }
+    };
+    status.observed_generation = generation;
+    if template.status.as_ref() != Some(&status) {
+        apply_status(&api, &template, &status).await?;
+    }
+    result
+}
+
+pub fn error_policy(template: Arc<WorkerTemplate>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(template = %template.name_any(), category = error.category(), %error, "template reconcile failed");
+    if error.is_permanent() {
+        Action::await_change()
+    } else {
+        Action::requeue(ctx.next_backoff(&template.uid().unwrap_or_default()))
+    }
+}
+
+async fn apply_status(
+    api: &Api<WorkerTemplate>,
+    template: &WorkerTemplate,
+    status: &WorkerTemplateStatus,
+) -> Result<()> {
+    let patch =
+        json!({"apiVersion": "ccm.dev/v1alpha1", "kind": "WorkerTemplate", "status": status});
+    api.patch_status(
+        &template.name_any(),
+        &PatchParams::apply(CONTROLLER_NAME).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    Ok(())
+}

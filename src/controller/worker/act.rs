@@ -1,0 +1,155 @@
+//! Act: carry out the plan's one cloud step. A launch records its idempotency token in status
+//! before calling the cloud, so a restart in between retries the same token and adopts by tag.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{Api, ResourceExt};
+use tracing::info;
+
+use super::{apply_status, observe::Observed};
+use crate::{
+    controller::{Context, error::Error},
+    crd::{LaunchStatus, Worker, WorkerPhase},
+    lifecycle::worker::{Plan, Step},
+    provider::{
+        CloudProvider, ErrorKind, ImageQuery, LaunchRequest, LaunchSpec, Launched, ProviderError,
+        WorkerIdentity, client_token,
+    },
+};
+
+/// What acting changed.
+#[derive(Default)]
+pub struct Acted {
+    pub launched: Option<Launched>,
+    pub launch: Option<LaunchStatus>,
+    pub phase: Option<WorkerPhase>,
+    /// Events worth recording beyond the plan's own: (warning, reason, message).
+    pub events: Vec<(bool, &'static str, String)>,
+    pub error: Option<Error>,
+}
+
+impl Acted {
+    fn failed(error: Error) -> Acted {
+        Acted {
+            error: Some(error),
+            ..Acted::default()
+        }
+    }
+}
+
+pub async fn act(
+    api: &Api<Worker>,
+    worker: &Worker,
+    ctx: &Context,
+    plan: &Plan,
+    observed: &Observed,
+) -> Acted {
+    let Some((_, _, provider)) = &observed.provider else {
+        return Acted::default();
+    };
+    let instance_id = worker
+        .status
+        .as_ref()
+        .and_then(|s| s.instance.as_ref())
+        .map(|i| i.id.clone());
+    let simple = |result: Result<(), ProviderError>| match result {
+        Ok(()) => Acted::default(),
+        Err(e) if e.kind == ErrorKind::NotFound => Acted::default(),
+        Err(e) => Acted::failed(e.into()),
+    };
+    match (plan.step, instance_id) {
+        (Step::Launch { attempt }, _) => launch(api, worker, ctx, observed, attempt).await,
+        (Step::Start, Some(id)) => simple(provider.start(&id).await),
+        (Step::Stop, Some(id)) => simple(provider.stop(&id).await),
+        (Step::Terminate, Some(id)) => simple(provider.terminate(&id).await),
+        _ => Acted::default(),
+    }
+}
+
+async fn launch(
+    api: &Api<Worker>,
+    worker: &Worker,
+    ctx: &Context,
+    observed: &Observed,
+    attempt: u32,
+) -> Acted {
+    let (Some(template), Some((_, _, provider))) = (&observed.template, &observed.provider) else {
+        return Acted::default();
+    };
+    let Some(image_id) = template
+        .status
+        .as_ref()
+        .and_then(|s| s.resolved_image_id.clone())
+    else {
+        return Acted::default();
+    };
+    let uid = worker.uid().unwrap_or_default();
+    let status = worker.status.clone().unwrap_or_default();
+    let mut launch = status.launch.clone().unwrap_or_default();
+    let token = client_token(&uid, attempt);
+    if launch.client_token.as_deref() != Some(token.as_str()) {
+        launch.client_token = Some(token);
+        launch.attempts = attempt;
+        launch.started_at.get_or_insert(Time(observed.facts.now));
+        let mut recorded = status.clone();
+        recorded.launch = Some(launch.clone());
+        if let Err(e) = apply_status(api, worker, &recorded).await {
+            return Acted::failed(e.into());
+        }
+    }
+
+    // The image's root device name shapes the block device mapping.
+    let image = match provider.resolve_image(&ImageQuery::Id(image_id)).await {
+        Ok(image) => image,
+        Err(e) => return launch_failed(launch, e),
+    };
+    let request = LaunchRequest {
+        worker: WorkerIdentity {
+            cluster_id: ctx.settings.cluster_id.clone(),
+            namespace: worker.namespace().unwrap_or_default(),
+            name: worker.name_any(),
+            uid,
+            template: template.name_any(),
+        },
+        spec: LaunchSpec::from_template(&template.spec, &image),
+        attempt,
+    };
+    match provider.launch(&request).await {
+        Ok(launched) => {
+            info!(worker = %worker.name_any(), instance = %launched.instance.id, adopted = launched.adopted, "instance launched");
+            launch.last_error = None;
+            let (reason, verb) = if launched.adopted {
+                ("Adopted", "adopted")
+            } else {
+                ("Launched", "launched")
+            };
+            let i = &launched.instance;
+            let message = format!(
+                "{verb} instance {} ({}) in {}",
+                i.id,
+                i.instance_type,
+                i.availability_zone.as_deref().unwrap_or("an unknown zone")
+            );
+            Acted {
+                launched: Some(launched),
+                launch: Some(launch),
+                phase: Some(WorkerPhase::Provisioning),
+                events: vec![(false, reason, message)],
+                error: None,
+            }
+        }
+        Err(e) => launch_failed(launch, e),
+    }
+}
+
+fn launch_failed(mut launch: LaunchStatus, e: ProviderError) -> Acted {
+    launch.last_error = Some(e.to_string());
+    // A transient failure may hide a launch that happened: keep the token so the retry reuses it.
+    if e.kind != ErrorKind::Transient {
+        launch.client_token = None;
+    }
+    Acted {
+        launch: Some(launch),
+        events: vec![(true, "LaunchFailed", e.to_string())],
+        ..Acted::failed(e.into())
+    }
+}

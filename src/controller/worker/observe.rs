@@ -1,0 +1,242 @@
+//! Observe: gather what the phase machine needs from Kubernetes, the cloud and CML.
+
+use std::sync::Arc;
+
+use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
+use kube::{Api, ResourceExt};
+
+use crate::{
+    cml::{CmlCredentials, CmlError, CmlErrorKind, CmlReport, CmlTarget, TlsPolicy},
+    controller::{
+        Context,
+        error::{Error, Result},
+    },
+    crd::{ProviderKind, SKIP_DRAIN_ANNOTATION, Worker, WorkerTemplate, conditions},
+    lifecycle::worker::{
+        CmlFacts, InstanceFacts, LaunchFacts, TemplateFacts, Timeouts, WorkerFacts,
+    },
+    provider::{CloudProvider, Instance, InstanceState, Provider},
+};
+
+/// Everything observed for one reconcile.
+pub struct Observed {
+    pub facts: WorkerFacts,
+    pub template: Option<WorkerTemplate>,
+    /// The provider the worker's instance lives in (or will).
+    pub provider: Option<(ProviderKind, Option<String>, Arc<Provider>)>,
+    pub cml: Option<(String, Result<CmlReport, CmlError>)>,
+}
+
+pub async fn observe(worker: &Worker, ctx: &Context) -> Result<Observed> {
+    let namespace = worker.namespace().unwrap_or_default();
+    let status = worker.status.clone().unwrap_or_default();
+    let templates: Api<WorkerTemplate> = Api::namespaced(ctx.client.clone(), &namespace);
+    let template = templates.get_opt(&worker.spec.template_ref.name).await?;
+    let template_facts = match &template {
+        None => TemplateFacts::Missing,
+        Some(t) => template_readiness(t),
+    };
+
+    // The instance's own record wins: the template may have been deleted or moved region since.
+    let recorded = status.instance.as_ref();
+    let (kind, region) = match (recorded.and_then(|i| i.provider), &template) {
+        (Some(kind), _) => (Some(kind), recorded.and_then(|i| i.region.clone())),
+        (None, Some(t)) => (Some(t.spec.provider), t.spec.region.clone()),
+        (None, None) => (None, None),
+    };
+    let provider = match kind {
+        Some(kind) => Some((
+            kind,
+            region.clone(),
+            ctx.providers.get(kind, region.as_deref()).await,
+        )),
+        None => None,
+    };
+
+    let instance = match (recorded, &provider) {
+        (Some(rec), Some((_, _, p))) => {
+            match p.describe(std::slice::from_ref(&rec.id)).await?.pop() {
+                Some(i) => InstanceFacts::Seen(i),
+                None => InstanceFacts::Missing { id: rec.id.clone() },
+            }
+        }
+        _ => InstanceFacts::NotLaunched,
+    };
+
+    let cml = match (&instance, &template, &provider) {
+        (InstanceFacts::Seen(i), Some(t), Some((kind, _, _)))
+            if i.state == InstanceState::Running =>
+        {
+            Some(probe_cml(ctx, &namespace, t, *kind, i).await)
+        }
+        _ => None,
+    };
+    let cml_facts = match &cml {
+        None => CmlFacts::NotProbed,
+        Some((_, Ok(r))) if r.ready => CmlFacts::Ready {
+            running_nodes: r.running_nodes,
+        },
+        Some((_, Ok(_))) => CmlFacts::NotReady,
+        Some((_, Err(e))) => CmlFacts::Unreachable {
+            message: e.to_string(),
+        },
+    };
+
+    let launch = status.launch.clone().unwrap_or_default();
+    let facts = WorkerFacts {
+        now: Timestamp::now(),
+        deleting: worker.metadata.deletion_timestamp.is_some(),
+        skip_drain: worker
+            .annotations()
+            .get(SKIP_DRAIN_ANNOTATION)
+            .is_some_and(|v| v == "true"),
+        desired: worker.spec.desired_state,
+        phase: status.phase,
+        template: template_facts,
+        launch: LaunchFacts {
+            attempts: launch.attempts,
+            token_outstanding: launch.client_token.is_some(),
+            started_at: launch.started_at.map(|t| t.0),
+        },
+        instance,
+        cml: cml_facts,
+        drain_started_at: status.drain_started_at.map(|t| t.0),
+    };
+    Ok(Observed {
+        facts,
+        template,
+        provider,
+        cml,
+    })
+}
+
+fn template_readiness(t: &WorkerTemplate) -> TemplateFacts {
+    let status = t.status.clone().unwrap_or_default();
+    let ready = conditions::find(&status.conditions, "Ready");
+    match (ready, &status.resolved_image_id) {
+        (Some(c), Some(_))
+            if c.status == "True" && status.observed_generation == t.metadata.generation =>
+        {
+            let s = &t.spec.scaling;
+            TemplateFacts::Ready(Timeouts {
+                launch: s.launch_timeout.as_std(),
+                ready: s.ready_timeout.as_std(),
+                drain: s.drain_timeout.as_std(),
+            })
+        }
+        (Some(c), _) if c.status != "True" => TemplateFacts::NotReady {
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+        },
+        _ => TemplateFacts::Unresolved,
+    }
+}
+
+/// Asks the worker's CML API; failures to even build the request become facts too.
+async fn probe_cml(
+    ctx: &Context,
+    namespace: &str,
+    template: &WorkerTemplate,
+    kind: ProviderKind,
+    instance: &Instance,
+) -> (String, Result<CmlReport, CmlError>) {
+    let access = &template.spec.cml;
+    let endpoint = match kind {
+        ProviderKind::Simulated => format!("simulated://{}", instance.id),
+        ProviderKind::Aws => {
+            let ip = if access.use_private_ip {
+                instance.private_ip.as_ref()
+            } else {
+                instance.public_ip.as_ref().or(instance.private_ip.as_ref())
+            };
+            let host = ctx.settings.cml_host_override.as_ref().or(ip);
+            match host {
+                Some(host) => format!("https://{host}:{}", access.port),
+                None => {
+                    let e = CmlError::new(
+                        CmlErrorKind::Unreachable,
+                        format!("instance {} has no IP address", instance.id),
+                    );
+                    return (String::new(), Err(e));
+                }
+            }
+        }
+    };
+    let secrets = Secrets {
+        api: Api::namespaced(ctx.client.clone(), namespace),
+        namespace: namespace.to_owned(),
+    };
+    let credentials = match &access.credentials_secret_ref {
+        Some(r) => match secrets.credentials(&r.name).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                return (
+                    endpoint,
+                    Err(CmlError::new(CmlErrorKind::Unauthorized, e.to_string())),
+                );
+            }
+        },
+        None => None,
+    };
+    let ca_pem = match &access.ca_secret_ref {
+        Some(r) => match secrets.key(&r.name, &r.key).await {
+            Ok(pem) => Some(pem),
+            Err(e) => {
+                return (
+                    endpoint,
+                    Err(CmlError::new(CmlErrorKind::Unreachable, e.to_string())),
+                );
+            }
+        },
+        None => None,
+    };
+    let target = CmlTarget {
+        endpoint: endpoint.clone(),
+        credentials,
+        tls: TlsPolicy {
+            insecure_skip_verify: access.insecure_skip_tls_verify,
+            ca_pem,
+        },
+    };
+    (endpoint, ctx.cml(kind).probe(&target).await)
+}
+
+/// Reads keys of Secrets in one namespace.
+struct Secrets {
+    api: Api<Secret>,
+    namespace: String,
+}
+
+impl Secrets {
+    async fn key(&self, name: &str, key: &str) -> Result<Vec<u8>> {
+        let err = |message: String| Error::Secret {
+            namespace: self.namespace.clone(),
+            name: name.to_owned(),
+            message,
+        };
+        let secret = self
+            .api
+            .get_opt(name)
+            .await?
+            .ok_or_else(|| err("not found".into()))?;
+        secret
+            .data
+            .and_then(|d| d.get(key).map(|v| v.0.clone()))
+            .ok_or_else(|| err(format!("has no key {key:?}")))
+    }
+
+    async fn text(&self, name: &str, key: &str) -> Result<String> {
+        String::from_utf8(self.key(name, key).await?).map_err(|_| Error::Secret {
+            namespace: self.namespace.clone(),
+            name: name.to_owned(),
+            message: format!("key {key:?} is not UTF-8"),
+        })
+    }
+
+    async fn credentials(&self, name: &str) -> Result<CmlCredentials> {
+        Ok(CmlCredentials {
+            username: self.text(name, "username").await?,
+            password: self.text(name, "password").await?,
+        })
+    }
+}

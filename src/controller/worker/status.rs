@@ -1,0 +1,227 @@
+//! Status: what the worker is, as observed and as changed by this reconcile.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+use super::{act::Acted, observe::Observed};
+use crate::{
+    crd::{CmlStatus, InstanceStatus, Worker, WorkerPhase, WorkerStatus, conditions},
+    lifecycle::worker::{InstanceFacts, Plan},
+    provider::Instance,
+};
+
+fn instance_status(
+    i: &Instance,
+    previous: Option<&InstanceStatus>,
+    observed: &Observed,
+) -> InstanceStatus {
+    let (kind, region) = match &observed.provider {
+        Some((kind, region, _)) => (Some(*kind), region.clone()),
+        None => (None, None),
+    };
+    InstanceStatus {
+        id: i.id.clone(),
+        provider: previous.and_then(|p| p.provider).or(kind),
+        region: previous.and_then(|p| p.region.clone()).or(region),
+        instance_type: Some(i.instance_type.clone()),
+        availability_zone: i.availability_zone.clone(),
+        private_ip: i.private_ip.clone(),
+        public_ip: i.public_ip.clone(),
+        image_id: i.image_id.clone(),
+        launch_time: i.launch_time.map(Time),
+        state: Some(i.state.as_str().to_owned()),
+    }
+}
+
+/// The next status of `worker`.
+pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) -> WorkerStatus {
+    let old = worker.status.clone().unwrap_or_default();
+    let now = observed.facts.now;
+    let generation = worker.metadata.generation;
+    let phase = acted.phase.unwrap_or(plan.phase);
+    let mut s = old.clone();
+    s.phase = Some(phase);
+    s.observed_generation = generation;
+    s.drain_started_at = plan.drain_started_at.map(Time);
+    if let Some(launch) = &acted.launch {
+        s.launch = Some(launch.clone());
+    }
+    let template_hash = observed
+        .template
+        .as_ref()
+        .and_then(|t| t.status.as_ref())
+        .and_then(|st| st.launch_spec_hash.clone());
+    match (&acted.launched, &observed.facts.instance) {
+        (Some(l), _) => {
+            s.instance = Some(instance_status(&l.instance, None, observed));
+            s.launch_spec_hash = template_hash.clone();
+        }
+        (None, InstanceFacts::Seen(i)) => {
+            s.instance = Some(instance_status(i, old.instance.as_ref(), observed))
+        }
+        (None, InstanceFacts::Missing { .. }) => {
+            if let Some(rec) = s.instance.as_mut() {
+                rec.state = Some("not-found".into());
+                rec.public_ip = None;
+            }
+        }
+        (None, InstanceFacts::NotLaunched) => {}
+    }
+    if let Some((endpoint, result)) = &observed.cml {
+        let previous = old.cml.clone().unwrap_or_default();
+        s.cml = Some(match result {
+            Ok(r) => CmlStatus {
+                endpoint: Some(endpoint.clone()),
+                version: r.version.clone(),
+                ready: r.ready,
+                licensed: r.licensed,
+                labs: r.labs,
+                running_nodes: r.running_nodes,
+                last_probe_time: Some(Time(now)),
+            },
+            Err(_) => CmlStatus {
+                endpoint: Some(endpoint.clone()),
+                ready: false,
+                last_probe_time: Some(Time(now)),
+                ..previous
+            },
+        });
+    }
+
+    let mut cs = old.conditions.clone();
+    // Launched
+    match (
+        &s.instance,
+        s.launch.as_ref().and_then(|l| l.last_error.as_ref()),
+    ) {
+        (Some(i), _) => conditions::set(
+            &mut cs,
+            "Launched",
+            true,
+            "Launched",
+            format!("instance {}", i.id),
+            generation,
+            now,
+        ),
+        (None, Some(err)) => conditions::set(
+            &mut cs,
+            "Launched",
+            false,
+            "LaunchFailed",
+            err.clone(),
+            generation,
+            now,
+        ),
+        (None, None) => conditions::set(
+            &mut cs,
+            "Launched",
+            false,
+            "NotLaunched",
+            "no instance yet",
+            generation,
+            now,
+        ),
+    }
+    // Ready
+    let cml_ready =
+        s.cml.as_ref().is_some_and(|c| c.ready) && matches!(observed.cml, Some((_, Ok(_))));
+    if let Some(e) = &acted.error {
+        conditions::set(
+            &mut cs,
+            "Ready",
+            false,
+            e.category(),
+            e.to_string(),
+            generation,
+            now,
+        );
+    } else if phase == WorkerPhase::Running && cml_ready {
+        let version = s
+            .cml
+            .as_ref()
+            .and_then(|c| c.version.clone())
+            .unwrap_or_default();
+        conditions::set(
+            &mut cs,
+            "Ready",
+            true,
+            "CmlReady",
+            format!("CML {version} is ready"),
+            generation,
+            now,
+        );
+    } else if let Some((reason, message)) = &plan.event {
+        conditions::set(
+            &mut cs,
+            "Ready",
+            false,
+            reason.as_str(),
+            message.clone(),
+            generation,
+            now,
+        );
+    } else if let Some((_, Err(e))) = &observed.cml {
+        conditions::set(
+            &mut cs,
+            "Ready",
+            false,
+            e.kind.as_str(),
+            e.message.clone(),
+            generation,
+            now,
+        );
+    } else if old.phase != Some(phase)
+        || conditions::is_true(&cs, "Ready")
+        || conditions::find(&cs, "Ready").is_none()
+    {
+        let (reason, message) = not_ready(phase);
+        conditions::set(&mut cs, "Ready", false, reason, message, generation, now);
+    }
+    // Drifted
+    match (&s.launch_spec_hash, &template_hash) {
+        (Some(mine), Some(theirs)) if mine != theirs => conditions::set(
+            &mut cs,
+            "Drifted",
+            true,
+            "LaunchSpecChanged",
+            format!("launched with spec {mine}; the template now has {theirs}"),
+            generation,
+            now,
+        ),
+        (Some(_), Some(_)) => conditions::set(
+            &mut cs,
+            "Drifted",
+            false,
+            "UpToDate",
+            "launched with the template's current spec",
+            generation,
+            now,
+        ),
+        _ => {}
+    }
+    s.conditions = cs;
+    s
+}
+
+fn not_ready(phase: WorkerPhase) -> (&'static str, &'static str) {
+    match phase {
+        WorkerPhase::Pending => ("Pending", "no instance yet"),
+        WorkerPhase::Provisioning => ("Provisioning", "waiting for the instance and CML"),
+        WorkerPhase::Running => ("CmlNotReady", "CML does not report ready"),
+        WorkerPhase::Draining => ("Draining", "taking no new labs"),
+        WorkerPhase::Stopping => ("Stopping", "instance stopping"),
+        WorkerPhase::Stopped => ("Stopped", "instance stopped"),
+        WorkerPhase::Starting => ("Starting", "instance starting"),
+        WorkerPhase::Terminating => ("Terminating", "instance terminating"),
+        WorkerPhase::Failed => ("Failed", "the worker failed"),
+    }
+}
+
+/// Names the worker for logs.
+pub fn name(worker: &Worker) -> String {
+    format!(
+        "{}/{}",
+        worker.namespace().unwrap_or_default(),
+        worker.name_any()
+    )
+}

@@ -1,0 +1,85 @@
+//! One [`Provider`] per (provider kind, region), made on first use and shared by all reconciles,
+//! so the rate limits of an account and region are honoured across workers.
+
+use std::{collections::HashMap, sync::Arc};
+
+use futures::future::BoxFuture;
+use tokio::sync::Mutex;
+
+use super::{
+    CloudProvider, Provider,
+    api::CloudApi,
+    ec2::{Ec2Api, Ec2Settings},
+    simulated::SimulatedCloud,
+};
+use crate::crd::ProviderKind;
+
+/// Makes the raw EC2 API of a region.
+pub type AwsConnector = Arc<dyn Fn(String) -> BoxFuture<'static, Arc<dyn CloudApi>> + Send + Sync>;
+
+/// Connects with aws-config's default chain; `endpoint_url` overrides the endpoint for emulators.
+pub fn aws_default_chain(endpoint_url: Option<String>) -> AwsConnector {
+    Arc::new(move |region: String| {
+        let settings = Ec2Settings {
+            region: Some(region),
+            endpoint_url: endpoint_url.clone(),
+        };
+        Box::pin(async move { Arc::new(Ec2Api::connect(&settings).await) as Arc<dyn CloudApi> })
+    })
+}
+
+pub struct ProviderRegistry {
+    default_region: String,
+    aws: AwsConnector,
+    simulated: Arc<Provider>,
+    aws_regions: Mutex<HashMap<String, Arc<Provider>>>,
+}
+
+impl ProviderRegistry {
+    pub fn new(
+        default_region: impl Into<String>,
+        aws: AwsConnector,
+        simulated: Arc<SimulatedCloud>,
+    ) -> ProviderRegistry {
+        ProviderRegistry {
+            default_region: default_region.into(),
+            aws,
+            simulated: Arc::new(Provider::new(simulated)),
+            aws_regions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The region a template without one uses.
+    pub fn default_region(&self) -> &str {
+        &self.default_region
+    }
+
+    /// The provider for `kind` in `region` (the default region when `None`).
+    pub async fn get(&self, kind: ProviderKind, region: Option<&str>) -> Arc<Provider> {
+        match kind {
+            ProviderKind::Simulated => self.simulated.clone(),
+            ProviderKind::Aws => {
+                let region = region.unwrap_or(&self.default_region).to_owned();
+                let mut regions = self.aws_regions.lock().await;
+                if let Some(p) = regions.get(&region) {
+                    return p.clone();
+                }
+                let provider = Arc::new(Provider::new((self.aws)(region.clone()).await));
+                regions.insert(region, provider.clone());
+                provider
+            }
+        }
+    }
+
+    /// Every provider in use so far, for sweeps: the simulated one and each AWS region asked for.
+    pub async fn in_use(&self) -> Vec<(String, Arc<dyn CloudProvider>)> {
+        let mut out: Vec<(String, Arc<dyn CloudProvider>)> = vec![(
+            "simulated".to_owned(),
+            self.simulated.clone() as Arc<dyn CloudProvider>,
+        )];
+        for (region, p) in self.aws_regions.lock().await.iter() {
+            out.push((format!("aws/{region}"), p.clone() as Arc<dyn CloudProvider>));
+        }
+        out
+    }
+}
