@@ -2,11 +2,11 @@
 //! period, are terminated. A crash between launch and status, or a Worker removed by force,
 //! must never leak an instance.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::{ResourceExt, runtime::reflector::Store};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::Context;
 use crate::{crd::Worker, provider::tag};
@@ -24,6 +24,7 @@ pub async fn sweep_once(ctx: &Context, workers: &Store<Worker>) -> Vec<String> {
                 continue;
             }
         };
+        debug!(provider = %name, instances = instances.len(), workers = known.len(), "orphan sweep");
         for i in instances.into_iter().filter(|i| !i.state.is_gone()) {
             let owner = i.tag(tag::WORKER_UID).unwrap_or_default();
             if known.contains(owner) {
@@ -65,16 +66,21 @@ pub async fn sweep_once(ctx: &Context, workers: &Store<Worker>) -> Vec<String> {
     terminated
 }
 
-/// Sweeps every `orphan_sweep_interval` once the Worker cache is synced.
+/// Sweeps every `orphan_sweep_interval`, once the Worker cache is synced: before that every
+/// instance would look orphaned.
 pub async fn run(ctx: Arc<Context>, workers: Store<Worker>) {
-    if workers.wait_until_ready().await.is_err() {
-        warn!("worker cache never synced; orphan sweep not started");
-        return;
-    }
     let mut tick = tokio::time::interval(ctx.settings.orphan_sweep_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // The store's readiness signal wakes only one waiter (the controller's own), so it is
+        // re-polled on each tick instead of awaited once.
+        let synced =
+            tokio::time::timeout(Duration::from_millis(50), workers.wait_until_ready()).await;
+        if !matches!(synced, Ok(Ok(()))) {
+            debug!("orphan sweep waits for the worker cache");
+            continue;
+        }
         sweep_once(&ctx, &workers).await;
     }
 }

@@ -69,6 +69,24 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action>
         )
         .await;
     }
+    // A CML failure shows in the Ready condition; an Event marks each new kind of failure.
+    if let Some((_, Err(e))) = &observed.cml {
+        let before = worker
+            .status
+            .as_ref()
+            .and_then(|s| conditions::find(&s.conditions, "Ready"))
+            .map(|c| c.reason.clone());
+        if before.as_deref() != Some(e.kind.as_str()) {
+            ctx.event(
+                worker.as_ref(),
+                true,
+                e.kind.as_str(),
+                "ProbeCml",
+                e.message.clone(),
+            )
+            .await;
+        }
+    }
     for (warning, reason, message) in &acted.events {
         ctx.event(
             worker.as_ref(),

@@ -1,0 +1,757 @@
+//! The Worker lifecycle end to end: a real kube-apiserver, moto's EC2 server, the CML API test
+//! server, and the controller running in-process, scoped to each test's namespace.
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use aws_config::SdkConfig;
+use k8s_openapi::api::{core::v1::Secret, events::v1::Event};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
+use resource_controller::{
+    controller::{self, Context, Settings},
+    crd::{Worker, WorkerPhase, WorkerTemplate, conditions},
+    provider::{
+        CloudProvider, LaunchRequest, LaunchSpec, Provider, ProviderRegistry, WorkerIdentity,
+        api::CloudApi,
+        client_token,
+        ec2::Ec2Api,
+        simulated::{SimulatedCloud, SimulatedConfig},
+    },
+};
+use serde_json::json;
+use support::{
+    ControlPlane, TestNamespace,
+    cml_server::{CmlServer, Mode, PASSWORD, USERNAME},
+    moto::Moto,
+};
+use tokio::task::JoinHandle;
+
+const REGION: &str = "us-east-1";
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Harness {
+    ns: TestNamespace,
+    client: Client,
+    cml: CmlServer,
+    aws: SdkConfig,
+    ec2: aws_sdk_ec2::Client,
+    image: String,
+    settings: Settings,
+    running: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    async fn new(prefix: &str, tweak: impl FnOnce(&mut Settings)) -> Harness {
+        let cp = ControlPlane::shared();
+        let client = cp.client().await;
+        let ns = TestNamespace::create(&client, prefix).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cml = CmlServer::start(dir.path()).await;
+        let aws = Moto::shared().sdk_config(REGION).await;
+        let ec2 = aws_sdk_ec2::Client::new(&aws);
+        let images = ec2
+            .describe_images()
+            .owners("amazon")
+            .send()
+            .await
+            .expect("stock images");
+        let image = images.images()[0].image_id().expect("image id").to_owned();
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "cml-admin"},
+            "stringData": {"username": USERNAME, "password": PASSWORD}
+        }))
+        .expect("secret");
+        Api::<Secret>::namespaced(client.clone(), &ns.name)
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("create secret");
+        let mut settings = Settings {
+            cluster_id: ns.name.clone(),
+            namespace: Some(ns.name.clone()),
+            poll_interval: Duration::from_millis(300),
+            resync_interval: Duration::from_secs(2),
+            orphan_grace: Duration::from_secs(3600),
+            orphan_sweep_interval: Duration::from_secs(1),
+            error_backoff: resource_controller::backoff::Backoff::new(
+                Duration::from_millis(200),
+                Duration::from_secs(2),
+            ),
+            cml_timeout: Duration::from_millis(800),
+            cml_host_override: Some("127.0.0.1".into()),
+            ..Settings::default()
+        };
+        tweak(&mut settings);
+        let mut h = Harness {
+            ns,
+            client,
+            cml,
+            aws,
+            ec2,
+            image,
+            settings,
+            running: None,
+            _dir: dir,
+        };
+        h.start_controller();
+        h
+    }
+
+    fn provider(&self) -> Provider {
+        Provider::new(Arc::new(Ec2Api::from_sdk_config(&self.aws)))
+    }
+
+    fn start_controller(&mut self) {
+        let aws = self.aws.clone();
+        let connector: resource_controller::provider::AwsConnector = Arc::new(move |_region| {
+            let api: Arc<dyn CloudApi> = Arc::new(Ec2Api::from_sdk_config(&aws));
+            Box::pin(async move { api })
+        });
+        let registry = ProviderRegistry::new(
+            REGION,
+            connector,
+            Arc::new(SimulatedCloud::new(SimulatedConfig::default())),
+        );
+        let ctx = Arc::new(Context::new(
+            self.client.clone(),
+            self.settings.clone(),
+            registry,
+            "test",
+        ));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(controller::run(ctx, async move {
+            let _ = rx.await;
+        }));
+        self.running = Some((tx, task));
+    }
+
+    async fn stop_controller(&mut self) {
+        if let Some((tx, task)) = self.running.take() {
+            let _ = tx.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+    }
+
+    fn workers(&self) -> Api<Worker> {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+
+    fn templates(&self) -> Api<WorkerTemplate> {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+
+    async fn template(&self, name: &str, scaling: serde_json::Value) {
+        let mut spec = json!({
+            "provider": "aws",
+            "region": REGION,
+            "instanceType": "m5zn.metal",
+            "image": {"id": self.image},
+            "capacity": {"cpuCores": 48, "memoryGiB": 192, "storageGiB": 500, "maxNodes": 20},
+            "licenseType": "Personal",
+            "cml": {"port": self.cml.port, "credentialsSecretRef": {"name": "cml-admin"}},
+            "scaling": {"maxWorkers": 5}
+        });
+        for (k, v) in scaling.as_object().expect("object") {
+            spec["scaling"][k] = v.clone();
+        }
+        let t: WorkerTemplate = serde_json::from_value(json!({
+            "apiVersion": "ccm.dev/v1alpha1", "kind": "WorkerTemplate",
+            "metadata": {"name": name}, "spec": spec
+        }))
+        .expect("template");
+        self.templates()
+            .create(&PostParams::default(), &t)
+            .await
+            .expect("create template");
+    }
+
+    async fn worker(&self, name: &str, template: &str) -> Worker {
+        let w: Worker = serde_json::from_value(json!({
+            "apiVersion": "ccm.dev/v1alpha1", "kind": "Worker",
+            "metadata": {"name": name}, "spec": {"templateRef": {"name": template}}
+        }))
+        .expect("worker");
+        self.workers()
+            .create(&PostParams::default(), &w)
+            .await
+            .expect("create worker")
+    }
+
+    async fn set_desired(&self, name: &str, state: &str) {
+        self.workers()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"desiredState": state}})),
+            )
+            .await
+            .expect("patch desiredState");
+    }
+
+    /// Polls the worker until `done` holds; panics with its last status otherwise.
+    async fn wait_for(&self, name: &str, what: &str, done: impl Fn(&Worker) -> bool) -> Worker {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let w = self.workers().get_opt(name).await.expect("get worker");
+            if let Some(w) = &w
+                && done(w)
+            {
+                return w.clone();
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "worker {name} never became {what}; last seen: {:#?}",
+                    w.and_then(|w| w.status)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn wait_phase(&self, name: &str, phase: WorkerPhase) -> Worker {
+        self.wait_for(name, &format!("{phase:?}"), |w| phase_of(w) == Some(phase))
+            .await
+    }
+
+    async fn wait_gone(&self, name: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self
+            .workers()
+            .get_opt(name)
+            .await
+            .expect("get worker")
+            .is_some()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "worker {name} never went away"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Live (not terminated) instances tagged for a worker UID.
+    async fn live_instances(&self, uid: &str) -> Vec<(String, String)> {
+        let out = self
+            .ec2
+            .describe_instances()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag:ccm:worker-uid")
+                    .values(uid)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("describe");
+        out.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(|i| {
+                let state = i.state()?.name()?.as_str().to_owned();
+                let id = i.instance_id()?.to_owned();
+                (state != "terminated" && state != "shutting-down").then_some((id, state))
+            })
+            .collect()
+    }
+
+    async fn instance_state(&self, id: &str) -> String {
+        let out = self
+            .ec2
+            .describe_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .expect("describe");
+        out.reservations()[0].instances()[0]
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_owned())
+            .unwrap_or_default()
+    }
+
+    async fn event_reasons(&self, name: &str) -> Vec<(String, String)> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns.name);
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .expect("list events");
+        list.items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
+            .collect()
+    }
+
+    async fn finish(mut self) {
+        self.stop_controller().await;
+        self.ns.delete().await;
+    }
+}
+
+fn phase_of(w: &Worker) -> Option<WorkerPhase> {
+    w.status.as_ref().and_then(|s| s.phase)
+}
+
+fn ready_reason(w: &Worker) -> String {
+    w.status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, "Ready"))
+        .map(|c| c.reason.clone())
+        .unwrap_or_default()
+}
+
+fn instance_id(w: &Worker) -> String {
+    w.status
+        .as_ref()
+        .and_then(|s| s.instance.as_ref())
+        .map(|i| i.id.clone())
+        .expect("instance in status")
+}
+
+#[tokio::test]
+async fn a_worker_reaches_running_with_its_instance_in_status() {
+    let h = Harness::new("running", |_| {}).await;
+    h.template("t", json!({})).await;
+    let created = h.worker("w1", "t").await;
+    let w = h.wait_phase("w1", WorkerPhase::Running).await;
+    let status = w.status.clone().expect("status");
+    let instance = status.instance.expect("instance");
+    assert!(instance.id.starts_with("i-"));
+    assert!(instance.private_ip.is_some() && instance.availability_zone.is_some());
+    assert_eq!(instance.state.as_deref(), Some("running"));
+    assert_eq!(instance.instance_type.as_deref(), Some("m5zn.metal"));
+    assert!(conditions::is_true(&status.conditions, "Launched"));
+    assert!(conditions::is_true(&status.conditions, "Ready"));
+    let cml = status.cml.expect("cml status");
+    assert_eq!(
+        (cml.ready, cml.version.as_deref(), cml.licensed),
+        (true, Some("2.9.1"), Some(true))
+    );
+    assert!(status.launch.expect("launch").client_token.is_some());
+    assert_eq!(status.observed_generation, w.metadata.generation);
+    assert_eq!(h.live_instances(&created.uid().unwrap()).await.len(), 1);
+    let reasons: Vec<String> = h
+        .event_reasons("w1")
+        .await
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
+    assert!(
+        reasons.contains(&"Launched".into()) && reasons.contains(&"Provisioned".into()),
+        "{reasons:?}"
+    );
+    // kubectl shows it too.
+    let table = ControlPlane::shared().kubectl_ok(&["get", "wk", "-n", &h.ns.name]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("w1") && l.contains("Running") && l.contains(&instance.id)),
+        "{table}"
+    );
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn cml_never_ready_fails_after_ready_timeout() {
+    let h = Harness::new("readytimeout", |_| {}).await;
+    h.cml.set_mode(Mode::NotReady);
+    h.template("t", json!({"readyTimeout": "4s"})).await;
+    h.worker("w1", "t").await;
+    let w = h.wait_phase("w1", WorkerPhase::Provisioning).await;
+    let id = instance_id(&w);
+    let w = h.wait_phase("w1", WorkerPhase::Failed).await;
+    assert_eq!(ready_reason(&w), "ReadyTimeout");
+    h.wait_for("w1", "terminated", |w| {
+        w.status
+            .as_ref()
+            .and_then(|s| s.instance.as_ref())
+            .and_then(|i| i.state.as_deref())
+            == Some("terminated")
+    })
+    .await;
+    assert_eq!(
+        h.instance_state(&id).await,
+        "terminated",
+        "a failed worker costs nothing"
+    );
+    assert!(
+        h.event_reasons("w1")
+            .await
+            .contains(&("Warning".into(), "ReadyTimeout".into()))
+    );
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn deleting_a_provisioning_worker_terminates_its_instance() {
+    let h = Harness::new("delprov", |_| {}).await;
+    h.cml.set_mode(Mode::NotReady);
+    h.template("t", json!({})).await;
+    h.worker("w1", "t").await;
+    let w = h.wait_phase("w1", WorkerPhase::Provisioning).await;
+    let id = instance_id(&w);
+    h.workers()
+        .delete("w1", &DeleteParams::default())
+        .await
+        .expect("delete");
+    h.wait_gone("w1").await;
+    assert_eq!(h.instance_state(&id).await, "terminated");
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_drain_waits_for_labs_then_stops_the_instance() {
+    let h = Harness::new("drain", |_| {}).await;
+    h.template("t", json!({})).await;
+    h.worker("w1", "t").await;
+    let w = h.wait_phase("w1", WorkerPhase::Running).await;
+    let id = instance_id(&w);
+    h.cml.set_usage(1, 4);
+    h.wait_for("w1", "busy", |w| {
+        w.status
+            .as_ref()
+            .and_then(|s| s.cml.as_ref())
+            .and_then(|c| c.running_nodes)
+            == Some(4)
+    })
+    .await;
+    h.set_desired("w1", "Draining").await;
+    let w = h.wait_phase("w1", WorkerPhase::Draining).await;
+    assert!(
+        w.status
+            .as_ref()
+            .and_then(|s| s.drain_started_at.as_ref())
+            .is_some()
+    );
+    // Several polls later it still waits for the lab.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let w = h.workers().get("w1").await.expect("get");
+    assert_eq!(phase_of(&w), Some(WorkerPhase::Draining));
+    assert_eq!(h.instance_state(&id).await, "running");
+
+    h.cml.set_usage(0, 0);
+    h.wait_phase("w1", WorkerPhase::Stopped).await;
+    assert_eq!(h.instance_state(&id).await, "stopped");
+    let reasons: Vec<String> = h
+        .event_reasons("w1")
+        .await
+        .into_iter()
+        .map(|e| e.1)
+        .collect();
+    assert!(
+        reasons.contains(&"DrainStarted".into()) && reasons.contains(&"DrainCompleted".into()),
+        "{reasons:?}"
+    );
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_drain_past_its_timeout_is_forced_with_a_warning() {
+    let h = Harness::new("draintimeout", |_| {}).await;
+    h.template("t", json!({"drainTimeout": "2s"})).await;
+    h.worker("w1", "t").await;
+    h.wait_phase("w1", WorkerPhase::Running).await;
+    h.cml.set_usage(2, 8);
+    h.wait_for("w1", "busy", |w| {
+        w.status
+            .as_ref()
+            .and_then(|s| s.cml.as_ref())
+            .and_then(|c| c.running_nodes)
+            == Some(8)
+    })
+    .await;
+    h.set_desired("w1", "Draining").await;
+    h.wait_phase("w1", WorkerPhase::Stopped).await;
+    assert!(
+        h.event_reasons("w1")
+            .await
+            .contains(&("Warning".into(), "DrainTimeout".into()))
+    );
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn setting_running_again_cancels_a_drain() {
+    let h = Harness::new("cancel", |_| {}).await;
+    h.template("t", json!({})).await;
+    h.worker("w1", "t").await;
+    let w = h.wait_phase("w1", WorkerPhase::Running).await;
+    h.cml.set_usage(1, 2);
+    h.wait_for("w1", "busy", |w| {
+        w.status
+            .as_ref()
+            .and_then(|s| s.cml.as_ref())
+            .and_then(|c| c.running_nodes)
+            == Some(2)
+    })
+    .await;
+    h.set_desired("w1", "Draining").await;
+    h.wait_phase("w1", WorkerPhase::Draining).await;
+    h.set_desired("w1", "Running").await;
+    let back = h.wait_phase("w1", WorkerPhase::Running).await;
+    assert!(
+        back.status
+            .as_ref()
+            .and_then(|s| s.drain_started_at.as_ref())
+            .is_none()
+    );
+    assert_eq!(h.instance_state(&instance_id(&w)).await, "running");
+    assert!(
+        h.event_reasons("w1")
+            .await
+            .iter()
+            .any(|e| e.1 == "DrainCancelled")
+    );
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn stop_then_start() {
+    let h = Harness::new("stopstart", |_| {}).await;
+    h.template("t", json!({})).await;
+    h.worker("w1", "t").await;
+    let w = h.wait_phase("w1", WorkerPhase::Running).await;
+    let id = instance_id(&w);
+    h.set_desired("w1", "Stopped").await;
+    h.wait_phase("w1", WorkerPhase::Stopped).await;
+    assert_eq!(h.instance_state(&id).await, "stopped");
+    h.set_desired("w1", "Running").await;
+    let w = h.wait_phase("w1", WorkerPhase::Running).await;
+    assert_eq!(instance_id(&w), id, "the same instance, started again");
+    assert_eq!(h.instance_state(&id).await, "running");
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn an_instance_terminated_behind_our_back_fails_the_worker() {
+    let h = Harness::new("vanish", |_| {}).await;
+    h.template("t", json!({})).await;
+    h.worker("w1", "t").await;
+    let w = h.wait_phase("w1", WorkerPhase::Running).await;
+    h.ec2
+        .terminate_instances()
+        .instance_ids(instance_id(&w))
+        .send()
+        .await
+        .expect("terminate behind its back");
+    let w = h.wait_phase("w1", WorkerPhase::Failed).await;
+    assert_eq!(ready_reason(&w), "InstanceVanished");
+    assert!(
+        h.event_reasons("w1")
+            .await
+            .contains(&("Warning".into(), "InstanceVanished".into()))
+    );
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn an_orphan_instance_is_swept() {
+    let h = Harness::new("orphan", |s| s.orphan_grace = Duration::from_secs(1)).await;
+    // A template makes the controller use this region's provider.
+    h.template("t", json!({})).await;
+    let orphan = h
+        .provider()
+        .launch(&LaunchRequest {
+            worker: WorkerIdentity {
+                cluster_id: h.ns.name.clone(),
+                namespace: h.ns.name.clone(),
+                name: "gone".into(),
+                uid: format!("{}-no-such-worker", h.ns.name),
+                template: "t".into(),
+            },
+            spec: launch_spec(&h.image),
+            attempt: 1,
+        })
+        .await
+        .expect("launch orphan")
+        .instance
+        .id;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while h.instance_state(&orphan).await != "terminated" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "orphan {orphan} was not swept"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_restart_in_the_middle_of_a_launch_makes_no_second_instance() {
+    let mut h = Harness::new("restart", |_| {}).await;
+    h.stop_controller().await;
+    h.template("t", json!({})).await;
+    // The crashed controller had recorded its token and called RunInstances, but never wrote
+    // the instance id to status.
+    let w = h.worker("w1", "t").await;
+    let uid = w.uid().unwrap();
+    let token = client_token(&uid, 1);
+    h.workers()
+        .patch_status(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"phase": "Pending", "launch": {"clientToken": token, "attempts": 1}}})),
+        )
+        .await
+        .expect("record token");
+    let first = h
+        .provider()
+        .launch(&LaunchRequest {
+            worker: WorkerIdentity {
+                cluster_id: h.ns.name.clone(),
+                namespace: h.ns.name.clone(),
+                name: "w1".into(),
+                uid: uid.clone(),
+                template: "t".into(),
+            },
+            spec: launch_spec(&h.image),
+            attempt: 1,
+        })
+        .await
+        .expect("launch before the crash")
+        .instance
+        .id;
+
+    h.start_controller();
+    let w = h.wait_phase("w1", WorkerPhase::Running).await;
+    assert_eq!(instance_id(&w), first, "the instance was adopted");
+    let live = h.live_instances(&uid).await;
+    assert_eq!(live.len(), 1, "exactly one instance: {live:?}");
+    assert!(h.event_reasons("w1").await.iter().any(|e| e.1 == "Adopted"));
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_missing_or_unready_template_keeps_the_worker_pending() {
+    let h = Harness::new("template", |_| {}).await;
+    h.worker("w1", "later").await;
+    let w = h
+        .wait_for("w1", "TemplateNotFound", |w| {
+            ready_reason(w) == "TemplateNotFound"
+        })
+        .await;
+    assert_eq!(phase_of(&w), Some(WorkerPhase::Pending));
+
+    // A template whose image pattern matches nothing is not Ready, and says why.
+    let bad: WorkerTemplate = serde_json::from_value(json!({
+        "apiVersion": "ccm.dev/v1alpha1", "kind": "WorkerTemplate", "metadata": {"name": "bad"},
+        "spec": {
+            "region": REGION, "instanceType": "m5zn.metal", "image": {"namePattern": "CML-9.9.*", "owners": ["self"]},
+            "capacity": {"cpuCores": 1, "memoryGiB": 1, "storageGiB": 1, "maxNodes": 1},
+            "licenseType": "Personal", "scaling": {"maxWorkers": 1}
+        }
+    }))
+    .expect("template");
+    h.templates()
+        .create(&PostParams::default(), &bad)
+        .await
+        .expect("create");
+    h.worker("w2", "bad").await;
+    let w = h
+        .wait_for("w2", "TemplateNotReady", |w| {
+            ready_reason(w) == "TemplateNotReady"
+        })
+        .await;
+    assert_eq!(phase_of(&w), Some(WorkerPhase::Pending));
+    let message = conditions::find(&w.status.unwrap().conditions, "Ready")
+        .unwrap()
+        .message
+        .clone();
+    assert!(message.contains("CML-9.9.*"), "{message}");
+    let t = h.templates().get("bad").await.expect("template");
+    let ready = conditions::find(&t.status.unwrap().conditions, "Ready")
+        .cloned()
+        .expect("Ready condition");
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "CloudNotFound")
+    );
+
+    // Once the template exists, the first worker proceeds.
+    h.template("later", json!({})).await;
+    h.wait_phase("w1", WorkerPhase::Running).await;
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn cml_garbage_or_timeouts_show_in_status_and_events_and_are_retried() {
+    let h = Harness::new("garbage", |_| {}).await;
+    h.cml.set_mode(Mode::Garbage);
+    h.template("t", json!({})).await;
+    h.worker("w1", "t").await;
+    let w = h
+        .wait_for("w1", "CmlBadResponse", |w| {
+            ready_reason(w) == "CmlBadResponse"
+        })
+        .await;
+    assert_eq!(phase_of(&w), Some(WorkerPhase::Provisioning));
+    h.cml.set_mode(Mode::Slow(Duration::from_secs(3)));
+    h.wait_for("w1", "CmlTimeout", |w| ready_reason(w) == "CmlTimeout")
+        .await;
+    let reasons = h.event_reasons("w1").await;
+    assert!(
+        reasons.contains(&("Warning".into(), "CmlBadResponse".into())),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&("Warning".into(), "CmlTimeout".into())),
+        "{reasons:?}"
+    );
+    h.cml.set_mode(Mode::Ready);
+    h.wait_phase("w1", WorkerPhase::Running).await;
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn skip_drain_deletes_a_busy_worker_at_once() {
+    let h = Harness::new("skipdrain", |_| {}).await;
+    h.template("t", json!({})).await;
+    h.worker("w1", "t").await;
+    let w = h.wait_phase("w1", WorkerPhase::Running).await;
+    h.cml.set_usage(1, 3);
+    h.wait_for("w1", "busy", |w| {
+        w.status
+            .as_ref()
+            .and_then(|s| s.cml.as_ref())
+            .and_then(|c| c.running_nodes)
+            == Some(3)
+    })
+    .await;
+    h.workers()
+        .patch(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"ccm.dev/skip-drain": "true"}}})),
+        )
+        .await
+        .expect("annotate");
+    h.workers()
+        .delete("w1", &DeleteParams::default())
+        .await
+        .expect("delete");
+    h.wait_gone("w1").await;
+    assert_eq!(h.instance_state(&instance_id(&w)).await, "terminated");
+    h.finish().await;
+}
+
+fn launch_spec(image: &str) -> LaunchSpec {
+    LaunchSpec {
+        image_id: image.to_owned(),
+        root_device_name: "/dev/sda1".into(),
+        instance_types: vec!["m5zn.metal".into()],
+        subnet_ids: vec![],
+        security_group_ids: vec![],
+        key_name: None,
+        iam_instance_profile: None,
+        root_volume_gib: 500,
+        root_volume_type: "gp3".into(),
+        user_data: None,
+        extra_tags: Default::default(),
+    }
+}
