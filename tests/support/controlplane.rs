@@ -108,7 +108,17 @@ impl ControlPlane {
 
     /// A client for the admin user, bound to the caller's runtime.
     pub async fn client(&self) -> kube::Client {
-        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
+        self.client_as(None).await
+    }
+
+    /// A client acting as `user` (impersonated by the admin), e.g. a ServiceAccount.
+    pub async fn client_as(&self, user: Option<&str>) -> kube::Client {
+        let mut kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
+        for auth in &mut kubeconfig.auth_infos {
+            if let Some(info) = auth.auth_info.as_mut() {
+                info.impersonate = user.map(str::to_owned);
+            }
+        }
         let config =
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await

@@ -1,0 +1,152 @@
+//! The RBAC in `deploy/` is enough for the controller and no more: the controller runs as the
+//! ServiceAccount (impersonated) through a worker's whole life, and broader rights are denied.
+
+mod support;
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use kube::{
+    Api,
+    api::{DeleteParams, PostParams},
+};
+use resource_controller::{
+    controller::{self, Context, Settings},
+    crd::{Worker, WorkerPhase, WorkerTemplate},
+    provider::{
+        ProviderRegistry, aws_default_chain,
+        simulated::{SimulatedCloud, SimulatedConfig},
+    },
+};
+use serde_json::json;
+use support::{ControlPlane, TestNamespace};
+
+const SERVICE_ACCOUNT: &str = "system:serviceaccount:ccm-system:resource-controller";
+
+/// Applies the deploy/ RBAC once per test binary (tests run in parallel).
+fn install_rbac(cp: &'static ControlPlane) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| apply_rbac(cp));
+}
+
+fn apply_rbac(cp: &ControlPlane) {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    for file in ["namespace.yaml", "serviceaccount.yaml", "rbac.yaml"] {
+        cp.kubectl_ok(&["apply", "-f", &deploy.join(file).display().to_string()]);
+    }
+}
+
+#[tokio::test]
+async fn the_service_account_cannot_do_more_than_it_needs() {
+    let cp = ControlPlane::shared();
+    install_rbac(cp);
+    let can = |args: &[&str]| {
+        let out = cp
+            .kubectl()
+            .args(["auth", "can-i", "--as", SERVICE_ACCOUNT])
+            .args(args)
+            .output()
+            .expect("kubectl auth can-i");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(can(&["patch", "workers.ccm.dev/status"]), "yes");
+    assert_eq!(can(&["create", "events.events.k8s.io"]), "yes");
+    assert_eq!(can(&["get", "secrets"]), "yes");
+    for denied in [
+        ["list", "secrets"],
+        ["watch", "secrets"],
+        ["create", "workers.ccm.dev"],
+        ["delete", "workers.ccm.dev"],
+        ["update", "workertemplates.ccm.dev"],
+        ["create", "pods"],
+        ["get", "configmaps"],
+        ["create", "customresourcedefinitions.apiextensions.k8s.io"],
+    ] {
+        assert_eq!(can(&denied), "no", "{denied:?} must be denied");
+    }
+}
+
+#[tokio::test]
+async fn the_controller_runs_a_worker_lifecycle_with_only_its_rbac() {
+    let cp = ControlPlane::shared();
+    install_rbac(cp);
+    let admin = cp.client().await;
+    let ns = TestNamespace::create(&admin, "rbac").await;
+
+    let as_controller = cp.client_as(Some(SERVICE_ACCOUNT)).await;
+    let settings = Settings {
+        cluster_id: ns.name.clone(),
+        namespace: Some(ns.name.clone()),
+        poll_interval: Duration::from_millis(300),
+        simulated_cml_boot: Duration::from_millis(500),
+        ..Settings::default()
+    };
+    let simulated = SimulatedCloud::new(SimulatedConfig {
+        boot_delay: Duration::from_millis(500),
+        ..SimulatedConfig::default()
+    });
+    let registry = ProviderRegistry::new("us-east-1", aws_default_chain(None), Arc::new(simulated));
+    let ctx = Arc::new(Context::new(as_controller, settings, registry, "rbac-test"));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(controller::run(ctx, async move {
+        let _ = stopped.await;
+    }));
+
+    let templates: Api<WorkerTemplate> = Api::namespaced(admin.clone(), &ns.name);
+    let template: WorkerTemplate = serde_json::from_value(json!({
+        "apiVersion": "ccm.dev/v1alpha1", "kind": "WorkerTemplate", "metadata": {"name": "sim"},
+        "spec": {
+            "provider": "simulated", "instanceType": "m5zn.metal", "image": {"namePattern": "CML-2.9.*"},
+            "capacity": {"cpuCores": 48, "memoryGiB": 192, "storageGiB": 500, "maxNodes": 20},
+            "licenseType": "Personal", "scaling": {"maxWorkers": 3}
+        }
+    }))
+    .expect("template");
+    templates
+        .create(&PostParams::default(), &template)
+        .await
+        .expect("create template");
+    let workers: Api<Worker> = Api::namespaced(admin.clone(), &ns.name);
+    let worker: Worker = serde_json::from_value(json!({
+        "apiVersion": "ccm.dev/v1alpha1", "kind": "Worker", "metadata": {"name": "w1"},
+        "spec": {"templateRef": {"name": "sim"}}
+    }))
+    .expect("worker");
+    workers
+        .create(&PostParams::default(), &worker)
+        .await
+        .expect("create worker");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let w = workers.get("w1").await.expect("get");
+        if w.status.as_ref().and_then(|s| s.phase) == Some(WorkerPhase::Running) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never Running: {:#?}",
+            w.status
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let events = cp.kubectl_ok(&["get", "events.events.k8s.io", "-n", &ns.name, "-o", "name"]);
+    assert!(
+        !events.trim().is_empty(),
+        "the controller could publish Events"
+    );
+
+    workers
+        .delete("w1", &DeleteParams::default())
+        .await
+        .expect("delete");
+    while workers.get_opt("w1").await.expect("get").is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the finalizer was never removed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), run).await;
+    ns.delete().await;
+}
