@@ -6,7 +6,7 @@
 //!
 //! Run with `cargo bench --bench provider` (or `make bench`).
 
-use std::{collections::BTreeMap, sync::Arc, time::Instant as WallClock};
+use std::{sync::Arc, time::Instant as WallClock};
 
 use resource_controller::provider::{
     CloudProvider, LaunchRequest, LaunchSpec, Provider, WorkerIdentity,
@@ -25,19 +25,7 @@ fn request(i: usize) -> LaunchRequest {
             uid: format!("00000000-0000-0000-0000-{i:012}"),
             template: "bench".into(),
         },
-        spec: LaunchSpec {
-            image_id: "ami-0abcdef1234567890".into(),
-            root_device_name: "/dev/sda1".into(),
-            instance_types: vec!["m5zn.metal".into()],
-            subnet_ids: vec![],
-            security_group_ids: vec![],
-            key_name: None,
-            iam_instance_profile: None,
-            root_volume_gib: 500,
-            root_volume_type: "gp3".into(),
-            user_data: None,
-            extra_tags: BTreeMap::new(),
-        },
+        spec: LaunchSpec::basic("ami-0abcdef1234567890", &["m5zn.metal"]),
         attempt: 1,
     }
 }

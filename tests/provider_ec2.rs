@@ -42,17 +42,14 @@ impl Fixture {
 
     fn spec(&self, image_id: &str) -> LaunchSpec {
         LaunchSpec {
-            image_id: image_id.to_owned(),
-            root_device_name: "/dev/sda1".into(),
-            instance_types: vec!["m5zn.metal".into()],
-            subnet_ids: vec![],
-            security_group_ids: vec![],
             key_name: Some("cml".into()),
-            iam_instance_profile: None,
-            root_volume_gib: 500,
-            root_volume_type: "gp3".into(),
-            user_data: Some("#cloud-config\n".into()),
+            user_data: Some(
+                "#cloud-config
+"
+                .into(),
+            ),
             extra_tags: BTreeMap::from([("team".into(), "labs".into())]),
+            ..LaunchSpec::basic(image_id, &["m5zn.metal"])
         }
     }
 

@@ -20,17 +20,8 @@ fn cloud() -> Arc<SimulatedCloud> {
 
 fn spec(types: &[&str], subnets: &[&str]) -> LaunchSpec {
     LaunchSpec {
-        image_id: "ami-0abcdef1234567890".into(),
-        root_device_name: "/dev/sda1".into(),
-        instance_types: types.iter().map(|t| t.to_string()).collect(),
         subnet_ids: subnets.iter().map(|s| s.to_string()).collect(),
-        security_group_ids: vec![],
-        key_name: None,
-        iam_instance_profile: None,
-        root_volume_gib: 500,
-        root_volume_type: "gp3".into(),
-        user_data: None,
-        extra_tags: BTreeMap::new(),
+        ..LaunchSpec::basic("ami-0abcdef1234567890", types)
     }
 }
 

@@ -287,6 +287,27 @@ impl Harness {
             .collect()
     }
 
+    /// Launches an instance for a worker identity directly, as a crashed controller would have.
+    async fn launch_directly(&self, name: &str, uid: &str) -> String {
+        let request = LaunchRequest {
+            worker: WorkerIdentity {
+                cluster_id: self.ns.name.clone(),
+                namespace: self.ns.name.clone(),
+                name: name.into(),
+                uid: uid.into(),
+                template: "t".into(),
+            },
+            spec: LaunchSpec::basic(&self.image, &["m5zn.metal"]),
+            attempt: 1,
+        };
+        self.provider()
+            .launch(&request)
+            .await
+            .expect("direct launch")
+            .instance
+            .id
+    }
+
     async fn finish(mut self) {
         self.stop_controller().await;
         self.ns.delete().await;
@@ -555,22 +576,8 @@ async fn an_orphan_instance_is_swept() {
     // A template makes the controller use this region's provider.
     h.template("t", json!({})).await;
     let orphan = h
-        .provider()
-        .launch(&LaunchRequest {
-            worker: WorkerIdentity {
-                cluster_id: h.ns.name.clone(),
-                namespace: h.ns.name.clone(),
-                name: "gone".into(),
-                uid: format!("{}-no-such-worker", h.ns.name),
-                template: "t".into(),
-            },
-            spec: launch_spec(&h.image),
-            attempt: 1,
-        })
-        .await
-        .expect("launch orphan")
-        .instance
-        .id;
+        .launch_directly("gone", &format!("{}-no-such-worker", h.ns.name))
+        .await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while h.instance_state(&orphan).await != "terminated" {
         assert!(
@@ -600,23 +607,7 @@ async fn a_restart_in_the_middle_of_a_launch_makes_no_second_instance() {
         )
         .await
         .expect("record token");
-    let first = h
-        .provider()
-        .launch(&LaunchRequest {
-            worker: WorkerIdentity {
-                cluster_id: h.ns.name.clone(),
-                namespace: h.ns.name.clone(),
-                name: "w1".into(),
-                uid: uid.clone(),
-                template: "t".into(),
-            },
-            spec: launch_spec(&h.image),
-            attempt: 1,
-        })
-        .await
-        .expect("launch before the crash")
-        .instance
-        .id;
+    let first = h.launch_directly("w1", &uid).await;
 
     h.start_controller();
     let w = h.wait_phase("w1", WorkerPhase::Running).await;
@@ -738,20 +729,4 @@ async fn skip_drain_deletes_a_busy_worker_at_once() {
     h.wait_gone("w1").await;
     assert_eq!(h.instance_state(&instance_id(&w)).await, "terminated");
     h.finish().await;
-}
-
-fn launch_spec(image: &str) -> LaunchSpec {
-    LaunchSpec {
-        image_id: image.to_owned(),
-        root_device_name: "/dev/sda1".into(),
-        instance_types: vec!["m5zn.metal".into()],
-        subnet_ids: vec![],
-        security_group_ids: vec![],
-        key_name: None,
-        iam_instance_profile: None,
-        root_volume_gib: 500,
-        root_volume_type: "gp3".into(),
-        user_data: None,
-        extra_tags: Default::default(),
-    }
 }

@@ -235,6 +235,19 @@ impl SimulatedCloud {
         )
     }
 
+    /// Fails with EC2's NotFound, naming them, if any of `ids` is unknown.
+    fn all_known(state: &State, op: Operation, ids: &[String]) -> Result<()> {
+        let missing: Vec<&String> = ids
+            .iter()
+            .filter(|id| !state.instances.contains_key(*id))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(Self::not_found(op, &missing))
+        }
+    }
+
     /// Applies `change` to each instance, failing with NotFound first if any id is unknown.
     fn transition(
         &self,
@@ -243,13 +256,7 @@ impl SimulatedCloud {
         change: impl Fn(&mut SimInstance, Instant),
     ) -> Result<()> {
         let mut state = self.admit(op)?;
-        let missing: Vec<&String> = ids
-            .iter()
-            .filter(|id| !state.instances.contains_key(*id))
-            .collect();
-        if !missing.is_empty() {
-            return Err(Self::not_found(op, &missing));
-        }
+        Self::all_known(&state, op, ids)?;
         let now = Instant::now();
         for id in ids {
             if let Some(sim) = state.instances.get_mut(id) {
@@ -381,13 +388,7 @@ impl CloudApi for SimulatedCloud {
             ));
         }
         let state = self.admit(op)?;
-        let missing: Vec<&String> = ids
-            .iter()
-            .filter(|id| !state.instances.contains_key(*id))
-            .collect();
-        if !missing.is_empty() {
-            return Err(Self::not_found(op, &missing));
-        }
+        Self::all_known(&state, op, ids)?;
         Ok(ids
             .iter()
             .filter_map(|id| state.instances.get(id))

@@ -167,6 +167,23 @@ impl LaunchSpec {
         }
     }
 
+    /// A spec with only an image and instance types; the rest as a template's defaults.
+    pub fn basic(image_id: &str, instance_types: &[&str]) -> LaunchSpec {
+        LaunchSpec {
+            image_id: image_id.to_owned(),
+            root_device_name: DEFAULT_ROOT_DEVICE.to_owned(),
+            instance_types: instance_types.iter().map(|t| (*t).to_owned()).collect(),
+            subnet_ids: Vec::new(),
+            security_group_ids: Vec::new(),
+            key_name: None,
+            iam_instance_profile: None,
+            root_volume_gib: 500,
+            root_volume_type: "gp3".to_owned(),
+            user_data: None,
+            extra_tags: BTreeMap::new(),
+        }
+    }
+
     /// A stable fingerprint: equal specs give equal hashes across processes and versions.
     pub fn hash(&self) -> String {
         let canonical = serde_json::to_vec(self).unwrap_or_default();
@@ -276,19 +293,7 @@ mod tests {
 
     #[test]
     fn launch_spec_hash_is_stable_and_sensitive() {
-        let spec = LaunchSpec {
-            image_id: "ami-1".into(),
-            root_device_name: DEFAULT_ROOT_DEVICE.into(),
-            instance_types: vec!["m5zn.metal".into()],
-            subnet_ids: vec![],
-            security_group_ids: vec![],
-            key_name: None,
-            iam_instance_profile: None,
-            root_volume_gib: 500,
-            root_volume_type: "gp3".into(),
-            user_data: None,
-            extra_tags: BTreeMap::new(),
-        };
+        let spec = LaunchSpec::basic("ami-1", &["m5zn.metal"]);
         assert_eq!(spec.hash(), spec.clone().hash());
         let mut other = spec.clone();
         other.root_volume_gib = 600;

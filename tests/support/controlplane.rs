@@ -38,13 +38,7 @@ impl ControlPlane {
 
     fn start() -> ControlPlane {
         let binaries = Binaries::locate();
-        let base = super::process::scratch_base();
-        std::fs::create_dir_all(&base).expect("create target tmp dir");
-        let dir = tempfile::Builder::new()
-            .prefix("controlplane-")
-            .tempdir_in(&base)
-            .expect("create scratch dir")
-            .keep();
+        let dir = super::process::scratch_dir("controlplane-");
         let guardian = Guardian::start(&dir);
 
         let etcd_url = start_etcd(&binaries.etcd, &dir, &guardian);

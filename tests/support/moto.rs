@@ -37,13 +37,7 @@ impl Moto {
 
     fn start(auth: bool) -> Moto {
         let server = moto_server();
-        let base = super::process::scratch_base();
-        std::fs::create_dir_all(&base).expect("create target tmp dir");
-        let dir = tempfile::Builder::new()
-            .prefix("moto-")
-            .tempdir_in(&base)
-            .expect("create scratch dir")
-            .keep();
+        let dir = super::process::scratch_dir("moto-");
         let guardian = Guardian::start(&dir);
         let port = free_port();
         let mut cmd = Command::new(server);

@@ -17,6 +17,17 @@ pub fn scratch_base() -> std::path::PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tmp"))
 }
 
+/// A new scratch directory that outlives the handle (the guardian removes it at exit).
+pub fn scratch_dir(prefix: &str) -> std::path::PathBuf {
+    let base = scratch_base();
+    std::fs::create_dir_all(&base).expect("create scratch base");
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&base)
+        .expect("create scratch dir")
+        .keep()
+}
+
 /// A port that was free a moment ago on the loopback interface.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
