@@ -10,7 +10,7 @@ VENV             := target/venv
 APT_PACKAGES     := protobuf-compiler openssl python3-venv ca-certificates
 SUDO             := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install apt-packages controlplane venv build run test bench lint fmt crds clean
+.PHONY: install apt-packages toolchain controlplane venv build run test bench lint fmt crds clean
 
 ## install: everything the tests need; safe to run again
 install: apt-packages controlplane venv
@@ -46,7 +46,7 @@ build:
 	cargo build --locked --release
 
 ## run: a local control plane, the CRDs, the samples on the simulated provider, and the controller
-run: controlplane
+run: apt-packages controlplane
 	@echo "building; then watch with: KUBECONFIG=target/local/kubeconfig $(CONTROLPLANE_DIR)/kubectl get wk -w"
 	cargo run --locked --example local -- $(ARGS)
 
@@ -58,8 +58,12 @@ test: install
 bench:
 	cargo bench --locked --bench provider
 
+toolchain:
+	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+	@rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+
 ## lint: formatting and clippy, warnings are errors
-lint:
+lint: toolchain
 	cargo fmt --all -- --check
 	cargo clippy --locked --all-targets -- -D warnings
 
