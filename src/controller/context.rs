@@ -8,6 +8,7 @@ use kube::{
 };
 use tracing::warn;
 
+use super::fleet::FleetCache;
 use crate::{
     backoff::Backoff,
     cml::{CmlProbe, HttpCml, SimulatedCml},
@@ -62,6 +63,8 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub providers: ProviderRegistry,
+    /// Instances as last listed, shared by all worker reconciles.
+    pub fleet: FleetCache,
     cml_http: Arc<dyn CmlProbe>,
     cml_simulated: Arc<dyn CmlProbe>,
     recorder: Recorder,
@@ -87,6 +90,7 @@ impl Context {
         );
         Context {
             cml_http: Arc::new(HttpCml::new(settings.cml_timeout)),
+            fleet: FleetCache::new(settings.poll_interval),
             cml_simulated: Arc::new(SimulatedCml::new(settings.simulated_cml_boot)),
             client,
             settings,

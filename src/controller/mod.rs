@@ -2,6 +2,7 @@
 
 mod context;
 pub mod error;
+mod fleet;
 pub mod orphans;
 pub mod template;
 pub mod worker;

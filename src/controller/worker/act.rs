@@ -7,7 +7,7 @@ use tracing::info;
 
 use super::{apply_status, observe::Observed};
 use crate::{
-    controller::{Context, error::Error},
+    controller::{Context, error::Error, fleet::provider_key},
     crd::{LaunchStatus, Worker, WorkerPhase},
     lifecycle::worker::{Plan, Step},
     provider::{
@@ -43,7 +43,7 @@ pub async fn act(
     plan: &Plan,
     observed: &Observed,
 ) -> Acted {
-    let Some((_, _, provider)) = &observed.provider else {
+    let Some((kind, region, provider)) = &observed.provider else {
         return Acted::default();
     };
     let instance_id = worker
@@ -51,17 +51,25 @@ pub async fn act(
         .as_ref()
         .and_then(|s| s.instance.as_ref())
         .map(|i| i.id.clone());
-    let simple = |result: Result<(), ProviderError>| match result {
-        Ok(()) => Acted::default(),
-        Err(e) if e.kind == ErrorKind::NotFound => Acted::default(),
-        Err(e) => Acted::failed(e.into()),
+    let result = match (plan.step, &instance_id) {
+        (Step::Launch { attempt }, _) => return launch(api, worker, ctx, observed, attempt).await,
+        (Step::Start, Some(id)) => provider.start(id).await,
+        (Step::Stop, Some(id)) => provider.stop(id).await,
+        (Step::Terminate, Some(id)) => provider.terminate(id).await,
+        _ => return Acted::default(),
     };
-    match (plan.step, instance_id) {
-        (Step::Launch { attempt }, _) => launch(api, worker, ctx, observed, attempt).await,
-        (Step::Start, Some(id)) => simple(provider.start(&id).await),
-        (Step::Stop, Some(id)) => simple(provider.stop(&id).await),
-        (Step::Terminate, Some(id)) => simple(provider.terminate(&id).await),
-        _ => Acted::default(),
+    if let Some(id) = &instance_id {
+        let key = provider_key(*kind, region.as_deref(), ctx.providers.default_region());
+        ctx.fleet.touched(&key, id).await;
+    }
+    match result {
+        // Already gone is what stop or terminate wanted; the next observation will say so.
+        Ok(())
+        | Err(ProviderError {
+            kind: ErrorKind::NotFound,
+            ..
+        }) => Acted::default(),
+        Err(e) => Acted::failed(e.into()),
     }
 }
 

@@ -10,12 +10,13 @@ use crate::{
     controller::{
         Context,
         error::{Error, Result},
+        fleet::provider_key,
     },
     crd::{ProviderKind, SKIP_DRAIN_ANNOTATION, Worker, WorkerTemplate, conditions},
     lifecycle::worker::{
         CmlFacts, InstanceFacts, LaunchFacts, TemplateFacts, Timeouts, WorkerFacts,
     },
-    provider::{CloudProvider, Instance, InstanceState, Provider},
+    provider::{Instance, InstanceState, Provider},
 };
 
 /// Everything observed for one reconcile.
@@ -54,8 +55,13 @@ pub async fn observe(worker: &Worker, ctx: &Context) -> Result<Observed> {
     };
 
     let instance = match (recorded, &provider) {
-        (Some(rec), Some((_, _, p))) => {
-            match p.describe(std::slice::from_ref(&rec.id)).await?.pop() {
+        (Some(rec), Some((kind, region, p))) => {
+            let key = provider_key(*kind, region.as_deref(), ctx.providers.default_region());
+            match ctx
+                .fleet
+                .instance(&key, p.as_ref(), &ctx.settings.cluster_id, &rec.id)
+                .await?
+            {
                 Some(i) => InstanceFacts::Seen(i),
                 None => InstanceFacts::Missing { id: rec.id.clone() },
             }
