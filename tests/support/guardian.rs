@@ -2,7 +2,9 @@
 //!
 //! A tiny shell process reads child pids from a pipe. The test binary never closes its end; the
 //! kernel does when the binary exits, and then the guardian kills the children and removes the
-//! scratch directory. Statics are never dropped, so no destructor could do this.
+//! scratch directory. Statics are never dropped, so no destructor could do this. It ignores
+//! Ctrl-C and SIGTERM, which a terminal or `timeout` sends to the whole process group: only the
+//! closing pipe ends it, so it always gets to clean up.
 
 use std::{
     io::Write,
@@ -12,6 +14,7 @@ use std::{
 };
 
 const SCRIPT: &str = r#"
+trap '' INT TERM HUP
 pids=""
 while read -r pid; do pids="$pids $pid"; done
 [ -n "$pids" ] && kill $pids 2>/dev/null
