@@ -287,6 +287,19 @@ impl Harness {
             .collect()
     }
 
+    /// Gives the worker's CML labs and running nodes, and waits until its status shows them.
+    async fn make_busy(&self, name: &str, labs: u32, running_nodes: u32) {
+        self.cml.set_usage(labs, running_nodes);
+        self.wait_for(name, "busy", |w| {
+            w.status
+                .as_ref()
+                .and_then(|s| s.cml.as_ref())
+                .and_then(|c| c.running_nodes)
+                == Some(running_nodes)
+        })
+        .await;
+    }
+
     /// Launches an instance for a worker identity directly, as a crashed controller would have.
     async fn launch_directly(&self, name: &str, uid: &str) -> String {
         let request = LaunchRequest {
@@ -432,15 +445,7 @@ async fn a_drain_waits_for_labs_then_stops_the_instance() {
     h.worker("w1", "t").await;
     let w = h.wait_phase("w1", WorkerPhase::Running).await;
     let id = instance_id(&w);
-    h.cml.set_usage(1, 4);
-    h.wait_for("w1", "busy", |w| {
-        w.status
-            .as_ref()
-            .and_then(|s| s.cml.as_ref())
-            .and_then(|c| c.running_nodes)
-            == Some(4)
-    })
-    .await;
+    h.make_busy("w1", 1, 4).await;
     h.set_desired("w1", "Draining").await;
     let w = h.wait_phase("w1", WorkerPhase::Draining).await;
     assert!(
@@ -477,15 +482,7 @@ async fn a_drain_past_its_timeout_is_forced_with_a_warning() {
     h.template("t", json!({"drainTimeout": "2s"})).await;
     h.worker("w1", "t").await;
     h.wait_phase("w1", WorkerPhase::Running).await;
-    h.cml.set_usage(2, 8);
-    h.wait_for("w1", "busy", |w| {
-        w.status
-            .as_ref()
-            .and_then(|s| s.cml.as_ref())
-            .and_then(|c| c.running_nodes)
-            == Some(8)
-    })
-    .await;
+    h.make_busy("w1", 2, 8).await;
     h.set_desired("w1", "Draining").await;
     h.wait_phase("w1", WorkerPhase::Stopped).await;
     assert!(
@@ -502,15 +499,7 @@ async fn setting_running_again_cancels_a_drain() {
     h.template("t", json!({})).await;
     h.worker("w1", "t").await;
     let w = h.wait_phase("w1", WorkerPhase::Running).await;
-    h.cml.set_usage(1, 2);
-    h.wait_for("w1", "busy", |w| {
-        w.status
-            .as_ref()
-            .and_then(|s| s.cml.as_ref())
-            .and_then(|c| c.running_nodes)
-            == Some(2)
-    })
-    .await;
+    h.make_busy("w1", 1, 2).await;
     h.set_desired("w1", "Draining").await;
     h.wait_phase("w1", WorkerPhase::Draining).await;
     h.set_desired("w1", "Running").await;
@@ -705,15 +694,7 @@ async fn skip_drain_deletes_a_busy_worker_at_once() {
     h.template("t", json!({})).await;
     h.worker("w1", "t").await;
     let w = h.wait_phase("w1", WorkerPhase::Running).await;
-    h.cml.set_usage(1, 3);
-    h.wait_for("w1", "busy", |w| {
-        w.status
-            .as_ref()
-            .and_then(|s| s.cml.as_ref())
-            .and_then(|c| c.running_nodes)
-            == Some(3)
-    })
-    .await;
+    h.make_busy("w1", 1, 3).await;
     h.workers()
         .patch(
             "w1",
