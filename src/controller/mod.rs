@@ -4,6 +4,7 @@ mod context;
 pub mod error;
 mod fleet;
 pub mod orphans;
+mod status;
 pub mod template;
 pub mod worker;
 
@@ -60,11 +61,11 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     };
     let worker_loop = workers
         .graceful_shutdown_on(signal(stop_rx.clone()))
-        .run(worker::reconcile, worker::error_policy, ctx.clone())
+        .run(worker::reconcile, status::error_policy, ctx.clone())
         .for_each(|r| async move { debug!(result = ?r.map(|(o, _)| o.name), "worker reconciled") });
     let template_loop = templates
         .graceful_shutdown_on(signal(stop_rx))
-        .run(template::reconcile, template::error_policy, ctx.clone())
+        .run(template::reconcile, status::error_policy, ctx.clone())
         .for_each(
             |r| async move { debug!(result = ?r.map(|(o, _)| o.name), "template reconciled") },
         );

@@ -4,21 +4,15 @@
 use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
-use kube::{
-    Api, ResourceExt,
-    api::{Patch, PatchParams},
-    runtime::controller::Action,
-};
-use serde_json::json;
-use tracing::warn;
+use kube::{Api, ResourceExt, runtime::controller::Action};
 
 use super::{
     Context,
-    context::CONTROLLER_NAME,
     error::{Error, Result},
+    status::apply_status,
 };
 use crate::{
-    crd::{WorkerTemplate, WorkerTemplateStatus, conditions},
+    crd::{WorkerTemplate, conditions},
     provider::{CloudProvider, ImageQuery, LaunchSpec},
 };
 
@@ -94,32 +88,7 @@ pub async fn reconcile(template: Arc<WorkerTemplate>, ctx: Arc<Context>) -> Resu
     };
     status.observed_generation = generation;
     if template.status.as_ref() != Some(&status) {
-        apply_status(&api, &template, &status).await?;
+        apply_status(&api, template.as_ref(), &status).await?;
     }
     result
-}
-
-pub fn error_policy(template: Arc<WorkerTemplate>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(template = %template.name_any(), category = error.category(), %error, "template reconcile failed");
-    if error.is_permanent() {
-        Action::await_change()
-    } else {
-        Action::requeue(ctx.next_backoff(&template.uid().unwrap_or_default()))
-    }
-}
-
-async fn apply_status(
-    api: &Api<WorkerTemplate>,
-    template: &WorkerTemplate,
-    status: &WorkerTemplateStatus,
-) -> Result<()> {
-    let patch =
-        json!({"apiVersion": "ccm.dev/v1alpha1", "kind": "WorkerTemplate", "status": status});
-    api.patch_status(
-        &template.name_any(),
-        &PatchParams::apply(CONTROLLER_NAME).force(),
-        &Patch::Apply(patch),
-    )
-    .await?;
-    Ok(())
 }

@@ -5,9 +5,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Api, ResourceExt};
 use tracing::info;
 
-use super::{apply_status, observe::Observed};
+use super::observe::Observed;
 use crate::{
-    controller::{Context, error::Error, fleet::provider_key},
+    controller::{Context, error::Error, fleet::provider_key, status::apply_status},
     crd::{LaunchStatus, Worker, WorkerPhase},
     lifecycle::worker::{Plan, Step},
     provider::{

@@ -8,7 +8,7 @@ mod act;
 mod observe;
 mod status;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use kube::{
     Api, ResourceExt,
@@ -20,11 +20,11 @@ use tracing::{info, warn};
 
 use super::{
     Context,
-    context::CONTROLLER_NAME,
     error::{Error, Result},
+    status::apply_status,
 };
 use crate::{
-    crd::{Worker, WorkerStatus, conditions},
+    crd::{Worker, conditions},
     lifecycle::worker::{Recheck, Step, plan},
 };
 
@@ -56,7 +56,7 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action>
     let acted = act::act(&api, &worker, &ctx, &plan, &observed).await;
     let next = status::next(&worker, &observed, &plan, &acted);
     if worker.status.as_ref() != Some(&next) {
-        apply_status(&api, &worker, &next).await?;
+        apply_status(&api, worker.as_ref(), &next).await?;
     }
     if let Some((reason, message)) = &plan.event {
         info!(worker = %status::name(&worker), reason = reason.as_str(), %message, "transition");
@@ -119,35 +119,6 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action>
         Recheck::Soon => ctx.settings.poll_interval,
         Recheck::Steady => ctx.settings.resync_interval,
     }))
-}
-
-/// Permanent errors wait for a change of the object; transient ones back off per object.
-pub fn error_policy(worker: Arc<Worker>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(worker = %status::name(&worker), category = error.category(), %error, "reconcile failed");
-    if error.is_permanent() {
-        Action::await_change()
-    } else {
-        Action::requeue(
-            ctx.next_backoff(&worker.uid().unwrap_or_default())
-                .max(Duration::from_millis(100)),
-        )
-    }
-}
-
-/// Writes the whole status with server-side apply, so fields left out are removed.
-pub(crate) async fn apply_status(
-    api: &Api<Worker>,
-    worker: &Worker,
-    status: &WorkerStatus,
-) -> Result<(), kube::Error> {
-    let patch = json!({"apiVersion": "ccm.dev/v1alpha1", "kind": "Worker", "status": status});
-    api.patch_status(
-        &worker.name_any(),
-        &PatchParams::apply(CONTROLLER_NAME).force(),
-        &Patch::Apply(patch),
-    )
-    .await
-    .map(drop)
 }
 
 /// Shows an error that stopped the reconcile early in the Ready condition and as an Event.
