@@ -44,6 +44,10 @@ async fn a_ready_worker_reports_version_license_and_usage() {
     assert!(report.ready);
     assert_eq!(report.version.as_deref(), Some("2.9.1"));
     assert_eq!(report.licensed, Some(true));
+    let license = report.license.expect("licensing answered");
+    assert_eq!(license.registration.as_deref(), Some("COMPLETED"));
+    assert_eq!(license.authorization.as_deref(), Some("IN_COMPLIANCE"));
+    assert_eq!(license.product.as_deref(), Some("CML_Enterprise"));
     assert_eq!(report.labs, Some(3));
     assert_eq!(report.running_nodes, Some(12));
     // The token is reused.

@@ -366,6 +366,11 @@ async fn a_worker_reaches_running_with_its_instance_in_status() {
         (cml.ready, cml.version.as_deref(), cml.licensed),
         (true, Some("2.9.1"), Some(true))
     );
+    let license = cml.license.expect("license status");
+    assert_eq!(
+        (license.authorization.as_deref(), license.product.as_deref()),
+        (Some("IN_COMPLIANCE"), Some("CML_Enterprise"))
+    );
     assert!(status.launch.expect("launch").client_token.is_some());
     assert_eq!(status.observed_generation, w.metadata.generation);
     assert_eq!(h.live_instances(&created.uid().unwrap()).await.len(), 1);
@@ -387,6 +392,17 @@ async fn a_worker_reaches_running_with_its_instance_in_status() {
             .any(|l| l.contains("w1") && l.contains("Running") && l.contains(&instance.id)),
         "{table}"
     );
+    // Status follows CML: a lapsed Smart Licensing authorization shows on the next probe.
+    h.cml.set_authorization("OUT_OF_COMPLIANCE");
+    h.wait_for("w1", "authorization OUT_OF_COMPLIANCE", |w| {
+        w.status
+            .as_ref()
+            .and_then(|s| s.cml.as_ref())
+            .and_then(|c| c.license.as_ref())
+            .and_then(|l| l.authorization.as_deref())
+            == Some("OUT_OF_COMPLIANCE")
+    })
+    .await;
     h.finish().await;
 }
 

@@ -1,5 +1,6 @@
 //! [`CmlProbe`] over HTTPS with reqwest: `system_information` without auth, then `authenticate`
-//! and the JWT for `system_health`, `labs` and `system_stats`, re-authenticating once on 401.
+//! and the JWT for `system_health`, `licensing`, `labs` and `system_stats`, re-authenticating once
+//! on 401.
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
@@ -7,7 +8,10 @@ use async_trait::async_trait;
 use reqwest::{Client, StatusCode};
 use serde::{Deserialize, de::DeserializeOwned};
 
-use super::{CmlCredentials, CmlError, CmlErrorKind, CmlProbe, CmlReport, CmlTarget, TlsPolicy};
+use super::{
+    CmlCredentials, CmlError, CmlErrorKind, CmlProbe, CmlReport, CmlTarget, LicenseReport,
+    TlsPolicy,
+};
 
 #[derive(Deserialize)]
 struct SystemInformation {
@@ -19,6 +23,28 @@ struct SystemInformation {
 struct SystemHealth {
     #[serde(default)]
     is_licensed: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct Licensing {
+    #[serde(default)]
+    registration: Option<StatusField>,
+    #[serde(default)]
+    authorization: Option<StatusField>,
+    #[serde(default)]
+    product_license: Option<ProductLicense>,
+}
+
+#[derive(Deserialize)]
+struct StatusField {
+    #[serde(default)]
+    status: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ProductLicense {
+    #[serde(default)]
+    active: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -218,11 +244,17 @@ impl CmlProbe for HttpCml {
         let health: SystemHealth = self
             .authed_get(&client, target, creds, "system_health")
             .await?;
+        let licensing: Licensing = self.authed_get(&client, target, creds, "licensing").await?;
         let labs: Vec<serde_json::Value> = self.authed_get(&client, target, creds, "labs").await?;
         let stats: SystemStats = self
             .authed_get(&client, target, creds, "system_stats")
             .await?;
         report.licensed = health.is_licensed;
+        report.license = Some(LicenseReport {
+            registration: licensing.registration.and_then(|r| r.status),
+            authorization: licensing.authorization.and_then(|a| a.status),
+            product: licensing.product_license.and_then(|p| p.active),
+        });
         report.labs = Some(u32::try_from(labs.len()).unwrap_or(u32::MAX));
         report.running_nodes = Some(
             stats

@@ -48,6 +48,18 @@ pub struct CmlReport {
     pub licensed: Option<bool>,
     pub labs: Option<u32>,
     pub running_nodes: Option<u32>,
+    pub license: Option<LicenseReport>,
+}
+
+/// What CML's `licensing` endpoint said about Smart Licensing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LicenseReport {
+    /// Registration with Smart Software Licensing, e.g. `COMPLETED`.
+    pub registration: Option<String>,
+    /// Authorization, e.g. `IN_COMPLIANCE` or `OUT_OF_COMPLIANCE`.
+    pub authorization: Option<String>,
+    /// The active product license, e.g. `CML_Enterprise`.
+    pub product: Option<String>,
 }
 
 /// Why CML could not be asked.

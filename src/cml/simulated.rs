@@ -6,7 +6,7 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{CmlError, CmlProbe, CmlReport, CmlTarget};
+use super::{CmlError, CmlProbe, CmlReport, CmlTarget, LicenseReport};
 
 pub struct SimulatedCml {
     boot: Duration,
@@ -39,6 +39,11 @@ impl CmlProbe for SimulatedCml {
             licensed: ready.then_some(true),
             labs: ready.then_some(0),
             running_nodes: ready.then_some(0),
+            license: ready.then(|| LicenseReport {
+                registration: Some("COMPLETED".into()),
+                authorization: Some("IN_COMPLIANCE".into()),
+                product: Some("CML_Enterprise".into()),
+            }),
         })
     }
 }

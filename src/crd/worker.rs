@@ -195,6 +195,9 @@ pub struct CmlStatus {
     /// CML says it is licensed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub licensed: Option<bool>,
+    /// Smart Licensing state from CML's `licensing` endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<CmlLicenseStatus>,
     /// Labs present on the worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labs: Option<u32>,
@@ -204,6 +207,21 @@ pub struct CmlStatus {
     /// When CML was last asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_probe_time: Option<Time>,
+}
+
+/// Smart Licensing state of a worker's CML.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CmlLicenseStatus {
+    /// Registration with Smart Software Licensing, e.g. COMPLETED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<String>,
+    /// Authorization, e.g. IN_COMPLIANCE or OUT_OF_COMPLIANCE.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<String>,
+    /// The active product license, e.g. CML_Enterprise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
 }
 
 /// Lab usage of a worker, as the Control Plane API reports it.

@@ -41,6 +41,8 @@ pub struct State {
     pub labs: u32,
     pub issued_tokens: Vec<String>,
     pub authentications: u32,
+    /// What `licensing` reports as `authorization.status`.
+    pub authorization: &'static str,
 }
 
 #[derive(Clone)]
@@ -72,6 +74,7 @@ impl CmlServer {
             labs: 0,
             issued_tokens: Vec::new(),
             authentications: 0,
+            authorization: "IN_COMPLIANCE",
         }));
         let routes = routes(state.clone());
         let serving = state.clone();
@@ -110,6 +113,11 @@ impl CmlServer {
         let mut s = self.state.lock().unwrap();
         s.labs = labs;
         s.running_nodes = running_nodes;
+    }
+
+    /// What Smart Licensing says about this worker's authorization.
+    pub fn set_authorization(&self, authorization: &'static str) {
+        self.state.lock().unwrap().authorization = authorization;
     }
 
     /// Forgets every issued token, as a restarted CML would.
@@ -175,6 +183,13 @@ fn routes(
                     }
                     match path {
                         "system_health" => json(serde_json::json!({"valid": true, "is_licensed": true, "is_enterprise": false})),
+                        "licensing" => json(serde_json::json!({
+                            "registration": {"status": "COMPLETED", "smart_account": "Lab Platform"},
+                            "authorization": {"status": st.authorization},
+                            "reservation_mode": false,
+                            "product_license": {"active": "CML_Enterprise", "is_enterprise": true},
+                            "features": [{"name": "CML - Enterprise License", "in_use": st.running_nodes, "status": st.authorization}]
+                        })),
                         "labs" => json(serde_json::json!((0..st.labs).map(|i| format!("lab-{i}")).collect::<Vec<_>>())),
                         _ => json(serde_json::json!({
                             "computes": {"compute-1": {"hostname": "cml", "dominfo": {"running_nodes": st.running_nodes, "total_nodes": st.running_nodes}}},
@@ -188,6 +203,8 @@ fn routes(
     info.or(auth)
         .unify()
         .or(authed("system_health"))
+        .unify()
+        .or(authed("licensing"))
         .unify()
         .or(authed("labs"))
         .unify()

@@ -5,7 +5,9 @@ use kube::ResourceExt;
 
 use super::{act::Acted, observe::Observed};
 use crate::{
-    crd::{CmlStatus, InstanceStatus, Worker, WorkerPhase, WorkerStatus, conditions},
+    crd::{
+        CmlLicenseStatus, CmlStatus, InstanceStatus, Worker, WorkerPhase, WorkerStatus, conditions,
+    },
     lifecycle::worker::{InstanceFacts, Plan},
     provider::Instance,
 };
@@ -75,6 +77,11 @@ pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) ->
                 version: r.version.clone(),
                 ready: r.ready,
                 licensed: r.licensed,
+                license: r.license.as_ref().map(|l| CmlLicenseStatus {
+                    registration: l.registration.clone(),
+                    authorization: l.authorization.clone(),
+                    product: l.product.clone(),
+                }),
                 labs: r.labs,
                 running_nodes: r.running_nodes,
                 last_probe_time: Some(Time(now)),
