@@ -41,6 +41,8 @@ struct Harness {
     ec2: aws_sdk_ec2::Client,
     image: String,
     settings: Settings,
+    /// Behind templates with `provider: simulated`; its instances stay pending for an hour.
+    sim: Arc<SimulatedCloud>,
     running: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
     _dir: tempfile::TempDir,
 }
@@ -94,6 +96,10 @@ impl Harness {
             ec2,
             image,
             settings,
+            sim: Arc::new(SimulatedCloud::new(SimulatedConfig {
+                boot_delay: Duration::from_secs(3600),
+                ..SimulatedConfig::default()
+            })),
             running: None,
             _dir: dir,
         };
@@ -111,11 +117,7 @@ impl Harness {
             let api: Arc<dyn CloudApi> = Arc::new(Ec2Api::from_sdk_config(&aws));
             Box::pin(async move { api })
         });
-        let registry = ProviderRegistry::new(
-            REGION,
-            connector,
-            Arc::new(SimulatedCloud::new(SimulatedConfig::default())),
-        );
+        let registry = ProviderRegistry::new(REGION, connector, self.sim.clone());
         let ctx = Arc::new(Context::new(
             self.client.clone(),
             self.settings.clone(),
@@ -144,8 +146,18 @@ impl Harness {
         Api::namespaced(self.client.clone(), &self.ns.name)
     }
 
+    /// A template on moto's EC2 with the CML test server behind it; `scaling` overrides fields of
+    /// `spec.scaling`.
     async fn template(&self, name: &str, scaling: serde_json::Value) {
-        let mut spec = json!({
+        let mut spec = self.template_spec();
+        for (k, v) in scaling.as_object().expect("object") {
+            spec["scaling"][k] = v.clone();
+        }
+        self.create_template(name, spec).await;
+    }
+
+    fn template_spec(&self) -> serde_json::Value {
+        json!({
             "provider": "aws",
             "region": REGION,
             "instanceType": "m5zn.metal",
@@ -154,10 +166,10 @@ impl Harness {
             "licenseType": "Personal",
             "cml": {"port": self.cml.port, "credentialsSecretRef": {"name": "cml-admin"}},
             "scaling": {"maxWorkers": 5}
-        });
-        for (k, v) in scaling.as_object().expect("object") {
-            spec["scaling"][k] = v.clone();
-        }
+        })
+    }
+
+    async fn create_template(&self, name: &str, spec: serde_json::Value) {
         let t: WorkerTemplate = serde_json::from_value(json!({
             "apiVersion": "ccm.dev/v1alpha1", "kind": "WorkerTemplate",
             "metadata": {"name": name}, "spec": spec
@@ -725,5 +737,75 @@ async fn skip_drain_deletes_a_busy_worker_at_once() {
         .expect("delete");
     h.wait_gone("w1").await;
     assert_eq!(h.instance_state(&instance_id(&w)).await, "terminated");
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn an_instance_that_never_runs_fails_after_launch_timeout() {
+    let h = Harness::new("launchtimeout", |_| {}).await;
+    let mut spec = h.template_spec();
+    spec["provider"] = json!("simulated");
+    spec["image"] = json!({"id": "ami-0abcdef1234567890"});
+    spec["scaling"]["launchTimeout"] = json!("3s");
+    h.create_template("t", spec).await;
+    h.worker("w1", "t").await;
+    let w = h.wait_phase("w1", WorkerPhase::Failed).await;
+    assert_eq!(ready_reason(&w), "LaunchTimeout");
+    let id = instance_id(&w);
+    let sim = Provider::new(h.sim.clone());
+    let mut state = String::new();
+    for _ in 0..100 {
+        state = sim
+            .describe(std::slice::from_ref(&id))
+            .await
+            .expect("describe")[0]
+            .state
+            .as_str()
+            .to_owned();
+        if state == "terminated" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(state, "terminated", "a launch that timed out costs nothing");
+    assert!(
+        h.event_reasons("w1")
+            .await
+            .contains(&("Warning".into(), "LaunchTimeout".into()))
+    );
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn cml_tls_is_verified_with_the_ca_from_a_secret() {
+    let h = Harness::new("cmlca", |_| {}).await;
+    let ca: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cml-ca"},
+        "stringData": {"bundle.pem": String::from_utf8(h.cml.ca_pem.clone()).expect("pem")}
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(h.client.clone(), &h.ns.name)
+        .create(&PostParams::default(), &ca)
+        .await
+        .expect("create ca secret");
+    let mut spec = h.template_spec();
+    spec["cml"]["insecureSkipTlsVerify"] = json!(false);
+    spec["cml"]["caSecretRef"] = json!({"name": "cml-ca", "key": "bundle.pem"});
+    h.create_template("trusted", spec.clone()).await;
+    spec["cml"]
+        .as_object_mut()
+        .expect("cml")
+        .remove("caSecretRef");
+    h.create_template("untrusted", spec).await;
+    h.worker("w1", "trusted").await;
+    h.worker("w2", "untrusted").await;
+    h.wait_phase("w1", WorkerPhase::Running).await;
+    // The test server's certificate is not signed by a system root: verification fails.
+    let w = h
+        .wait_for("w2", "CmlUnreachable", |w| {
+            ready_reason(w) == "CmlUnreachable"
+        })
+        .await;
+    assert_eq!(phase_of(&w), Some(WorkerPhase::Provisioning));
     h.finish().await;
 }
