@@ -44,6 +44,7 @@ struct Harness {
     /// Behind templates with `provider: simulated`; its instances stay pending for an hour.
     sim: Arc<SimulatedCloud>,
     running: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
+    ctx: Option<Arc<Context>>,
     _dir: tempfile::TempDir,
 }
 
@@ -101,6 +102,7 @@ impl Harness {
                 ..SimulatedConfig::default()
             })),
             running: None,
+            ctx: None,
             _dir: dir,
         };
         h.start_controller();
@@ -124,6 +126,7 @@ impl Harness {
             registry,
             "test",
         ));
+        self.ctx = Some(ctx.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(controller::run(ctx, async move {
             let _ = rx.await;
@@ -807,5 +810,42 @@ async fn cml_tls_is_verified_with_the_ca_from_a_secret() {
         })
         .await;
     assert_eq!(phase_of(&w), Some(WorkerPhase::Provisioning));
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_changed_launch_spec_marks_the_worker_drifted_and_leaves_it_running() {
+    let h = Harness::new("drift", |_| {}).await;
+    h.template("t", json!({})).await;
+    h.worker("w1", "t").await;
+    let w = h.wait_phase("w1", WorkerPhase::Running).await;
+    let id = instance_id(&w);
+    let drifted = |w: &Worker| {
+        w.status
+            .as_ref()
+            .and_then(|s| conditions::find(&s.conditions, "Drifted"))
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    assert_eq!(drifted(&w), Some(("False".into(), "UpToDate".into())));
+    // Worker reconciles read the template from the watch, not with a GET each.
+    let ctx = h.ctx.clone().expect("controller context");
+    assert_eq!(ctx.templates.len(), 1);
+    h.templates()
+        .patch(
+            "t",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"instanceType": "m5zn.12xlarge"}})),
+        )
+        .await
+        .expect("patch template");
+    let w = h
+        .wait_for("w1", "Drifted", |w| {
+            drifted(w) == Some(("True".into(), "LaunchSpecChanged".into()))
+        })
+        .await;
+    // Drift is reported, never acted on behind the operator's back.
+    assert_eq!(phase_of(&w), Some(WorkerPhase::Running));
+    assert_eq!(instance_id(&w), id);
+    assert_eq!(h.instance_state(&id).await, "running");
     h.finish().await;
 }

@@ -8,7 +8,7 @@ use kube::{
 };
 use tracing::warn;
 
-use super::fleet::FleetCache;
+use super::{fleet::FleetCache, template_cache::TemplateCache};
 use crate::{
     backoff::Backoff,
     cml::{CmlProbe, HttpCml, SimulatedCml},
@@ -65,6 +65,8 @@ pub struct Context {
     pub providers: ProviderRegistry,
     /// Instances as last listed, shared by all worker reconciles.
     pub fleet: FleetCache,
+    /// WorkerTemplates as last watched, shared by all worker reconciles.
+    pub templates: TemplateCache,
     cml_http: Arc<dyn CmlProbe>,
     cml_simulated: Arc<dyn CmlProbe>,
     recorder: Recorder,
@@ -91,6 +93,7 @@ impl Context {
         Context {
             cml_http: Arc::new(HttpCml::new(settings.cml_timeout)),
             fleet: FleetCache::new(settings.poll_interval),
+            templates: TemplateCache::default(),
             cml_simulated: Arc::new(SimulatedCml::new(settings.simulated_cml_boot)),
             client,
             settings,

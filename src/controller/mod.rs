@@ -6,6 +6,7 @@ mod fleet;
 pub mod orphans;
 mod status;
 pub mod template;
+mod template_cache;
 pub mod worker;
 
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use kube::{
     Api, ResourceExt,
     runtime::{Controller, controller::Config, reflector::ObjectRef, watcher},
 };
-use tracing::{debug, info};
+use tracing::{debug, error, info};
 
 pub use context::{CONTROLLER_NAME, Context, Settings};
 
@@ -33,25 +34,25 @@ where
 
 /// Runs the reconcilers until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + Sync + 'static) {
+    let Some(template_watch) = ctx.templates.take_watch(api::<WorkerTemplate>(&ctx)) else {
+        error!("this context already runs a controller; not starting another");
+        return;
+    };
     let config = Config::default().concurrency(ctx.settings.concurrency);
     let workers = Controller::new(api::<Worker>(&ctx), watcher::Config::default())
         .with_config(config.clone());
     let store = workers.store();
     let lookup = store.clone();
-    // A template change wakes the workers built from it.
-    let workers = workers.watches(
-        api::<WorkerTemplate>(&ctx),
-        watcher::Config::default(),
-        move |t| {
-            let (ns, name) = (t.namespace(), t.name_any());
-            lookup
-                .state()
-                .into_iter()
-                .filter(|w| w.namespace() == ns && w.spec.template_ref.name == name)
-                .map(|w| ObjectRef::from_obj(w.as_ref()))
-                .collect::<Vec<_>>()
-        },
-    );
+    // A template change wakes the workers built from it (and fills the template cache).
+    let workers = workers.watches_stream(template_watch, move |t| {
+        let (ns, name) = (t.namespace(), t.name_any());
+        lookup
+            .state()
+            .into_iter()
+            .filter(|w| w.namespace() == ns && w.spec.template_ref.name == name)
+            .map(|w| ObjectRef::from_obj(w.as_ref()))
+            .collect::<Vec<_>>()
+    });
     let templates = Controller::new(api::<WorkerTemplate>(&ctx), watcher::Config::default())
         .with_config(config);
 

@@ -31,8 +31,10 @@ pub struct Observed {
 pub async fn observe(worker: &Worker, ctx: &Context) -> Result<Observed> {
     let namespace = worker.namespace().unwrap_or_default();
     let status = worker.status.clone().unwrap_or_default();
-    let templates: Api<WorkerTemplate> = Api::namespaced(ctx.client.clone(), &namespace);
-    let template = templates.get_opt(&worker.spec.template_ref.name).await?;
+    let template = ctx
+        .templates
+        .get(&ctx.client, &namespace, &worker.spec.template_ref.name)
+        .await?;
     let template_facts = match &template {
         None => TemplateFacts::Missing,
         Some(t) => template_readiness(t),

@@ -1,0 +1,80 @@
+//! The WorkerTemplates that worker reconciles read, kept by a watch instead of a GET each time.
+//!
+//! The same watch wakes the workers of a changed template; the reflector updates the cache
+//! before the change is passed on, so the woken reconcile already sees the new template.
+
+use std::sync::Mutex;
+
+use futures::Stream;
+use kube::{
+    Api, Client,
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, ObjectRef, Store, store::Writer},
+        watcher,
+    },
+};
+
+use crate::crd::WorkerTemplate;
+
+pub struct TemplateCache {
+    store: Store<WorkerTemplate>,
+    writer: Mutex<Option<Writer<WorkerTemplate>>>,
+}
+
+impl Default for TemplateCache {
+    fn default() -> Self {
+        let (store, writer) = reflector::store();
+        TemplateCache {
+            store,
+            writer: Mutex::new(Some(writer)),
+        }
+    }
+}
+
+impl TemplateCache {
+    /// The watch that fills the cache, yielding each changed template; whoever polls it keeps
+    /// the cache current. There is one per cache: `None` once taken.
+    pub fn take_watch(
+        &self,
+        api: Api<WorkerTemplate>,
+    ) -> Option<impl Stream<Item = Result<WorkerTemplate, watcher::Error>> + Send + 'static> {
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        Some(
+            watcher(api, watcher::Config::default())
+                .default_backoff()
+                .reflect(writer)
+                .touched_objects(),
+        )
+    }
+
+    /// The template from the cache; on a miss (cache still filling, template just created or
+    /// gone) the API server decides.
+    pub async fn get(
+        &self,
+        client: &Client,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<WorkerTemplate>, kube::Error> {
+        let key = ObjectRef::new(name).within(namespace);
+        if let Some(cached) = self.store.get(&key) {
+            return Ok(Some(cached.as_ref().clone()));
+        }
+        Api::<WorkerTemplate>::namespaced(client.clone(), namespace)
+            .get_opt(name)
+            .await
+    }
+
+    /// Templates held, for tests and diagnostics.
+    pub fn len(&self) -> usize {
+        self.store.state().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
