@@ -108,6 +108,10 @@ pub struct CmlArgs {
     /// Reach every worker's CML API at this host instead of the instance IP (local testing).
     #[arg(long, env = "CML_HOST_OVERRIDE")]
     pub cml_host_override: Option<String>,
+    /// How long a CML credentials or CA Secret is reused before it is read again (a refused
+    /// login reads it again at once).
+    #[arg(long, default_value = "1m")]
+    pub cml_secret_ttl: GoDuration,
 }
 
 impl RunArgs {
@@ -123,6 +127,7 @@ impl RunArgs {
             orphan_sweep_interval: c.orphan_sweep_interval.as_std().max(Duration::from_secs(1)),
             cml_timeout: self.cml.cml_timeout.as_std(),
             cml_host_override: self.cml.cml_host_override.clone(),
+            secret_ttl: self.cml.cml_secret_ttl.as_std(),
             simulated_cml_boot: self.simulated.sim_cml_boot.as_std(),
             ..Settings::default()
         }

@@ -849,3 +849,35 @@ async fn a_changed_launch_spec_marks_the_worker_drifted_and_leaves_it_running() 
     assert_eq!(h.instance_state(&id).await, "running");
     h.finish().await;
 }
+
+#[tokio::test]
+async fn fixed_cml_credentials_are_used_at_once() {
+    // Secrets are cached for an hour here: only a refused login may drop them early.
+    let h = Harness::new("creds", |s| s.secret_ttl = Duration::from_secs(3600)).await;
+    let secrets: Api<Secret> = Api::namespaced(h.client.clone(), &h.ns.name);
+    let set_password = |password: &'static str| {
+        let secrets = secrets.clone();
+        async move {
+            secrets
+                .patch(
+                    "cml-admin",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"stringData": {"password": password}})),
+                )
+                .await
+                .expect("patch secret");
+        }
+    };
+    set_password("not-the-password").await;
+    h.template("t", json!({})).await;
+    h.worker("w1", "t").await;
+    let w = h
+        .wait_for("w1", "CmlUnauthorized", |w| {
+            ready_reason(w) == "CmlUnauthorized"
+        })
+        .await;
+    assert_eq!(phase_of(&w), Some(WorkerPhase::Provisioning));
+    set_password(PASSWORD).await;
+    h.wait_phase("w1", WorkerPhase::Running).await;
+    h.finish().await;
+}

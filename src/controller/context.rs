@@ -8,7 +8,7 @@ use kube::{
 };
 use tracing::warn;
 
-use super::{fleet::FleetCache, template_cache::TemplateCache};
+use super::{fleet::FleetCache, secrets::SecretCache, template_cache::TemplateCache};
 use crate::{
     backoff::Backoff,
     cml::{CmlProbe, HttpCml, SimulatedCml},
@@ -39,6 +39,8 @@ pub struct Settings {
     pub cml_host_override: Option<String>,
     /// Boot time of simulated workers' CML.
     pub simulated_cml_boot: Duration,
+    /// How long a Secret read for CML probes is reused (a refused login drops it at once).
+    pub secret_ttl: Duration,
 }
 
 impl Default for Settings {
@@ -55,6 +57,7 @@ impl Default for Settings {
             cml_timeout: Duration::from_secs(10),
             cml_host_override: None,
             simulated_cml_boot: Duration::from_secs(5),
+            secret_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -67,6 +70,8 @@ pub struct Context {
     pub fleet: FleetCache,
     /// WorkerTemplates as last watched, shared by all worker reconciles.
     pub templates: TemplateCache,
+    /// Secrets the CML probes read.
+    pub secrets: SecretCache,
     cml_http: Arc<dyn CmlProbe>,
     cml_simulated: Arc<dyn CmlProbe>,
     recorder: Recorder,
@@ -94,6 +99,7 @@ impl Context {
             cml_http: Arc::new(HttpCml::new(settings.cml_timeout)),
             fleet: FleetCache::new(settings.poll_interval),
             templates: TemplateCache::default(),
+            secrets: SecretCache::new(settings.secret_ttl),
             cml_simulated: Arc::new(SimulatedCml::new(settings.simulated_cml_boot)),
             client,
             settings,

@@ -4,6 +4,7 @@ mod context;
 pub mod error;
 mod fleet;
 pub mod orphans;
+mod secrets;
 mod status;
 pub mod template;
 mod template_cache;

@@ -2,16 +2,12 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::{api::core::v1::Secret, jiff::Timestamp};
-use kube::{Api, ResourceExt};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 
 use crate::{
-    cml::{CmlCredentials, CmlError, CmlErrorKind, CmlReport, CmlTarget, TlsPolicy},
-    controller::{
-        Context,
-        error::{Error, Result},
-        fleet::provider_key,
-    },
+    cml::{CmlError, CmlErrorKind, CmlReport, CmlTarget, TlsPolicy},
+    controller::{Context, error::Result, fleet::provider_key},
     crd::{ProviderKind, SKIP_DRAIN_ANNOTATION, Worker, WorkerTemplate, conditions},
     lifecycle::worker::{
         CmlFacts, InstanceFacts, LaunchFacts, TemplateFacts, Timeouts, WorkerFacts,
@@ -170,12 +166,12 @@ async fn probe_cml(
             }
         }
     };
-    let secrets = Secrets {
-        api: Api::namespaced(ctx.client.clone(), namespace),
-        namespace: namespace.to_owned(),
-    };
     let credentials = match &access.credentials_secret_ref {
-        Some(r) => match secrets.credentials(&r.name).await {
+        Some(r) => match ctx
+            .secrets
+            .credentials(&ctx.client, namespace, &r.name)
+            .await
+        {
             Ok(c) => Some(c),
             Err(e) => {
                 return (
@@ -187,7 +183,11 @@ async fn probe_cml(
         None => None,
     };
     let ca_pem = match &access.ca_secret_ref {
-        Some(r) => match secrets.key(&r.name, &r.key).await {
+        Some(r) => match ctx
+            .secrets
+            .key(&ctx.client, namespace, &r.name, &r.key)
+            .await
+        {
             Ok(pem) => Some(pem),
             Err(e) => {
                 return (
@@ -206,45 +206,12 @@ async fn probe_cml(
             ca_pem,
         },
     };
-    (endpoint, ctx.cml(kind).probe(&target).await)
-}
-
-/// Reads keys of Secrets in one namespace.
-struct Secrets {
-    api: Api<Secret>,
-    namespace: String,
-}
-
-impl Secrets {
-    async fn key(&self, name: &str, key: &str) -> Result<Vec<u8>> {
-        let err = |message: String| Error::Secret {
-            namespace: self.namespace.clone(),
-            name: name.to_owned(),
-            message,
-        };
-        let secret = self
-            .api
-            .get_opt(name)
-            .await?
-            .ok_or_else(|| err("not found".into()))?;
-        secret
-            .data
-            .and_then(|d| d.get(key).map(|v| v.0.clone()))
-            .ok_or_else(|| err(format!("has no key {key:?}")))
+    let report = ctx.cml(kind).probe(&target).await;
+    if let (Err(e), Some(r)) = (&report, &access.credentials_secret_ref)
+        && e.kind == CmlErrorKind::Unauthorized
+    {
+        // The Secret may have been fixed or rotated since it was read.
+        ctx.secrets.forget(namespace, &r.name);
     }
-
-    async fn text(&self, name: &str, key: &str) -> Result<String> {
-        String::from_utf8(self.key(name, key).await?).map_err(|_| Error::Secret {
-            namespace: self.namespace.clone(),
-            name: name.to_owned(),
-            message: format!("key {key:?} is not UTF-8"),
-        })
-    }
-
-    async fn credentials(&self, name: &str) -> Result<CmlCredentials> {
-        Ok(CmlCredentials {
-            username: self.text(name, "username").await?,
-            password: self.text(name, "password").await?,
-        })
-    }
+    (endpoint, report)
 }
