@@ -42,7 +42,8 @@ impl CmlProbe for SimulatedCml {
             license: ready.then(|| LicenseReport {
                 registration: Some("COMPLETED".into()),
                 authorization: Some("IN_COMPLIANCE".into()),
-                product: Some("CML_Enterprise".into()),
+                // The stand-in does not know which license the template asked for.
+                product: None,
             }),
         })
     }
