@@ -881,3 +881,22 @@ async fn fixed_cml_credentials_are_used_at_once() {
     h.wait_phase("w1", WorkerPhase::Running).await;
     h.finish().await;
 }
+
+#[tokio::test]
+async fn a_running_worker_is_probed_once_per_resync() {
+    let h = Harness::new("steady", |_| {}).await;
+    h.template("t", json!({})).await;
+    h.worker("w1", "t").await;
+    h.wait_phase("w1", WorkerPhase::Running).await;
+    let resync = h.settings.resync_interval;
+    tokio::time::sleep(resync / 2).await;
+    let before = h.cml.probes();
+    tokio::time::sleep(resync * 4).await;
+    let probes = h.cml.probes() - before;
+    // Each probe changes status (lastProbeTime); that write must not wake the worker again.
+    assert!(
+        (1..=5).contains(&probes),
+        "{probes} probes in 4 resync intervals"
+    );
+    h.finish().await;
+}

@@ -15,7 +15,12 @@ use std::sync::Arc;
 use futures::StreamExt;
 use kube::{
     Api, ResourceExt,
-    runtime::{Controller, controller::Config, reflector::ObjectRef, watcher},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Config,
+        reflector::{self, ObjectRef},
+        watcher,
+    },
 };
 use tracing::{debug, error, info};
 
@@ -40,9 +45,14 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         return;
     };
     let config = Config::default().concurrency(ctx.settings.concurrency);
-    let workers = Controller::new(api::<Worker>(&ctx), watcher::Config::default())
-        .with_config(config.clone());
-    let store = workers.store();
+    // The worker's own status writes do not wake it again: that would double every probe.
+    let (store, writer) = reflector::store();
+    let worker_watch = watcher(api::<Worker>(&ctx), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects()
+        .predicate_filter(worker::wakes_reconcile, Default::default());
+    let workers = Controller::for_stream(worker_watch, store.clone()).with_config(config.clone());
     let lookup = store.clone();
     // A template change wakes the workers built from it (and fills the template cache).
     let workers = workers.watches_stream(template_watch, move |t| {

@@ -41,6 +41,8 @@ pub struct State {
     pub labs: u32,
     pub issued_tokens: Vec<String>,
     pub authentications: u32,
+    /// `system_information` requests answered: one per probe.
+    pub probes: u32,
     /// What `licensing` reports as `authorization.status`.
     pub authorization: &'static str,
 }
@@ -74,6 +76,7 @@ impl CmlServer {
             labs: 0,
             issued_tokens: Vec::new(),
             authentications: 0,
+            probes: 0,
             authorization: "IN_COMPLIANCE",
         }));
         let routes = routes(state.clone());
@@ -125,6 +128,10 @@ impl CmlServer {
         self.state.lock().unwrap().issued_tokens.clear();
     }
 
+    pub fn probes(&self) -> u32 {
+        self.state.lock().unwrap().probes
+    }
+
     pub fn authentications(&self) -> u32 {
         self.state.lock().unwrap().authentications
     }
@@ -144,9 +151,12 @@ fn routes(
         .and(warp::get())
         .and(with_state.clone())
         .then(|s: Shared| async move {
-            respond(&s, |st| match st.mode {
-                Mode::NotReady => json(serde_json::json!({"version": "2.9.1", "ready": false})),
-                _ => json(serde_json::json!({"version": "2.9.1", "ready": true})),
+            respond(&s, |st| {
+                st.probes += 1;
+                match st.mode {
+                    Mode::NotReady => json(serde_json::json!({"version": "2.9.1", "ready": false})),
+                    _ => json(serde_json::json!({"version": "2.9.1", "ready": true})),
+                }
             })
             .await
         });

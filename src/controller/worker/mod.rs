@@ -8,7 +8,10 @@ mod act;
 mod observe;
 mod status;
 
-use std::sync::Arc;
+use std::{
+    hash::{Hash, Hasher},
+    sync::Arc,
+};
 
 use kube::{
     Api, ResourceExt,
@@ -29,6 +32,23 @@ use crate::{
 };
 
 pub const FINALIZER: &str = "ccm.dev/terminate-instance";
+
+/// What in a Worker is worth a reconcile when it changes: its spec (generation; deletion bumps
+/// it too), annotations such as skip-drain, finalizers, and the deletion mark. Status is not:
+/// the controller writes it, and motion is followed by requeues.
+pub fn wakes_reconcile(worker: &Worker) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    worker.metadata.generation.hash(&mut h);
+    worker.annotations().hash(&mut h);
+    worker.finalizers().hash(&mut h);
+    worker
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .hash(&mut h);
+    Some(h.finish())
+}
 
 pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action> {
     let namespace = worker
@@ -181,4 +201,53 @@ async fn patch_json(
     )
     .await
     .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+    use crate::crd::{WorkerPhase, WorkerStatus};
+
+    fn worker() -> Worker {
+        let mut w: Worker = serde_json::from_value(json!({
+            "apiVersion": "ccm.dev/v1alpha1", "kind": "Worker",
+            "metadata": {"name": "w1", "namespace": "ns", "generation": 1},
+            "spec": {"templateRef": {"name": "t"}}
+        }))
+        .expect("worker");
+        w.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        w
+    }
+
+    #[test]
+    fn status_writes_do_not_wake_a_worker_but_its_spec_annotations_and_deletion_do() {
+        let before = worker();
+        let base = wakes_reconcile(&before);
+
+        let mut status_only = before.clone();
+        status_only.status = Some(WorkerStatus {
+            phase: Some(WorkerPhase::Running),
+            ..WorkerStatus::default()
+        });
+        status_only.metadata.resource_version = Some("42".into());
+        assert_eq!(wakes_reconcile(&status_only), base);
+
+        let mut spec = before.clone();
+        spec.metadata.generation = Some(2);
+        let mut annotated = before.clone();
+        annotated
+            .annotations_mut()
+            .insert(crate::crd::SKIP_DRAIN_ANNOTATION.into(), "true".into());
+        let mut unfinalized = before.clone();
+        unfinalized.metadata.finalizers = None;
+        let mut deleted = before.clone();
+        deleted.metadata.deletion_timestamp = Some(Time(
+            k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).expect("time"),
+        ));
+        for changed in [spec, annotated, unfinalized, deleted] {
+            assert_ne!(wakes_reconcile(&changed), base, "{:?}", changed.metadata);
+        }
+    }
 }
