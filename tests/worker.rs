@@ -302,6 +302,13 @@ impl Harness {
             .collect()
     }
 
+    /// Whether a Warning Event with `reason` was published on the worker.
+    async fn warned(&self, name: &str, reason: &str) -> bool {
+        self.event_reasons(name)
+            .await
+            .contains(&("Warning".to_owned(), reason.to_owned()))
+    }
+
     /// Gives the worker's CML labs and running nodes, and waits until its status shows them.
     async fn make_busy(&self, name: &str, labs: u32, running_nodes: u32) {
         self.cml.set_usage(labs, running_nodes);
@@ -444,11 +451,7 @@ async fn cml_never_ready_fails_after_ready_timeout() {
         "terminated",
         "a failed worker costs nothing"
     );
-    assert!(
-        h.event_reasons("w1")
-            .await
-            .contains(&("Warning".into(), "ReadyTimeout".into()))
-    );
+    assert!(h.warned("w1", "ReadyTimeout").await);
     h.finish().await;
 }
 
@@ -516,11 +519,7 @@ async fn a_drain_past_its_timeout_is_forced_with_a_warning() {
     h.make_busy("w1", 2, 8).await;
     h.set_desired("w1", "Draining").await;
     h.wait_phase("w1", WorkerPhase::Stopped).await;
-    assert!(
-        h.event_reasons("w1")
-            .await
-            .contains(&("Warning".into(), "DrainTimeout".into()))
-    );
+    assert!(h.warned("w1", "DrainTimeout").await);
     h.finish().await;
 }
 
@@ -582,11 +581,7 @@ async fn an_instance_terminated_behind_our_back_fails_the_worker() {
         .expect("terminate behind its back");
     let w = h.wait_phase("w1", WorkerPhase::Failed).await;
     assert_eq!(ready_reason(&w), "InstanceVanished");
-    assert!(
-        h.event_reasons("w1")
-            .await
-            .contains(&("Warning".into(), "InstanceVanished".into()))
-    );
+    assert!(h.warned("w1", "InstanceVanished").await);
     h.finish().await;
 }
 
@@ -771,11 +766,7 @@ async fn an_instance_that_never_runs_fails_after_launch_timeout() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(state, "terminated", "a launch that timed out costs nothing");
-    assert!(
-        h.event_reasons("w1")
-            .await
-            .contains(&("Warning".into(), "LaunchTimeout".into()))
-    );
+    assert!(h.warned("w1", "LaunchTimeout").await);
     h.finish().await;
 }
 
@@ -829,7 +820,7 @@ async fn a_changed_launch_spec_marks_the_worker_drifted_and_leaves_it_running() 
     assert_eq!(drifted(&w), Some(("False".into(), "UpToDate".into())));
     // Worker reconciles read the template from the watch, not with a GET each.
     let ctx = h.ctx.clone().expect("controller context");
-    assert_eq!(ctx.templates.len(), 1);
+    assert_eq!(ctx.templates.held(), 1);
     h.templates()
         .patch(
             "t",

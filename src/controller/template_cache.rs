@@ -69,12 +69,8 @@ impl TemplateCache {
             .await
     }
 
-    /// Templates held, for tests and diagnostics.
-    pub fn len(&self) -> usize {
+    /// How many templates the cache holds (tests, diagnostics).
+    pub fn held(&self) -> usize {
         self.store.state().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
