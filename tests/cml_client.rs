@@ -5,9 +5,10 @@ mod support;
 use std::time::Duration;
 
 use resource_controller::cml::{
-    CmlCredentials, CmlErrorKind, CmlProbe, CmlTarget, HttpCml, TlsPolicy,
+    CmlCredentials, CmlEndpoint, CmlErrorKind, CmlProbe, CmlTarget, HttpCml, TlsPolicy,
 };
 use support::cml_server::{CmlServer, Mode, PASSWORD, USERNAME};
+use warp::http::StatusCode;
 
 async fn server() -> (CmlServer, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -48,13 +49,106 @@ async fn a_ready_worker_reports_version_license_and_usage() {
     assert_eq!(license.registration.as_deref(), Some("COMPLETED"));
     assert_eq!(license.authorization.as_deref(), Some("IN_COMPLIANCE"));
     assert_eq!(license.product.as_deref(), Some("CML_Enterprise"));
+    // Other users' labs count (show_all), and nodes on both computes.
     assert_eq!(report.labs, Some(3));
     assert_eq!(report.running_nodes, Some(12));
+    assert_eq!(report.failures, vec![]);
     // The token is reused.
     cml.probe(&target(&server, insecure(), PASSWORD))
         .await
         .expect("probe again");
     assert_eq!(server.authentications(), 1);
+    assert_eq!(server.violations(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_null_node_count_makes_running_nodes_unknown_not_zero() {
+    let (server, _dir) = server().await;
+    server.set_usage(2, 5);
+    server.set_counts_unknown(true);
+    let report = HttpCml::new(Duration::from_secs(5))
+        .probe(&target(&server, insecure(), PASSWORD))
+        .await
+        .expect("probe");
+    assert!(report.ready);
+    assert_eq!(report.running_nodes, None);
+    assert_eq!(report.labs, Some(2));
+    let [failure] = report.failures.as_slice() else {
+        panic!("one failure: {:?}", report.failures);
+    };
+    assert_eq!(
+        (failure.endpoint, failure.error.kind),
+        (CmlEndpoint::SystemStats, CmlErrorKind::Incomplete)
+    );
+    assert_eq!(failure.reason(), "SystemStatsIncomplete");
+    assert!(failure.error.message.contains("running_nodes"), "{failure}");
+    assert_eq!(server.violations(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_failing_optional_endpoint_degrades_only_its_own_fields() {
+    let (server, _dir) = server().await;
+    server.set_usage(1, 4);
+    let cml = HttpCml::new(Duration::from_secs(5));
+    let to = target(&server, insecure(), PASSWORD);
+    let probe = || cml.probe(&to);
+
+    // licensing refuses a user without the permission, as the spec allows.
+    server.set_failing("licensing", Some(StatusCode::FORBIDDEN));
+    let report = probe()
+        .await
+        .expect("a 403 from licensing does not fail the probe");
+    assert!(report.ready);
+    assert_eq!(report.license, None);
+    assert_eq!(
+        (report.licensed, report.labs, report.running_nodes),
+        (Some(true), Some(1), Some(4))
+    );
+    assert_eq!(report.failures.len(), 1);
+    assert_eq!(report.failures[0].reason(), "LicensingForbidden");
+    probe().await.expect("probe again");
+    assert_eq!(
+        server.authentications(),
+        1,
+        "a refused endpoint keeps the login"
+    );
+    server.set_failing("licensing", None);
+
+    server.set_failing("system_stats", Some(StatusCode::INTERNAL_SERVER_ERROR));
+    let report = probe().await.expect("stats failing");
+    assert_eq!(report.running_nodes, None);
+    assert!(report.license.is_some());
+    assert_eq!(report.failures[0].reason(), "SystemStatsServerError");
+
+    for endpoint in ["system_health", "licensing", "labs"] {
+        server.set_failing(endpoint, Some(StatusCode::INTERNAL_SERVER_ERROR));
+    }
+    let report = probe().await.expect("every optional endpoint failing");
+    assert!(report.ready);
+    assert_eq!(
+        (report.licensed, report.labs, report.running_nodes),
+        (None, None, None)
+    );
+    assert!(report.license.is_none());
+    assert_eq!(report.failures.len(), 4);
+    assert_eq!(server.authentications(), 1);
+    assert_eq!(server.violations(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn without_credentials_readiness_is_read_and_usage_stays_unknown() {
+    let (server, _dir) = server().await;
+    server.set_usage(1, 3);
+    let mut anonymous = target(&server, insecure(), PASSWORD);
+    anonymous.credentials = None;
+    let report = HttpCml::new(Duration::from_secs(5))
+        .probe(&anonymous)
+        .await
+        .expect("probe");
+    assert!(report.ready);
+    assert_eq!(report.running_nodes, None);
+    assert_eq!(report.failures[0].endpoint, CmlEndpoint::Authenticate);
+    assert_eq!(server.authentications(), 0);
 }
 
 #[tokio::test]
@@ -70,6 +164,8 @@ async fn an_expired_token_is_renewed_once() {
         .await
         .expect("probe after expiry");
     assert!(report.ready);
+    assert_eq!(report.failures, vec![]);
+    // Four endpoints refused the old token at once; one login renewed it for all of them.
     assert_eq!(server.authentications(), 2);
 }
 
@@ -120,6 +216,7 @@ async fn faults_become_classified_errors() {
         .await
         .expect_err("bad password");
     assert_eq!(err.kind, CmlErrorKind::Unauthorized);
+    assert!(err.message.contains("Authentication failed"), "{err}");
 
     server.set_mode(Mode::Garbage);
     let err = cml

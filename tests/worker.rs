@@ -346,6 +346,11 @@ impl Harness {
     async fn finish(mut self) {
         self.stop_controller().await;
         self.ns.delete().await;
+        assert_eq!(
+            self.cml.violations(),
+            Vec::<String>::new(),
+            "the CML test server broke the published contract"
+        );
     }
 }
 
@@ -359,6 +364,30 @@ fn ready_reason(w: &Worker) -> String {
         .and_then(|s| conditions::find(&s.conditions, "Ready"))
         .map(|c| c.reason.clone())
         .unwrap_or_default()
+}
+
+fn ready_message(w: &Worker) -> String {
+    w.status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+/// The reason of `CmlDegraded` when it is True.
+fn degraded(w: &Worker) -> Option<String> {
+    w.status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, "CmlDegraded"))
+        .filter(|c| c.status == "True")
+        .map(|c| c.reason.clone())
+}
+
+fn running_nodes(w: &Worker) -> Option<u32> {
+    w.status
+        .as_ref()
+        .and_then(|s| s.cml.as_ref())
+        .and_then(|c| c.running_nodes)
 }
 
 fn instance_id(w: &Worker) -> String {
@@ -393,6 +422,7 @@ async fn a_worker_reaches_running_with_its_instance_in_status() {
         (license.authorization.as_deref(), license.product.as_deref()),
         (Some("IN_COMPLIANCE"), Some("CML_Enterprise"))
     );
+    assert_eq!(degraded(&w), None, "every CML endpoint answered");
     assert!(status.launch.expect("launch").client_token.is_some());
     assert_eq!(status.observed_generation, w.metadata.generation);
     assert_eq!(h.live_instances(&created.uid().unwrap()).await.len(), 1);
@@ -473,14 +503,22 @@ async fn deleting_a_provisioning_worker_terminates_its_instance() {
 }
 
 #[tokio::test]
-async fn a_drain_waits_for_labs_then_stops_the_instance() {
+async fn a_stop_waits_for_the_nodes_running_on_every_compute() {
     let h = Harness::new("drain", |_| {}).await;
     h.template("t", json!({})).await;
     h.worker("w1", "t").await;
     let w = h.wait_phase("w1", WorkerPhase::Running).await;
     let id = instance_id(&w);
-    h.make_busy("w1", 1, 4).await;
-    h.set_desired("w1", "Draining").await;
+    // 5 nodes: 3 on one compute, 2 on the other, in labs of other users.
+    h.make_busy("w1", 2, 5).await;
+    let w = h.workers().get("w1").await.expect("get");
+    let labs = w
+        .status
+        .as_ref()
+        .and_then(|s| s.cml.as_ref())
+        .and_then(|c| c.labs);
+    assert_eq!(labs, Some(2));
+    h.set_desired("w1", "Stopped").await;
     let w = h.wait_phase("w1", WorkerPhase::Draining).await;
     assert!(
         w.status
@@ -488,13 +526,18 @@ async fn a_drain_waits_for_labs_then_stops_the_instance() {
             .and_then(|s| s.drain_started_at.as_ref())
             .is_some()
     );
-    // Several polls later it still waits for the lab.
+    // Several polls later it still waits for the labs, and says so.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let w = h.workers().get("w1").await.expect("get");
     assert_eq!(phase_of(&w), Some(WorkerPhase::Draining));
+    assert!(
+        ready_message(&w).starts_with("5 lab nodes still running"),
+        "{}",
+        ready_message(&w)
+    );
     assert_eq!(h.instance_state(&id).await, "running");
 
-    h.cml.set_usage(0, 0);
+    h.cml.set_usage(2, 0);
     h.wait_phase("w1", WorkerPhase::Stopped).await;
     assert_eq!(h.instance_state(&id).await, "stopped");
     let reasons: Vec<String> = h
@@ -507,6 +550,94 @@ async fn a_drain_waits_for_labs_then_stops_the_instance() {
         reasons.contains(&"DrainStarted".into()) && reasons.contains(&"DrainCompleted".into()),
         "{reasons:?}"
     );
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_deleted_busy_worker_drains_before_its_instance_is_terminated() {
+    let h = Harness::new("deldrain", |_| {}).await;
+    h.template("t", json!({})).await;
+    h.worker("w1", "t").await;
+    let w = h.wait_phase("w1", WorkerPhase::Running).await;
+    let id = instance_id(&w);
+    h.make_busy("w1", 1, 3).await;
+    h.workers()
+        .delete("w1", &DeleteParams::default())
+        .await
+        .expect("delete");
+    h.wait_phase("w1", WorkerPhase::Draining).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let w = h.workers().get("w1").await.expect("still there");
+    assert_eq!(phase_of(&w), Some(WorkerPhase::Draining));
+    assert_eq!(h.instance_state(&id).await, "running");
+
+    h.cml.set_usage(1, 0);
+    h.wait_gone("w1").await;
+    assert_eq!(h.instance_state(&id).await, "terminated");
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn unknown_node_counts_hold_a_drain_until_drain_timeout() {
+    let h = Harness::new("nullcounts", |_| {}).await;
+    h.template("t", json!({"drainTimeout": "6s"})).await;
+    h.worker("w1", "t").await;
+    h.wait_phase("w1", WorkerPhase::Running).await;
+    h.make_busy("w1", 1, 4).await;
+    h.cml.set_counts_unknown(true);
+    let w = h
+        .wait_for("w1", "usage unknown", |w| {
+            degraded(w).as_deref() == Some("SystemStatsIncomplete")
+        })
+        .await;
+    assert_eq!(running_nodes(&w), None, "unknown shows as absent, not 0");
+    assert_eq!(phase_of(&w), Some(WorkerPhase::Running));
+    assert!(h.warned("w1", "SystemStatsIncomplete").await);
+
+    h.set_desired("w1", "Stopped").await;
+    h.wait_phase("w1", WorkerPhase::Draining).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let w = h.workers().get("w1").await.expect("get");
+    assert_eq!(phase_of(&w), Some(WorkerPhase::Draining));
+    assert!(
+        ready_message(&w).contains("running lab nodes unknown"),
+        "{}",
+        ready_message(&w)
+    );
+    h.wait_phase("w1", WorkerPhase::Stopped).await;
+    assert!(h.warned("w1", "DrainTimeout").await);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_worker_whose_licensing_endpoint_refuses_still_runs_with_the_license_unknown() {
+    let h = Harness::new("lic403", |_| {}).await;
+    h.cml
+        .set_failing("licensing", Some(warp::http::StatusCode::FORBIDDEN));
+    h.template("t", json!({})).await;
+    h.worker("w1", "t").await;
+    let w = h.wait_phase("w1", WorkerPhase::Running).await;
+    let cml = w.status.as_ref().and_then(|s| s.cml.clone()).expect("cml");
+    assert_eq!(cml.license, None, "unknown, not made up");
+    assert_eq!((cml.licensed, cml.running_nodes), (Some(true), Some(0)));
+    assert_eq!(degraded(&w).as_deref(), Some("LicensingForbidden"));
+    assert!(h.warned("w1", "LicensingForbidden").await);
+    // Later probes keep the login: only a refused login drops it.
+    let before = h.cml.probes();
+    h.wait_for("w1", "probed twice more", |_| h.cml.probes() >= before + 2)
+        .await;
+    assert_eq!(h.cml.authentications(), 1);
+
+    h.cml.set_failing("licensing", None);
+    let w = h
+        .wait_for("w1", "licensed again", |w| {
+            w.status
+                .as_ref()
+                .and_then(|s| s.cml.as_ref())
+                .is_some_and(|c| c.license.is_some())
+        })
+        .await;
+    assert_eq!(degraded(&w), None);
     h.finish().await;
 }
 

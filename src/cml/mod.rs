@@ -40,7 +40,8 @@ pub struct TlsPolicy {
     pub ca_pem: Option<Vec<u8>>,
 }
 
-/// What CML said.
+/// What CML said. A field is `None` when CML did not say: its endpoint failed (see `failures`)
+/// or the answer left it null. Unknown is never read as zero.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CmlReport {
     pub ready: bool,
@@ -49,6 +50,67 @@ pub struct CmlReport {
     pub labs: Option<u32>,
     pub running_nodes: Option<u32>,
     pub license: Option<LicenseReport>,
+    /// What could not be read, one entry per endpoint; the rest of the report still holds.
+    pub failures: Vec<EndpointFailure>,
+}
+
+/// A CML endpoint whose failure degrades only its own fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CmlEndpoint {
+    /// No login was possible (no credentials): every authenticated field is unknown.
+    Authenticate,
+    SystemHealth,
+    Licensing,
+    Labs,
+    SystemStats,
+}
+
+impl CmlEndpoint {
+    /// The path under `/api/v0/`.
+    pub fn path(self) -> &'static str {
+        match self {
+            CmlEndpoint::Authenticate => "authenticate",
+            CmlEndpoint::SystemHealth => "system_health",
+            CmlEndpoint::Licensing => "licensing",
+            CmlEndpoint::Labs => "labs",
+            CmlEndpoint::SystemStats => "system_stats",
+        }
+    }
+
+    fn reason_prefix(self) -> &'static str {
+        match self {
+            CmlEndpoint::Authenticate => "Authenticate",
+            CmlEndpoint::SystemHealth => "SystemHealth",
+            CmlEndpoint::Licensing => "Licensing",
+            CmlEndpoint::Labs => "Labs",
+            CmlEndpoint::SystemStats => "SystemStats",
+        }
+    }
+}
+
+/// One endpoint that did not give what the report needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointFailure {
+    pub endpoint: CmlEndpoint,
+    pub error: CmlError,
+}
+
+impl EndpointFailure {
+    /// A condition and Event reason from a bounded set, e.g. `LicensingForbidden`.
+    pub fn reason(&self) -> String {
+        let kind = self.error.kind.as_str();
+        format!(
+            "{}{}",
+            self.endpoint.reason_prefix(),
+            kind.strip_prefix("Cml").unwrap_or(kind)
+        )
+    }
+}
+
+impl std::fmt::Display for EndpointFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.endpoint.path(), self.error)
+    }
 }
 
 /// What CML's `licensing` endpoint said about Smart Licensing.
@@ -67,7 +129,13 @@ pub struct LicenseReport {
 pub enum CmlErrorKind {
     Unreachable,
     Timeout,
+    /// The login was refused (or no credentials could be read): the only error that drops the
+    /// cached credentials.
     Unauthorized,
+    /// An endpoint refused the logged-in user (401/403), e.g. `licensing` for a non-admin.
+    Forbidden,
+    /// The answer follows the contract but leaves a count we need null or missing.
+    Incomplete,
     /// An answer that does not follow the API contract.
     BadResponse,
     ServerError,
@@ -79,6 +147,8 @@ impl CmlErrorKind {
             CmlErrorKind::Unreachable => "CmlUnreachable",
             CmlErrorKind::Timeout => "CmlTimeout",
             CmlErrorKind::Unauthorized => "CmlUnauthorized",
+            CmlErrorKind::Forbidden => "CmlForbidden",
+            CmlErrorKind::Incomplete => "CmlIncomplete",
             CmlErrorKind::BadResponse => "CmlBadResponse",
             CmlErrorKind::ServerError => "CmlServerError",
         }

@@ -45,6 +45,7 @@ impl CmlProbe for SimulatedCml {
                 // The stand-in does not know which license the template asked for.
                 product: None,
             }),
+            failures: Vec::new(),
         })
     }
 }

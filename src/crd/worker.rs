@@ -117,7 +117,8 @@ pub struct WorkerStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch_spec_hash: Option<String>,
 
-    /// `Launched`, `Ready`, `Drifted` and `Synced`.
+    /// `Launched`, `Ready`, `Drifted`, `Synced`, and `CmlDegraded` (True while a CML endpoint
+    /// does not answer and the fields it feeds are unknown).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 
@@ -192,16 +193,17 @@ pub struct CmlStatus {
     /// CML says it is ready.
     #[serde(default)]
     pub ready: bool,
-    /// CML says it is licensed.
+    /// CML's `system_health` says it is licensed; absent when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub licensed: Option<bool>,
-    /// Smart Licensing state from CML's `licensing` endpoint.
+    /// Smart Licensing state from CML's `licensing` endpoint; absent when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub license: Option<CmlLicenseStatus>,
-    /// Labs present on the worker.
+    /// Labs on the worker, of all users; absent when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labs: Option<u32>,
-    /// Lab nodes running on the worker.
+    /// Lab nodes running on the worker: summed over its computes, orphans included. Absent
+    /// when CML did not report every count: unknown, never 0, so a drain waits for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub running_nodes: Option<u32>,
     /// When CML was last asked.

@@ -184,6 +184,8 @@ pub struct Plan {
     /// A transition worth an Event, with its message.
     pub event: Option<(Reason, String)>,
     pub drain_started_at: Option<Timestamp>,
+    /// What a drain is waiting for, to show in status.
+    pub waiting: Option<String>,
     pub recheck: Recheck,
 }
 
@@ -194,6 +196,7 @@ impl Plan {
             step,
             event: None,
             drain_started_at: None,
+            waiting: None,
             recheck,
         }
     }
@@ -206,6 +209,34 @@ impl Plan {
     fn draining_since(mut self, at: Option<Timestamp>) -> Plan {
         self.drain_started_at = at;
         self
+    }
+
+    fn waiting_for(mut self, what: String) -> Plan {
+        self.waiting = Some(what);
+        self
+    }
+}
+
+/// Why a drain is not complete: labs still running, or a count that could not be read (which
+/// never counts as zero), and when `drainTimeout` will force it.
+fn drain_wait(f: &WorkerFacts, since: Timestamp, timeout: Duration) -> String {
+    let what = match &f.cml {
+        CmlFacts::Ready {
+            running_nodes: Some(n),
+        } => format!("{n} lab nodes still running"),
+        CmlFacts::Ready {
+            running_nodes: None,
+        } => "running lab nodes unknown (CML did not report them)".to_owned(),
+        CmlFacts::NotReady => "running lab nodes unknown (CML is not ready)".to_owned(),
+        CmlFacts::Unreachable { message } => format!("running lab nodes unknown ({message})"),
+        CmlFacts::NotProbed => "running lab nodes unknown (CML not asked yet)".to_owned(),
+    };
+    match since.checked_add(timeout) {
+        Ok(deadline) => {
+            let deadline = Timestamp::from_second(deadline.as_second()).unwrap_or(deadline);
+            format!("{what}; waiting, forced after drainTimeout at {deadline}")
+        }
+        Err(_) => format!("{what}; waiting"),
     }
 }
 
@@ -276,7 +307,8 @@ fn plan_delete(f: &WorkerFacts, phase: WorkerPhase) -> Plan {
                     Reason::DrainStarted,
                     "worker deleted: draining before termination",
                 )
-                .draining_since(Some(since));
+                .draining_since(Some(since))
+                .waiting_for(drain_wait(f, since, drain_timeout));
         }
         return Plan::new(Terminating, Step::Terminate, Recheck::Soon).because(
             Reason::DrainTimeout,
@@ -419,7 +451,8 @@ fn plan_live(f: &WorkerFacts, phase: WorkerPhase) -> Plan {
 
 fn plan_drain(f: &WorkerFacts, instance: &Instance, timeouts: Timeouts) -> Plan {
     use WorkerPhase::*;
-    let since = f.drain_started_at.or(Some(f.now));
+    let started = f.drain_started_at.unwrap_or(f.now);
+    let since = Some(started);
     if f.desired == DesiredState::Running {
         return Plan::new(Running, Step::Wait, Recheck::Steady)
             .because(Reason::DrainCancelled, "desiredState is Running again");
@@ -443,7 +476,9 @@ fn plan_drain(f: &WorkerFacts, instance: &Instance, timeouts: Timeouts) -> Plan 
             ),
         );
     }
-    Plan::new(Draining, Step::Wait, Recheck::Soon).draining_since(since)
+    Plan::new(Draining, Step::Wait, Recheck::Soon)
+        .draining_since(since)
+        .waiting_for(drain_wait(f, started, timeouts.drain))
 }
 
 fn plan_unlaunched(f: &WorkerFacts, phase: WorkerPhase) -> Plan {

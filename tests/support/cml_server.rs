@@ -1,7 +1,11 @@
-//! A CML API test server that follows the contract the controller relies on, over TLS with a
-//! certificate from its own CA, and that can be told to be not ready, slow, wrong or down.
+//! A CML API test server built from CML 2.9's published OpenAPI schemas (`tests/contracts/`), over
+//! TLS with a certificate from its own CA. Every answer it gives is checked against those schemas
+//! and a breach is recorded (`violations`), so it cannot drift into the shape the client expects.
+//! It can be told to be not ready, slow, wrong or down, to refuse or fail single endpoints, and
+//! to leave node counts null.
 
 use std::{
+    collections::HashMap,
     path::Path,
     process::Command,
     sync::{Arc, Mutex},
@@ -14,19 +18,28 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_rustls::{TlsAcceptor, rustls::ServerConfig};
 use warp::{Filter, http::StatusCode, reply::Reply};
 
+use super::cml_contract;
+
 pub const USERNAME: &str = "admin";
 pub const PASSWORD: &str = "cml-test-password";
+
+/// The two compute hosts (UUID4 keys, as the schemas require) the running nodes spread over.
+pub const COMPUTES: [&str; 2] = [
+    "6a0a3c52-1f7e-4c1b-9d0e-0c6c1a5e2b01",
+    "9b7e1d44-58a2-4f3c-8e61-3d2f9c0a7b02",
+];
 
 /// How the server behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Ready,
     NotReady,
-    /// Answers that do not follow the contract.
+    /// Answers that do not follow the contract (not checked against it).
     Garbage,
     /// Answers after this long.
     Slow(Duration),
@@ -37,14 +50,22 @@ pub enum Mode {
 #[derive(Debug)]
 pub struct State {
     pub mode: Mode,
+    /// Running nodes over all computes; the first compute gets the larger half.
     pub running_nodes: u32,
+    /// Labs of other users: only `show_all=true` lists them to the probing admin.
     pub labs: u32,
+    /// `running_nodes` of the second compute reported as null (the schema allows it).
+    pub counts_unknown: bool,
+    /// Endpoints told to answer with an error status, by name (`licensing`, `system_stats`, ...).
+    pub failing: HashMap<String, StatusCode>,
     pub issued_tokens: Vec<String>,
     pub authentications: u32,
     /// `system_information` requests answered: one per probe.
     pub probes: u32,
     /// What `licensing` reports as `authorization.status`.
     pub authorization: &'static str,
+    /// Answers that broke the published contract.
+    pub violations: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -74,10 +95,13 @@ impl CmlServer {
             mode: Mode::Ready,
             running_nodes: 0,
             labs: 0,
+            counts_unknown: false,
+            failing: HashMap::new(),
             issued_tokens: Vec::new(),
             authentications: 0,
             probes: 0,
             authorization: "IN_COMPLIANCE",
+            violations: Vec::new(),
         }));
         let routes = routes(state.clone());
         let serving = state.clone();
@@ -112,10 +136,26 @@ impl CmlServer {
         self.state.lock().unwrap().mode = mode;
     }
 
+    /// Labs (of other users) and running nodes, spread over both computes.
     pub fn set_usage(&self, labs: u32, running_nodes: u32) {
         let mut s = self.state.lock().unwrap();
         s.labs = labs;
         s.running_nodes = running_nodes;
+    }
+
+    /// Makes the second compute report its running nodes as null.
+    pub fn set_counts_unknown(&self, unknown: bool) {
+        self.state.lock().unwrap().counts_unknown = unknown;
+    }
+
+    /// Makes one endpoint (`licensing`, `labs`, `system_stats`, `system_health`) answer with
+    /// `status` and an error body; `None` heals it.
+    pub fn set_failing(&self, endpoint: &str, status: Option<StatusCode>) {
+        let mut s = self.state.lock().unwrap();
+        match status {
+            Some(code) => s.failing.insert(endpoint.to_owned(), code),
+            None => s.failing.remove(endpoint),
+        };
     }
 
     /// What Smart Licensing says about this worker's authorization.
@@ -135,6 +175,11 @@ impl CmlServer {
     pub fn authentications(&self) -> u32 {
         self.state.lock().unwrap().authentications
     }
+
+    /// Answers given so far that broke the published contract.
+    pub fn violations(&self) -> Vec<String> {
+        self.state.lock().unwrap().violations.clone()
+    }
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -153,10 +198,14 @@ fn routes(
         .then(|s: Shared| async move {
             respond(&s, |st| {
                 st.probes += 1;
-                match st.mode {
-                    Mode::NotReady => json(serde_json::json!({"version": "2.9.1", "ready": false})),
-                    _ => json(serde_json::json!({"version": "2.9.1", "ready": true})),
-                }
+                let ready = st.mode != Mode::NotReady;
+                answer(
+                    st,
+                    "get",
+                    "/system_information",
+                    StatusCode::OK,
+                    json!({"version": "2.9.1", "ready": ready, "allow_ssh_pubkey_auth": false, "oui": null}),
+                )
             })
             .await
         });
@@ -164,62 +213,190 @@ fn routes(
         .and(warp::post())
         .and(warp::body::json())
         .and(with_state.clone())
-        .then(|body: serde_json::Value, s: Shared| async move {
+        .then(|body: Value, s: Shared| async move {
             respond(&s, move |st| {
                 if body["username"] == USERNAME && body["password"] == PASSWORD {
                     st.authentications += 1;
-                    let token = format!("jwt-{}", st.authentications);
+                    let token = jwt(st.authentications);
                     st.issued_tokens.push(token.clone());
-                    json(serde_json::json!(token))
+                    answer(st, "post", "/authenticate", StatusCode::OK, json!(token))
                 } else {
-                    status(StatusCode::FORBIDDEN, "bad credentials")
+                    error(
+                        st,
+                        "post",
+                        "/authenticate",
+                        StatusCode::FORBIDDEN,
+                        "Authentication failed!",
+                    )
                 }
             })
             .await
         });
-    let authed = |path: &'static str| {
-        warp::path("api")
-            .and(warp::path("v0"))
-            .and(warp::path(path))
-            .and(warp::path::end())
+    let authed =
+        warp::path!("api" / "v0" / String)
             .and(warp::get())
+            .and(warp::query::<HashMap<String, String>>())
             .and(warp::header::optional::<String>("authorization"))
-            .and(with_state.clone())
-            .then(move |header: Option<String>, s: Shared| async move {
-                respond(&s, move |st| {
-                    let token = header.as_deref().and_then(|h| h.strip_prefix("Bearer ")).unwrap_or_default();
-                    if !st.issued_tokens.iter().any(|t| t == token) {
-                        return status(StatusCode::UNAUTHORIZED, "no valid token");
-                    }
-                    match path {
-                        "system_health" => json(serde_json::json!({"valid": true, "is_licensed": true, "is_enterprise": false})),
-                        "licensing" => json(serde_json::json!({
-                            "registration": {"status": "COMPLETED", "smart_account": "Lab Platform"},
-                            "authorization": {"status": st.authorization},
-                            "reservation_mode": false,
-                            "product_license": {"active": "CML_Enterprise", "is_enterprise": true},
-                            "features": [{"name": "CML - Enterprise License", "in_use": st.running_nodes, "status": st.authorization}]
-                        })),
-                        "labs" => json(serde_json::json!((0..st.labs).map(|i| format!("lab-{i}")).collect::<Vec<_>>())),
-                        _ => json(serde_json::json!({
-                            "computes": {"compute-1": {"hostname": "cml", "dominfo": {"running_nodes": st.running_nodes, "total_nodes": st.running_nodes}}},
-                            "all": {}
-                        })),
-                    }
-                })
-                .await
-            })
+            .and(with_state)
+            .then(
+                |name: String,
+                 query: HashMap<String, String>,
+                 header: Option<String>,
+                 s: Shared| async move {
+                    respond(&s, move |st| authed(st, &name, &query, header.as_deref())).await
+                },
+            );
+    info.or(auth).unify().or(authed).unify()
+}
+
+/// The endpoints that need a JWT.
+fn authed(
+    st: &mut State,
+    name: &str,
+    query: &HashMap<String, String>,
+    header: Option<&str>,
+) -> warp::reply::Response {
+    let path = format!("/{name}");
+    let token = header
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if !st.issued_tokens.iter().any(|t| t == token) {
+        return error(
+            st,
+            "get",
+            &path,
+            StatusCode::UNAUTHORIZED,
+            "No authorization token provided.",
+        );
+    }
+    if let Some(code) = st.failing.get(name).copied() {
+        return error(st, "get", &path, code, "Injected failure.");
+    }
+    let body = match name {
+        "system_health" => system_health(),
+        "licensing" => licensing(st),
+        // The probing admin owns none of the labs: only show_all lists other users' labs.
+        "labs" if query.get("show_all").map(String::as_str) == Some("true") => {
+            json!(
+                (0..st.labs)
+                    .map(|i| uuid4(0x1ab5, u64::from(i)))
+                    .collect::<Vec<_>>()
+            )
+        }
+        "labs" => json!([]),
+        "system_stats" => system_stats(st),
+        _ => return error(st, "get", &path, StatusCode::NOT_FOUND, "Not found."),
     };
-    info.or(auth)
-        .unify()
-        .or(authed("system_health"))
-        .unify()
-        .or(authed("licensing"))
-        .unify()
-        .or(authed("labs"))
-        .unify()
-        .or(authed("system_stats"))
-        .unify()
+    answer(st, "get", &path, StatusCode::OK, body)
+}
+
+fn system_health() -> Value {
+    let compute = |i: usize| {
+        json!({
+            "kvm_vmx_enabled": true, "enough_cpus": true, "lld_connected": true,
+            "lld_synced": true, "libvirt": true, "fabric": true, "device_mux": true,
+            "refplat_images_available": true, "docker_shim": true, "valid": true,
+            "admission_state": "READY", "is_controller": i == 0, "hostname": format!("cml-compute-{i}")
+        })
+    };
+    json!({
+        "valid": true,
+        "computes": {COMPUTES[0]: compute(0), COMPUTES[1]: compute(1)},
+        "is_licensed": true,
+        "is_enterprise": true,
+        "controller": {"core_connected": true, "nodes_loaded": true, "images_loaded": true, "valid": true}
+    })
+}
+
+fn licensing(st: &State) -> Value {
+    json!({
+        "registration": {"status": "COMPLETED", "smart_account": "Lab Platform", "virtual_account": "Workers", "expires": null},
+        "authorization": {"status": st.authorization, "expires": null},
+        "reservation_mode": false,
+        "features": [{
+            "id": "regid.2019-10.com.cisco.CML_NODE_COUNT,1.0_2607650b-6ca8-46d5-81e5-e6688b7383c4",
+            "name": "CML - Enterprise License", "in_use": st.running_nodes, "status": st.authorization,
+            "min": 0, "max": 520
+        }],
+        "product_license": {"active": "CML_Enterprise", "is_enterprise": true}
+    })
+}
+
+fn system_stats(st: &State) -> Value {
+    let second = st.running_nodes / 2;
+    let first = st.running_nodes - second;
+    let compute = |i: usize, running: Value| {
+        json!({
+            "hostname": format!("cml-compute-{i}"),
+            "is_controller": i == 0,
+            "stats": {
+                "cpu": {"count": 48, "percent": 12.5, "model": "Intel Xeon", "predicted": 48, "load": [0.5, 0.4, 0.3]},
+                "memory": {"used": 1.0e10, "free": 3.0e11, "total": 3.1e11},
+                "disk": {"used": 2.0e10, "free": 4.0e11, "total": 4.2e11},
+                "dominfo": {
+                    "allocated_cpus": 2 * running.as_u64().unwrap_or(0),
+                    "allocated_memory": 2048 * running.as_u64().unwrap_or(0),
+                    "total_nodes": running, "total_orphans": 0,
+                    "running_nodes": running, "running_orphans": 0
+                }
+            }
+        })
+    };
+    let second = if st.counts_unknown {
+        Value::Null
+    } else {
+        json!(second)
+    };
+    json!({
+        "computes": {COMPUTES[0]: compute(0, json!(first)), COMPUTES[1]: compute(1, second)},
+        "all": {
+            "cpu": {"count": 96, "percent": 12.5},
+            "memory": {"used": 2.0e10, "free": 6.0e11, "total": 6.2e11},
+            "disk": {"used": 4.0e10, "free": 8.0e11, "total": 8.4e11}
+        },
+        "controller": {"disk": {"used": 1.0e10, "free": 1.0e11, "total": 1.1e11}}
+    })
+}
+
+/// A token shaped as the schema's JWT pattern requires.
+fn jwt(n: u32) -> String {
+    format!("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhZG1pbiJ9-{n}.c2lnbmF0dXJl")
+}
+
+/// A deterministic UUID4 (version and variant digits as the schemas' pattern requires).
+pub fn uuid4(prefix: u32, n: u64) -> String {
+    format!("{prefix:08x}-0000-4000-8000-{n:012x}")
+}
+
+/// A JSON answer, checked against the published contract first.
+fn answer(
+    st: &mut State,
+    method: &str,
+    path: &str,
+    code: StatusCode,
+    body: Value,
+) -> warp::reply::Response {
+    if let Err(e) = cml_contract::cml().check(method, path, code.as_u16(), &body) {
+        st.violations.push(e);
+    }
+    warp::reply::with_status(warp::reply::json(&body), code).into_response()
+}
+
+/// CML's error body, `{code, description}`.
+fn error(
+    st: &mut State,
+    method: &str,
+    path: &str,
+    code: StatusCode,
+    description: &str,
+) -> warp::reply::Response {
+    answer(
+        st,
+        method,
+        path,
+        code,
+        json!({"code": code.as_u16(), "description": description}),
+    )
 }
 
 /// Applies the mode (slow, garbage) around a handler.
@@ -237,14 +414,6 @@ async fn respond(
         _ => {}
     }
     handler(&mut state.lock().unwrap())
-}
-
-fn json(value: serde_json::Value) -> warp::reply::Response {
-    warp::reply::json(&value).into_response()
-}
-
-fn status(code: StatusCode, text: &'static str) -> warp::reply::Response {
-    warp::reply::with_status(text, code).into_response()
 }
 
 /// A CA and a server certificate for 127.0.0.1 signed by it, made with openssl.

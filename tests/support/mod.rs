@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)] // each test binary uses its own subset
 
 pub mod binaries;
+pub mod cml_contract;
 pub mod cml_server;
 pub mod controlplane;
 pub mod guardian;

@@ -27,7 +27,7 @@ use super::{
     status::apply_status,
 };
 use crate::{
-    crd::{Worker, conditions},
+    crd::{Worker, WorkerStatus, conditions},
     lifecycle::worker::{Recheck, Step, plan},
 };
 
@@ -107,6 +107,20 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action>
             .await;
         }
     }
+    // A CML endpoint that stops answering degrades its fields; an Event marks each new kind.
+    if let Some(degraded) =
+        conditions::find(&next.conditions, "CmlDegraded").filter(|c| c.status == "True")
+        && degraded_reason(worker.status.as_ref()) != Some(degraded.reason.as_str())
+    {
+        ctx.event(
+            worker.as_ref(),
+            true,
+            &degraded.reason,
+            "ProbeCml",
+            degraded.message.clone(),
+        )
+        .await;
+    }
     for (warning, reason, message) in &acted.events {
         ctx.event(
             worker.as_ref(),
@@ -139,6 +153,14 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action>
         Recheck::Soon => ctx.settings.poll_interval,
         Recheck::Steady => ctx.settings.resync_interval,
     }))
+}
+
+/// The reason of a `CmlDegraded` condition that is True.
+fn degraded_reason(status: Option<&WorkerStatus>) -> Option<&str> {
+    status
+        .and_then(|s| conditions::find(&s.conditions, "CmlDegraded"))
+        .filter(|c| c.status == "True")
+        .map(|c| c.reason.as_str())
 }
 
 /// Shows an error that stopped the reconcile early in the Ready condition and as an Event.
@@ -208,7 +230,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
-    use crate::crd::{WorkerPhase, WorkerStatus};
+    use crate::crd::WorkerPhase;
 
     fn worker() -> Worker {
         let mut w: Worker = serde_json::from_value(json!({

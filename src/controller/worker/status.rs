@@ -177,12 +177,57 @@ pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) ->
             generation,
             now,
         );
+    } else if let Some(waiting) = plan
+        .waiting
+        .as_ref()
+        .filter(|_| phase == WorkerPhase::Draining)
+    {
+        conditions::set(
+            &mut cs,
+            "Ready",
+            false,
+            "Draining",
+            waiting.clone(),
+            generation,
+            now,
+        );
     } else if old.phase != Some(phase)
         || conditions::is_true(&cs, "Ready")
         || conditions::find(&cs, "Ready").is_none()
     {
         let (reason, message) = not_ready(phase);
         conditions::set(&mut cs, "Ready", false, reason, message, generation, now);
+    }
+    // CmlDegraded: what CML could not tell, so that those fields read as unknown.
+    if let Some((_, Ok(report))) = &observed.cml
+        && report.ready
+    {
+        let (degraded, reason, message) = match report.failures.as_slice() {
+            [] => (
+                false,
+                "AllAnswered".to_owned(),
+                "every CML endpoint answered".to_owned(),
+            ),
+            [one] => (true, one.reason(), one.to_string()),
+            several => (
+                true,
+                "SeveralEndpoints".to_owned(),
+                several
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+        };
+        conditions::set(
+            &mut cs,
+            "CmlDegraded",
+            degraded,
+            &reason,
+            message,
+            generation,
+            now,
+        );
     }
     // Drifted
     match (&s.launch_spec_hash, &template_hash) {

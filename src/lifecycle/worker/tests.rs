@@ -369,3 +369,66 @@ fn the_object_goes_only_once_the_instance_is_terminated_or_unknown() {
     f.instance = InstanceFacts::NotLaunched;
     assert_eq!(plan(&f).step, Step::Release);
 }
+
+fn unknown_usages() -> Vec<CmlFacts> {
+    vec![
+        CmlFacts::NotProbed,
+        CmlFacts::NotReady,
+        CmlFacts::Unreachable {
+            message: "CmlTimeout: slow".into(),
+        },
+        CmlFacts::Ready {
+            running_nodes: None,
+        },
+    ]
+}
+
+#[test]
+fn unknown_usage_holds_a_drain_and_a_delete_until_drain_timeout() {
+    for deleting in [false, true] {
+        for cml in unknown_usages() {
+            let mut f = facts(Some(Draining), seen(InstanceState::Running));
+            f.deleting = deleting;
+            f.desired = DesiredState::Stopped;
+            f.drain_started_at = Some(at(0));
+            f.cml = cml.clone();
+            let p = plan(&f);
+            assert_eq!(
+                (p.phase, p.step),
+                (Draining, Step::Wait),
+                "deleting={deleting} {cml:?}"
+            );
+            let waiting = p.waiting.expect("says what it waits for");
+            assert!(waiting.contains("unknown"), "{waiting}");
+            assert!(
+                waiting.contains("2027-01-15T09:00:00Z"),
+                "names the deadline: {waiting}"
+            );
+
+            f.now = at(3600);
+            let p = plan(&f);
+            let step = if deleting {
+                Step::Terminate
+            } else {
+                Step::Stop
+            };
+            assert_eq!(p.step, step, "deleting={deleting} {cml:?}");
+            assert_eq!(p.event.map(|e| e.0), Some(Reason::DrainTimeout));
+        }
+    }
+}
+
+#[test]
+fn a_waiting_drain_says_how_many_nodes_still_run() {
+    let mut f = facts(Some(Draining), seen(InstanceState::Running));
+    f.desired = DesiredState::Draining;
+    f.drain_started_at = Some(at(0));
+    f.cml = CmlFacts::Ready {
+        running_nodes: Some(5),
+    };
+    let waiting = plan(&f).waiting.expect("waiting");
+    assert!(
+        waiting.starts_with("5 lab nodes still running"),
+        "{waiting}"
+    );
+}
