@@ -7,7 +7,7 @@ SHELL := /bin/bash
 K8S_VERSION      := v1.35.4
 CONTROLPLANE_DIR := target/controlplane/$(K8S_VERSION)
 VENV             := target/venv
-APT_PACKAGES     := protobuf-compiler openssl python3-venv ca-certificates
+APT_PACKAGES     := protobuf-compiler libprotobuf-dev openssl python3-venv ca-certificates
 SUDO             := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: install apt-packages toolchain controlplane venv build run test bench lint fmt crds clean

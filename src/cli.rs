@@ -2,15 +2,21 @@
 
 use std::{io::Write, path::PathBuf, sync::Arc, time::Duration};
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
+use k8s_openapi::api::core::v1::Secret;
 
 use crate::{
+    backoff::Backoff,
+    control_plane::{ControlPlaneClient, ControlPlaneConfig},
     controller::{self, Context, Settings},
     crd::{self, GoDuration},
     provider::{
         ProviderRegistry, aws_default_chain,
         simulated::{SimulatedCloud, SimulatedConfig},
     },
+    state_store::{EtcdConfig, EtcdStore},
+    sync::Remotes,
 };
 
 /// Keeps a fleet of Cisco Modeling Labs workers on AWS EC2 in the shape the lab platform needs.
@@ -46,6 +52,10 @@ pub struct RunArgs {
     pub simulated: SimulatedArgs,
     #[command(flatten)]
     pub cml: CmlArgs,
+    #[command(flatten)]
+    pub control_plane: ControlPlaneArgs,
+    #[command(flatten)]
+    pub etcd: EtcdArgs,
 }
 
 #[derive(Debug, Args)]
@@ -114,6 +124,53 @@ pub struct CmlArgs {
     pub cml_secret_ttl: GoDuration,
 }
 
+#[derive(Debug, Args)]
+pub struct ControlPlaneArgs {
+    /// Base URL of the platform's Control Plane API; without it no record goes there.
+    #[arg(long, env = "CONTROL_PLANE_API_URL")]
+    pub control_plane_api_url: Option<String>,
+    /// Bearer token for the Control Plane API.
+    #[arg(long, env = "CONTROL_PLANE_API_TOKEN", hide_env_values = true)]
+    pub control_plane_api_token: Option<String>,
+    /// Read the bearer token from this Secret instead (`namespace/name`, key `token`).
+    #[arg(long, value_name = "NAMESPACE/NAME")]
+    pub control_plane_api_token_secret: Option<String>,
+    /// PEM file of the CA that signed the Control Plane API's certificate (default: system roots).
+    #[arg(long, value_name = "FILE")]
+    pub control_plane_api_ca_file: Option<PathBuf>,
+    /// Timeout of each Control Plane API request.
+    #[arg(long, default_value = "5s")]
+    pub control_plane_api_timeout: GoDuration,
+}
+
+#[derive(Debug, Args)]
+pub struct EtcdArgs {
+    /// Host of the platform's etcd; without it (or --etcd-endpoints) nothing goes to etcd.
+    #[arg(long, env = "ETCD_HOST")]
+    pub etcd_host: Option<String>,
+    /// Port of the platform's etcd.
+    #[arg(long, env = "ETCD_PORT", default_value_t = 2379)]
+    pub etcd_port: u16,
+    /// etcd endpoints (`host:port` or URLs, comma-separated); overrides ETCD_HOST / ETCD_PORT.
+    #[arg(long, env = "ETCD_ENDPOINTS", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// etcd user (with --etcd-password).
+    #[arg(long, env = "ETCD_USER")]
+    pub etcd_user: Option<String>,
+    /// etcd password.
+    #[arg(long, env = "ETCD_PASSWORD", hide_env_values = true)]
+    pub etcd_password: Option<String>,
+    /// PEM file of the CA that signed etcd's certificate; turns TLS on.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca_file: Option<PathBuf>,
+    /// Deadline of each push to, or removal from, a remote on a reconcile's path.
+    #[arg(long, default_value = "2s")]
+    pub remote_deadline: GoDuration,
+    /// Interval of the sweep of remote records whose Worker is gone.
+    #[arg(long, default_value = "1m")]
+    pub record_sweep_interval: GoDuration,
+}
+
 impl RunArgs {
     pub fn settings(&self) -> Settings {
         let c = &self.controller;
@@ -129,6 +186,11 @@ impl RunArgs {
             cml_host_override: self.cml.cml_host_override.clone(),
             secret_ttl: self.cml.cml_secret_ttl.as_std(),
             simulated_cml_boot: self.simulated.sim_cml_boot.as_std(),
+            record_sweep_interval: self
+                .etcd
+                .record_sweep_interval
+                .as_std()
+                .max(Duration::from_secs(1)),
             ..Settings::default()
         }
     }
@@ -155,15 +217,118 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// The Control Plane API and etcd as configured; a configuration that cannot work is an error
+/// here, at start-up, rather than a retry storm later.
+pub async fn remotes(args: &RunArgs, client: &kube::Client) -> anyhow::Result<Remotes> {
+    let cp = &args.control_plane;
+    let control_plane = match &cp.control_plane_api_url {
+        None => None,
+        Some(url) => {
+            let token = match (
+                &cp.control_plane_api_token,
+                &cp.control_plane_api_token_secret,
+            ) {
+                (_, Some(secret)) => Some(read_token(client, secret).await?),
+                (Some(token), None) => Some(token.clone()),
+                (None, None) => None,
+            };
+            let ca_pem = match &cp.control_plane_api_ca_file {
+                Some(path) => Some(std::fs::read(path).with_context(|| {
+                    format!("reading --control-plane-api-ca-file {}", path.display())
+                })?),
+                None => None,
+            };
+            let config = ControlPlaneConfig {
+                url: url.clone(),
+                token,
+                ca_pem,
+                timeout: cp.control_plane_api_timeout.as_std(),
+            };
+            Some(Arc::new(ControlPlaneClient::new(config)?))
+        }
+    };
+    let e = &args.etcd;
+    let endpoints = match (&e.etcd_endpoints[..], &e.etcd_host) {
+        ([], None) => Vec::new(),
+        ([], Some(host)) => vec![format!("{host}:{}", e.etcd_port)],
+        (list, _) => list.to_vec(),
+    };
+    let etcd = if endpoints.is_empty() {
+        None
+    } else {
+        let user = match (&e.etcd_user, &e.etcd_password) {
+            (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+            (Some(_), None) | (None, Some(_)) => {
+                anyhow::bail!("--etcd-user and --etcd-password go together")
+            }
+            (None, None) => None,
+        };
+        let ca_pem = match &e.etcd_ca_file {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("reading --etcd-ca-file {}", path.display()))?,
+            ),
+            None => None,
+        };
+        let config = EtcdConfig {
+            endpoints,
+            user,
+            ca_pem,
+            timeout: e.remote_deadline.as_std(),
+        };
+        Some(
+            EtcdStore::connect(&config)
+                .await
+                .with_context(|| format!("connecting to etcd at {:?}", config.endpoints))?,
+        )
+    };
+    let deadline = e.remote_deadline.as_std().max(Duration::from_millis(100));
+    let backoff = Backoff::new(
+        Duration::from_secs(1),
+        Duration::from_secs(args.controller.reconcile_interval.max(1)),
+    );
+    Ok(Remotes::new(control_plane, etcd, deadline, backoff))
+}
+
+/// The Control Plane API token from a Secret `namespace/name`, key `token`.
+async fn read_token(client: &kube::Client, secret: &str) -> anyhow::Result<String> {
+    let (namespace, name) = secret.split_once('/').with_context(|| {
+        format!("--control-plane-api-token-secret {secret:?} is not namespace/name")
+    })?;
+    let api: kube::Api<Secret> = kube::Api::namespaced(client.clone(), namespace);
+    let found = api
+        .get(name)
+        .await
+        .with_context(|| format!("reading Secret {secret}"))?;
+    let token = found
+        .data
+        .as_ref()
+        .and_then(|d| d.get("token"))
+        .map(|b| String::from_utf8_lossy(&b.0).trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .with_context(|| format!("Secret {secret} has no key \"token\""))?;
+    Ok(token)
+}
+
 async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await?;
-    let ctx = Arc::new(Context::new(
-        client,
-        args.settings(),
-        args.providers(),
-        &args.controller.controller_instance_id,
-    ));
-    tracing::info!(cluster_id = %ctx.settings.cluster_id, namespace = ?ctx.settings.namespace, "starting");
+    let remotes = remotes(&args, &client).await?;
+    let ctx = Arc::new(
+        Context::new(
+            client,
+            args.settings(),
+            args.providers(),
+            &args.controller.controller_instance_id,
+        )
+        .with_remotes(remotes),
+    );
+    tracing::info!(
+        cluster_id = %ctx.settings.cluster_id,
+        namespace = ?ctx.settings.namespace,
+        control_plane = ?ctx.remotes.control_plane().map(|c| c.base_url().to_owned()),
+        etcd = ctx.remotes.etcd().is_some(),
+        "starting"
+    );
     controller::run(ctx, shutdown_signal()).await;
     Ok(())
 }

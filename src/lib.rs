@@ -3,7 +3,11 @@
 pub mod backoff;
 pub mod cli;
 pub mod cml;
+pub mod control_plane;
 pub mod controller;
 pub mod crd;
 pub mod lifecycle;
 pub mod provider;
+pub mod remote;
+pub mod state_store;
+pub mod sync;

@@ -7,8 +7,8 @@ mod support;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::{
-    cml_contract,
     cml_server::{CmlServer, Mode, PASSWORD, USERNAME},
+    contract,
 };
 
 struct Raw {
@@ -53,7 +53,7 @@ impl Raw {
 /// Validates one answer with the contract, independently of the server's own check.
 fn conforms(method: &str, path: &str, (status, body): &(u16, Value)) {
     let spec_path = path.split('?').next().unwrap_or(path);
-    if let Err(e) = cml_contract::cml().check(method, spec_path, *status, body) {
+    if let Err(e) = contract::cml().check(method, spec_path, *status, body) {
         panic!("{e}");
     }
 }
@@ -137,7 +137,7 @@ async fn every_kind_of_answer_follows_the_published_schemas() {
 
 #[tokio::test]
 async fn the_contract_rejects_the_shapes_the_server_once_gave() {
-    let contract = cml_contract::cml();
+    let contract = contract::cml();
     // Each alone: the compute key, then the missing `stats` level.
     let old_stats = json!({
         "computes": {"compute-1": {"hostname": "cml", "is_controller": true, "stats": {

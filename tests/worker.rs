@@ -197,34 +197,12 @@ impl Harness {
     }
 
     async fn set_desired(&self, name: &str, state: &str) {
-        self.workers()
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"spec": {"desiredState": state}})),
-            )
-            .await
-            .expect("patch desiredState");
+        support::workers::set_desired(&self.workers(), name, state).await
     }
 
     /// Polls the worker until `done` holds; panics with its last status otherwise.
     async fn wait_for(&self, name: &str, what: &str, done: impl Fn(&Worker) -> bool) -> Worker {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let w = self.workers().get_opt(name).await.expect("get worker");
-            if let Some(w) = &w
-                && done(w)
-            {
-                return w.clone();
-            }
-            if tokio::time::Instant::now() > deadline {
-                panic!(
-                    "worker {name} never became {what}; last seen: {:#?}",
-                    w.and_then(|w| w.status)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        support::workers::wait_for(&self.workers(), name, what, done).await
     }
 
     async fn wait_phase(&self, name: &str, phase: WorkerPhase) -> Worker {
@@ -233,20 +211,7 @@ impl Harness {
     }
 
     async fn wait_gone(&self, name: &str) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while self
-            .workers()
-            .get_opt(name)
-            .await
-            .expect("get worker")
-            .is_some()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "worker {name} never went away"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        support::workers::wait_gone(&self.workers(), name).await
     }
 
     /// Live (not terminated) instances tagged for a worker UID.

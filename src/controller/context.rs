@@ -14,6 +14,7 @@ use crate::{
     cml::{CmlProbe, HttpCml, SimulatedCml},
     crd::ProviderKind,
     provider::ProviderRegistry,
+    sync::Remotes,
 };
 
 /// Controller settings (DESIGN §6), filled from flags and environment by the CLI.
@@ -41,6 +42,8 @@ pub struct Settings {
     pub simulated_cml_boot: Duration,
     /// How long a Secret read for CML probes is reused (a refused login drops it at once).
     pub secret_ttl: Duration,
+    /// Interval of the sweep of remote records whose Worker is gone.
+    pub record_sweep_interval: Duration,
 }
 
 impl Default for Settings {
@@ -58,6 +61,7 @@ impl Default for Settings {
             cml_host_override: None,
             simulated_cml_boot: Duration::from_secs(5),
             secret_ttl: Duration::from_secs(60),
+            record_sweep_interval: Duration::from_secs(60),
         }
     }
 }
@@ -72,6 +76,8 @@ pub struct Context {
     pub templates: TemplateCache,
     /// Secrets the CML probes read.
     pub secrets: SecretCache,
+    /// The Control Plane API and etcd, when configured, and what each acknowledged.
+    pub remotes: Arc<Remotes>,
     cml_http: Arc<dyn CmlProbe>,
     cml_simulated: Arc<dyn CmlProbe>,
     recorder: Recorder,
@@ -100,6 +106,7 @@ impl Context {
             fleet: FleetCache::new(settings.poll_interval),
             templates: TemplateCache::default(),
             secrets: SecretCache::new(settings.secret_ttl),
+            remotes: Arc::new(Remotes::none()),
             cml_simulated: Arc::new(SimulatedCml::new(settings.simulated_cml_boot)),
             client,
             settings,
@@ -107,6 +114,12 @@ impl Context {
             recorder,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sets the platform's remotes (none by default: a kubectl-only fleet).
+    pub fn with_remotes(mut self, remotes: Remotes) -> Context {
+        self.remotes = Arc::new(remotes);
+        self
     }
 
     pub fn cml(&self, provider: ProviderKind) -> &dyn CmlProbe {

@@ -4,6 +4,8 @@ mod context;
 pub mod error;
 mod fleet;
 pub mod orphans;
+mod periodic;
+mod record_sweep;
 mod secrets;
 mod status;
 pub mod template;
@@ -81,7 +83,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .for_each(
             |r| async move { debug!(result = ?r.map(|(o, _)| o.name), "template reconciled") },
         );
-    let sweep = tokio::spawn(orphans::run(ctx.clone(), store));
+    let sweep = tokio::spawn(orphans::run(ctx.clone(), store.clone()));
+    let record_sweep = tokio::spawn(record_sweep::run(ctx.clone(), store));
     tokio::spawn(async move {
         shutdown.await;
         info!("shutting down");
@@ -89,4 +92,5 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     });
     futures::join!(worker_loop, template_loop);
     sweep.abort();
+    record_sweep.abort();
 }

@@ -2,7 +2,7 @@
 //! period, are terminated. A crash between launch and status, or a Worker removed by force,
 //! must never leak an instance.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{collections::HashSet, sync::Arc};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::{ResourceExt, runtime::reflector::Store};
@@ -69,18 +69,9 @@ pub async fn sweep_once(ctx: &Context, workers: &Store<Worker>) -> Vec<String> {
 /// Sweeps every `orphan_sweep_interval`, once the Worker cache is synced: before that every
 /// instance would look orphaned.
 pub async fn run(ctx: Arc<Context>, workers: Store<Worker>) {
-    let mut tick = tokio::time::interval(ctx.settings.orphan_sweep_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        // The store's readiness signal wakes only one waiter (the controller's own), so it is
-        // re-polled on each tick instead of awaited once.
-        let synced =
-            tokio::time::timeout(Duration::from_millis(50), workers.wait_until_ready()).await;
-        if !matches!(synced, Ok(Ok(()))) {
-            debug!("orphan sweep waits for the worker cache");
-            continue;
-        }
-        sweep_once(&ctx, &workers).await;
-    }
+    let interval = ctx.settings.orphan_sweep_interval;
+    super::periodic::when_synced("orphan sweep", interval, &workers, || {
+        sweep_once(&ctx, &workers)
+    })
+    .await;
 }

@@ -12,18 +12,13 @@ use std::{
     time::Duration,
 };
 
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::conn::auto,
-    service::TowerToHyperService,
-};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_rustls::{TlsAcceptor, rustls::ServerConfig};
 use warp::{Filter, http::StatusCode, reply::Reply};
 
-use super::cml_contract;
+use super::contract;
 
 pub const USERNAME: &str = "admin";
 pub const PASSWORD: &str = "cml-test-password";
@@ -103,27 +98,9 @@ impl CmlServer {
             authorization: "IN_COMPLIANCE",
             violations: Vec::new(),
         }));
-        let routes = routes(state.clone());
         let serving = state.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                if serving.lock().unwrap().mode == Mode::Down {
-                    drop(stream);
-                    continue;
-                }
-                let acceptor = acceptor.clone();
-                let service = TowerToHyperService::new(warp::service(routes.clone()));
-                tokio::spawn(async move {
-                    if let Ok(tls) = acceptor.accept(stream).await {
-                        let _ = auto::Builder::new(TokioExecutor::new())
-                            .serve_connection(TokioIo::new(tls), service)
-                            .await;
-                    }
-                });
-            }
+        super::serve::spawn(listener, routes(state.clone()), Some(acceptor), move || {
+            serving.lock().unwrap().mode == Mode::Down
         });
         CmlServer {
             port,
@@ -376,7 +353,7 @@ fn answer(
     code: StatusCode,
     body: Value,
 ) -> warp::reply::Response {
-    if let Err(e) = cml_contract::cml().check(method, path, code.as_u16(), &body) {
+    if let Err(e) = contract::cml().check(method, path, code.as_u16(), &body) {
         st.violations.push(e);
     }
     warp::reply::with_status(warp::reply::json(&body), code).into_response()

@@ -136,12 +136,33 @@ impl ControlPlane {
 
 fn start_etcd(etcd: &Path, dir: &Path, guardian: &Guardian) -> String {
     let (client, peer) = (free_port(), free_port());
+    // It runs until the test binary exits; the guardian stops and reaps it.
+    #[allow(clippy::zombie_processes)]
+    spawn_etcd(
+        etcd,
+        &dir.join("etcd"),
+        client,
+        peer,
+        &dir.join("etcd.log"),
+        guardian,
+    );
+    format!("http://127.0.0.1:{client}")
+}
+
+/// Starts a single-member etcd on loopback ports and waits until it is healthy.
+pub fn spawn_etcd(
+    etcd: &Path,
+    data_dir: &Path,
+    client: u16,
+    peer: u16,
+    log: &Path,
+    guardian: &Guardian,
+) -> std::process::Child {
     let client_url = format!("http://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
-    let log = dir.join("etcd.log");
     let mut cmd = Command::new(etcd);
     cmd.arg("--name=test")
-        .arg(format!("--data-dir={}", dir.join("etcd").display()))
+        .arg(format!("--data-dir={}", data_dir.display()))
         .arg(format!("--listen-client-urls={client_url}"))
         .arg(format!("--advertise-client-urls={client_url}"))
         .arg(format!("--listen-peer-urls={peer_url}"))
@@ -149,12 +170,12 @@ fn start_etcd(etcd: &Path, dir: &Path, guardian: &Guardian) -> String {
         .arg(format!("--initial-cluster=test={peer_url}"))
         .arg("--unsafe-no-fsync=true")
         .arg("--log-level=warn");
-    let mut child = spawn_logged(cmd, &log, guardian);
+    let mut child = spawn_logged(cmd, log, guardian);
     let addr = format!("127.0.0.1:{client}");
-    wait_until("etcd", &mut child, &log, Duration::from_secs(30), || {
+    wait_until("etcd", &mut child, log, Duration::from_secs(30), || {
         http_get(&addr, "/health").is_some_and(|body| body.contains("\"health\":\"true\""))
     });
-    client_url
+    child
 }
 
 fn start_apiserver(

@@ -3,13 +3,19 @@
 #![allow(dead_code, unused_imports)] // each test binary uses its own subset
 
 pub mod binaries;
-pub mod cml_contract;
 pub mod cml_server;
+pub mod contract;
+pub mod control_plane_server;
 pub mod controlplane;
 pub mod guardian;
+pub mod logs;
 pub mod moto;
 pub mod namespace;
 pub mod process;
+pub mod records;
+pub mod serve;
+pub mod state_etcd;
+pub mod workers;
 
 pub use controlplane::ControlPlane;
 pub use namespace::TestNamespace;

@@ -7,11 +7,15 @@
 mod act;
 mod observe;
 mod status;
+mod sync;
 
 use std::{
     hash::{Hash, Hasher},
     sync::Arc,
+    time::Duration,
 };
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use kube::{
     Api, ResourceExt,
@@ -74,7 +78,12 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action>
     };
     let plan = plan(&observed.facts);
     let acted = act::act(&api, &worker, &ctx, &plan, &observed).await;
-    let next = status::next(&worker, &observed, &plan, &acted);
+    let mut next = status::next(&worker, &observed, &plan, &acted);
+    let sync_retry = if plan.step == Step::Release {
+        None
+    } else {
+        sync::push(&worker, &observed, &mut next, &ctx).await
+    };
     if worker.status.as_ref() != Some(&next) {
         apply_status(&api, worker.as_ref(), &next).await?;
     }
@@ -107,19 +116,17 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action>
             .await;
         }
     }
-    // A CML endpoint that stops answering degrades its fields; an Event marks each new kind.
-    if let Some(degraded) =
-        conditions::find(&next.conditions, "CmlDegraded").filter(|c| c.status == "True")
-        && degraded_reason(worker.status.as_ref()) != Some(degraded.reason.as_str())
-    {
-        ctx.event(
-            worker.as_ref(),
-            true,
-            &degraded.reason,
-            "ProbeCml",
-            degraded.message.clone(),
-        )
-        .await;
+    // A CML endpoint that stops answering, or a remote that does not hold the record: an Event
+    // marks each new kind.
+    for (type_, failing, action) in [
+        ("CmlDegraded", "True", "ProbeCml"),
+        ("Synced", "False", "Sync"),
+    ] {
+        if let Some(c) = newly_failing(worker.status.as_ref(), &next, type_, failing) {
+            warn!(worker = %status::name(&worker), condition = type_, reason = %c.reason, message = %c.message, "degraded");
+            ctx.event(worker.as_ref(), true, &c.reason, action, c.message.clone())
+                .await;
+        }
     }
     for (warning, reason, message) in &acted.events {
         ctx.event(
@@ -145,22 +152,45 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action>
         return Err(e);
     }
     if plan.step == Step::Release {
+        forget_records(&worker, &ctx).await;
         remove_finalizer(&api, &worker).await?;
         return Ok(Action::await_change());
     }
     ctx.reset_backoff(&worker.uid().unwrap_or_default());
-    Ok(Action::requeue(match plan.recheck {
+    let recheck = match plan.recheck {
         Recheck::Soon => ctx.settings.poll_interval,
         Recheck::Steady => ctx.settings.resync_interval,
-    }))
+    };
+    let retry = sync_retry.map(|d| d.max(Duration::from_millis(100)));
+    Ok(Action::requeue(retry.map_or(recheck, |r| r.min(recheck))))
 }
 
-/// The reason of a `CmlDegraded` condition that is True.
-fn degraded_reason(status: Option<&WorkerStatus>) -> Option<&str> {
-    status
-        .and_then(|s| conditions::find(&s.conditions, "CmlDegraded"))
-        .filter(|c| c.status == "True")
-        .map(|c| c.reason.as_str())
+/// After termination the remotes' records go; a remote that is down does not hold the object:
+/// the record sweep removes what is left once it answers.
+async fn forget_records(worker: &Worker, ctx: &Context) {
+    let Some(uid) = worker.uid() else { return };
+    for (remote, result) in ctx.remotes.remove(&uid).await {
+        if let Err(e) = result {
+            warn!(worker = %status::name(worker), remote = remote.as_str(), error = %e,
+                "could not remove the worker's record; the record sweep will");
+        }
+    }
+}
+
+/// The condition `type_` of `next` when it is in its `failing` status with a reason it did not
+/// have before: a new kind of failure, worth one Event.
+fn newly_failing<'a>(
+    old: Option<&WorkerStatus>,
+    next: &'a WorkerStatus,
+    type_: &str,
+    failing: &str,
+) -> Option<&'a Condition> {
+    let now = conditions::find(&next.conditions, type_).filter(|c| c.status == failing)?;
+    let before = old
+        .and_then(|s| conditions::find(&s.conditions, type_))
+        .filter(|c| c.status == failing)
+        .map(|c| c.reason.as_str());
+    (before != Some(now.reason.as_str())).then_some(now)
 }
 
 /// Shows an error that stopped the reconcile early in the Ready condition and as an Event.

@@ -1,0 +1,462 @@
+//! Worker records in the Control Plane API and etcd, end to end: a real kube-apiserver, the
+//! controller in process on the simulated cloud, the Control Plane API test server (which checks
+//! every body against `api/control-plane.openapi.yaml`) and a real etcd that tests stop and start.
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::api::events::v1::Event;
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, ListParams, PostParams},
+};
+use resource_controller::{
+    backoff::Backoff,
+    control_plane::{ControlPlaneClient, ControlPlaneConfig},
+    controller::{self, Context, Settings},
+    crd::{Worker, WorkerPhase, WorkerTemplate, conditions},
+    provider::{
+        ProviderRegistry, aws_default_chain,
+        simulated::{SimulatedCloud, SimulatedConfig},
+    },
+    state_store::{EtcdConfig, EtcdStore},
+    sync::Remotes,
+};
+use serde_json::json;
+use support::{
+    ControlPlane, TestNamespace,
+    control_plane_server::{ControlPlaneServer, Mode},
+    state_etcd::StateEtcd,
+};
+use tokio::task::JoinHandle;
+
+const WAIT: Duration = Duration::from_secs(60);
+const TOKEN: &str = "cp-sync-token-51d7e2";
+const RESYNC: Duration = Duration::from_secs(2);
+
+struct Harness {
+    ns: TestNamespace,
+    client: Client,
+    cp: ControlPlaneServer,
+    etcd: StateEtcd,
+    store: EtcdStore,
+    running: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
+    record_sweep: Duration,
+}
+
+impl Harness {
+    /// `record_sweep`: how often records whose Worker is gone are swept.
+    async fn new(prefix: &str, record_sweep: Duration) -> Harness {
+        support::logs::capture();
+        let client = ControlPlane::shared().client().await;
+        let ns = TestNamespace::create(&client, prefix).await;
+        let cp = ControlPlaneServer::start().await;
+        cp.require_token(TOKEN);
+        let etcd = StateEtcd::start();
+        let store = EtcdStore::connect(&EtcdConfig {
+            endpoints: vec![etcd.endpoint()],
+            user: None,
+            ca_pem: None,
+            timeout: Duration::from_millis(500),
+        })
+        .await
+        .expect("etcd");
+        let mut h = Harness {
+            ns,
+            client,
+            cp,
+            etcd,
+            store,
+            running: None,
+            record_sweep,
+        };
+        h.start_controller();
+        h
+    }
+
+    fn start_controller(&mut self) {
+        let settings = Settings {
+            cluster_id: self.ns.name.clone(),
+            namespace: Some(self.ns.name.clone()),
+            poll_interval: Duration::from_millis(300),
+            resync_interval: RESYNC,
+            simulated_cml_boot: Duration::from_millis(300),
+            record_sweep_interval: self.record_sweep,
+            ..Settings::default()
+        };
+        let sim = Arc::new(SimulatedCloud::new(SimulatedConfig {
+            boot_delay: Duration::from_millis(300),
+            stop_delay: Duration::from_millis(300),
+            terminate_delay: Duration::from_millis(300),
+            ..SimulatedConfig::default()
+        }));
+        let registry = ProviderRegistry::new("us-east-1", aws_default_chain(None), sim);
+        let cp = ControlPlaneClient::new(ControlPlaneConfig {
+            url: self.cp.url(),
+            token: Some(TOKEN.into()),
+            ca_pem: None,
+            timeout: Duration::from_millis(500),
+        })
+        .expect("cp client");
+        let remotes = Remotes::new(
+            Some(Arc::new(cp)),
+            Some(self.store.clone()),
+            Duration::from_millis(500),
+            Backoff::new(Duration::from_millis(200), RESYNC),
+        );
+        let ctx = Arc::new(
+            Context::new(self.client.clone(), settings, registry, "test").with_remotes(remotes),
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(controller::run(ctx, async move {
+            let _ = rx.await;
+        }));
+        self.running = Some((tx, task));
+    }
+
+    fn workers(&self) -> Api<Worker> {
+        Api::namespaced(self.client.clone(), &self.ns.name)
+    }
+
+    async fn template(&self) {
+        let t: WorkerTemplate = serde_json::from_value(json!({
+            "apiVersion": "ccm.dev/v1alpha1", "kind": "WorkerTemplate",
+            "metadata": {"name": "t"},
+            "spec": {
+                "provider": "simulated", "instanceType": "m5zn.metal",
+                "image": {"id": "ami-0c0a1b2c3d4e5f601"},
+                "capacity": {"cpuCores": 48, "memoryGiB": 192, "storageGiB": 500, "maxNodes": 20},
+                "licenseType": "Enterprise", "scaling": {"maxWorkers": 5}
+            }
+        }))
+        .expect("template");
+        Api::<WorkerTemplate>::namespaced(self.client.clone(), &self.ns.name)
+            .create(&PostParams::default(), &t)
+            .await
+            .expect("create template");
+    }
+
+    async fn worker(&self, name: &str) -> String {
+        let w: Worker = serde_json::from_value(json!({
+            "apiVersion": "ccm.dev/v1alpha1", "kind": "Worker",
+            "metadata": {"name": name}, "spec": {"templateRef": {"name": "t"}}
+        }))
+        .expect("worker");
+        self.workers()
+            .create(&PostParams::default(), &w)
+            .await
+            .expect("create worker")
+            .uid()
+            .expect("uid")
+    }
+
+    async fn set_desired(&self, name: &str, state: &str) {
+        support::workers::set_desired(&self.workers(), name, state).await
+    }
+
+    async fn wait_for(&self, name: &str, what: &str, done: impl Fn(&Worker) -> bool) -> Worker {
+        support::workers::wait_for(&self.workers(), name, what, done).await
+    }
+
+    async fn wait_phase(&self, name: &str, phase: WorkerPhase) -> Worker {
+        self.wait_for(name, &format!("{phase:?}"), |w| {
+            w.status.as_ref().and_then(|s| s.phase) == Some(phase)
+        })
+        .await
+    }
+
+    async fn wait_gone(&self, name: &str) {
+        support::workers::wait_gone(&self.workers(), name).await
+    }
+
+    /// Waits until both remotes hold a record of `uid` in `phase`.
+    async fn wait_mirrored(
+        &self,
+        uid: &str,
+        phase: &str,
+    ) -> (serde_json::Value, serde_json::Value) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let cp = self.cp.record(uid);
+            let etcd = self.store.worker(uid).await.ok().flatten();
+            if let (Some(cp), Some(etcd)) = (&cp, &etcd)
+                && cp["phase"] == phase
+                && etcd.phase == phase
+            {
+                return (cp.clone(), serde_json::to_value(etcd).expect("json"));
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{uid} never mirrored as {phase}: control plane {cp:?}, etcd {etcd:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_unmirrored(&self, uid: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let cp = self.cp.record(uid);
+            let etcd = self
+                .store
+                .worker_ids()
+                .await
+                .map(|ids| ids.contains(&uid.to_owned()));
+            if cp.is_none() && etcd == Ok(false) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "records of {uid} never went: control plane {cp:?}, in etcd {etcd:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn events(&self) -> Vec<Event> {
+        Api::<Event>::namespaced(self.client.clone(), &self.ns.name)
+            .list(&ListParams::default())
+            .await
+            .expect("events")
+            .items
+    }
+
+    async fn finish(mut self) {
+        if let Some((tx, task)) = self.running.take() {
+            let _ = tx.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+        self.ns.delete().await;
+        assert_eq!(self.cp.violations(), Vec::<String>::new());
+    }
+}
+
+fn synced(w: &Worker) -> Option<(String, String)> {
+    w.status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, "Synced"))
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+#[tokio::test]
+async fn each_step_of_a_worker_is_mirrored_in_both_remotes_and_removed_after_delete() {
+    // No sweep during the test: the records must go with the Worker's finalizer.
+    let h = Harness::new("mirror", Duration::from_secs(3600)).await;
+    h.template().await;
+    let uid = h.worker("w1").await;
+    let (cp, etcd) = h.wait_mirrored(&uid, "Running").await;
+    for record in [&cp, &etcd] {
+        assert_eq!(record["id"], uid.as_str());
+        assert_eq!(record["name"], "w1");
+        assert_eq!(record["namespace"], h.ns.name.as_str());
+        assert_eq!(record["template"], "t");
+        assert_eq!(record["license_type"], "ENTERPRISE");
+        assert_eq!(record["accepting_assignments"], true);
+        assert!(
+            record["instance_id"]
+                .as_str()
+                .is_some_and(|i| i.starts_with("i-"))
+        );
+        assert_eq!(record["capacity"]["max_nodes"], 20);
+    }
+    let w = h.wait_phase("w1", WorkerPhase::Running).await;
+    assert_eq!(synced(&w), Some(("True".into(), "Synced".into())));
+    let capacity = etcd_capacity(&h, &uid).await;
+    assert_eq!(capacity["accepting_assignments"], true);
+
+    // Steady state: nothing changed, nothing written.
+    let puts = h.cp.state().puts.len();
+    tokio::time::sleep(RESYNC * 2).await;
+    assert_eq!(
+        h.cp.state().puts.len(),
+        puts,
+        "no write when nothing changed"
+    );
+
+    h.set_desired("w1", "Stopped").await;
+    let (cp, _) = h.wait_mirrored(&uid, "Stopped").await;
+    assert_eq!(cp["accepting_assignments"], false);
+    assert_eq!(
+        etcd_capacity(&h, &uid).await["accepting_assignments"],
+        false
+    );
+    let phases: Vec<String> =
+        h.cp.state()
+            .puts
+            .iter()
+            .filter(|p| p["id"] == uid.as_str())
+            .map(|p| p["phase"].as_str().unwrap_or_default().to_owned())
+            .collect();
+    assert!(
+        phases.contains(&"Draining".to_owned()) || phases.contains(&"Stopping".to_owned()),
+        "the way down is mirrored too: {phases:?}"
+    );
+
+    h.workers()
+        .delete("w1", &DeleteParams::default())
+        .await
+        .expect("delete");
+    h.wait_gone("w1").await;
+    h.wait_unmirrored(&uid).await;
+    h.finish().await;
+}
+
+async fn etcd_capacity(h: &Harness, uid: &str) -> serde_json::Value {
+    let mut kv = etcd_client::Client::connect([h.etcd.endpoint()], None)
+        .await
+        .expect("raw etcd");
+    let got = kv
+        .get(format!("/ccm/workers/{uid}/capacity"), None)
+        .await
+        .expect("get");
+    serde_json::from_slice(got.kvs()[0].value()).expect("json")
+}
+
+#[tokio::test]
+async fn remotes_down_never_hold_up_a_worker_and_converge_when_back() {
+    let h = Harness::new("outage", Duration::from_secs(1)).await;
+    h.cp.set_mode(Mode::Down);
+    h.etcd.stop();
+    h.template().await;
+    let uid = h.worker("w1").await;
+    let gone = h.worker("w2").await;
+    let w = h.wait_phase("w1", WorkerPhase::Running).await;
+    let (status, reason) = synced(&w).expect("Synced is set");
+    assert_eq!(status, "False");
+    assert!(reason.starts_with("ControlPlane"), "{reason}");
+    let message = w
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, "Synced"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(
+        message.contains("ControlPlane") && message.contains("Etcd"),
+        "{message}"
+    );
+    // w2 lives and goes while both are down.
+    h.wait_phase("w2", WorkerPhase::Running).await;
+    let started = tokio::time::Instant::now();
+    h.workers()
+        .delete("w2", &DeleteParams::default())
+        .await
+        .expect("delete");
+    h.wait_gone("w2").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the delete was held up"
+    );
+    let warned: Vec<String> = h
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(
+        warned.iter().any(|r| r.starts_with("ControlPlane")),
+        "{warned:?}"
+    );
+
+    // A record of w2 reached neither remote; put one there as a remote that missed the delete
+    // would hold, for the sweep to find.
+    h.cp.set_mode(Mode::Up);
+    h.etcd.resume();
+    let stale = json!({
+        "id": gone, "name": "w2", "namespace": h.ns.name, "template": "t",
+        "license_type": "ENTERPRISE", "phase": "Running", "accepting_assignments": true,
+        "instance_id": null, "instance_type": null, "availability_zone": null,
+        "private_ip": null, "public_ip": null, "cml_endpoint": null, "cml_version": null,
+        "capacity": {"cpu_cores": 48, "memory_gb": 192, "storage_gb": 500, "max_nodes": 20},
+        "port_range": {"start": 2000, "end": 9999}, "observed_generation": 1,
+        "updated_at": "2026-11-27T07:00:00Z"
+    });
+    h.cp.state().workers.insert(gone.clone(), stale.clone());
+    let mut kv = etcd_client::Client::connect([h.etcd.endpoint()], None)
+        .await
+        .expect("raw etcd");
+    kv.put(
+        format!("/ccm/workers/{gone}/state"),
+        stale.to_string(),
+        None,
+    )
+    .await
+    .expect("put stale");
+
+    let back = tokio::time::Instant::now();
+    h.wait_mirrored(&uid, "Running").await;
+    let converged = back.elapsed();
+    h.wait_unmirrored(&gone).await;
+    let w = h
+        .wait_for("w1", "Synced", |w| {
+            synced(w).is_some_and(|(s, _)| s == "True")
+        })
+        .await;
+    assert!(synced(&w).is_some());
+    println!("converged {converged:?} after the remotes came back (resync {RESYNC:?})");
+    assert!(
+        converged <= RESYNC + Duration::from_secs(2),
+        "converged in {converged:?}"
+    );
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn garbage_and_errors_from_the_control_plane_show_as_a_condition_and_are_retried_boundedly() {
+    let h = Harness::new("garbage", Duration::from_secs(3600)).await;
+    h.cp.set_mode(Mode::Garbage);
+    h.template().await;
+    let uid = h.worker("w1").await;
+    h.wait_for("w1", "ControlPlaneBadResponse", |w| {
+        synced(w).is_some_and(|(_, r)| r == "ControlPlaneBadResponse")
+    })
+    .await;
+    h.wait_phase("w1", WorkerPhase::Running).await;
+    h.cp.set_mode(Mode::Failing);
+    h.wait_for("w1", "ControlPlaneServerError", |w| {
+        synced(w).is_some_and(|(_, r)| r == "ControlPlaneServerError")
+    })
+    .await;
+    // Retries back off: over 3 s of failing, far fewer than one try per poll.
+    let before = h.cp.state().requests.len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let tries = h.cp.state().requests.len() - before;
+    assert!(tries <= 8, "{tries} tries in 3 s");
+    let reasons: Vec<String> = h
+        .events()
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(
+        reasons.contains(&"ControlPlaneBadResponse".into()),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&"ControlPlaneServerError".into()),
+        "{reasons:?}"
+    );
+
+    h.cp.set_mode(Mode::Up);
+    h.wait_mirrored(&uid, "Running").await;
+    h.wait_for("w1", "Synced", |w| {
+        synced(w).is_some_and(|(s, _)| s == "True")
+    })
+    .await;
+
+    // The token appears nowhere the cluster or the logs show.
+    let logs = support::logs::captured();
+    assert!(
+        logs.contains("ControlPlane"),
+        "logs were captured: {} bytes",
+        logs.len()
+    );
+    assert!(!logs.contains(TOKEN), "the token is in the logs");
+    let w = h.workers().get("w1").await.expect("get");
+    assert!(!serde_json::to_string(&w).expect("json").contains(TOKEN));
+    for e in h.events().await {
+        assert!(!e.note.unwrap_or_default().contains(TOKEN));
+    }
+    h.finish().await;
+}
