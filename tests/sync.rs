@@ -120,6 +120,10 @@ impl Harness {
     }
 
     async fn template(&self) {
+        self.template_with(json!({"maxWorkers": 5})).await;
+    }
+
+    async fn template_with(&self, scaling: serde_json::Value) {
         let t: WorkerTemplate = serde_json::from_value(json!({
             "apiVersion": "ccm.dev/v1alpha1", "kind": "WorkerTemplate",
             "metadata": {"name": "t"},
@@ -127,7 +131,7 @@ impl Harness {
                 "provider": "simulated", "instanceType": "m5zn.metal",
                 "image": {"id": "ami-0c0a1b2c3d4e5f601"},
                 "capacity": {"cpuCores": 48, "memoryGiB": 192, "storageGiB": 500, "maxNodes": 20},
-                "licenseType": "Enterprise", "scaling": {"maxWorkers": 5}
+                "licenseType": "Enterprise", "scaling": scaling
             }
         }))
         .expect("template");
@@ -232,6 +236,14 @@ impl Harness {
     }
 }
 
+fn ready_message(w: &Worker) -> String {
+    w.status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
 fn synced(w: &Worker) -> Option<(String, String)> {
     w.status
         .as_ref()
@@ -318,7 +330,10 @@ async fn remotes_down_never_hold_up_a_worker_and_converge_when_back() {
     let h = Harness::new("outage", Duration::from_secs(1)).await;
     h.cp.set_mode(Mode::Down);
     h.etcd.stop();
-    h.template().await;
+    // With the Control Plane API down, a worker's lab instances are unknown, so a delete drains
+    // until drainTimeout: unknown is never idle.
+    h.template_with(json!({"maxWorkers": 5, "drainTimeout": "3s"}))
+        .await;
     let uid = h.worker("w1").await;
     let gone = h.worker("w2").await;
     let w = h.wait_phase("w1", WorkerPhase::Running).await;
@@ -342,10 +357,16 @@ async fn remotes_down_never_hold_up_a_worker_and_converge_when_back() {
         .delete("w2", &DeleteParams::default())
         .await
         .expect("delete");
+    h.wait_for("w2", "draining on unknown usage", |w| {
+        w.status.as_ref().and_then(|s| s.phase) == Some(WorkerPhase::Draining)
+            && ready_message(w).contains("lab instances unknown")
+    })
+    .await;
     h.wait_gone("w2").await;
     assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "the delete was held up"
+        started.elapsed() < Duration::from_secs(12),
+        "the delete was held up past drainTimeout: {:?}",
+        started.elapsed()
     );
     let warned: Vec<String> = h
         .events()
@@ -358,6 +379,7 @@ async fn remotes_down_never_hold_up_a_worker_and_converge_when_back() {
         warned.iter().any(|r| r.starts_with("ControlPlane")),
         "{warned:?}"
     );
+    assert!(warned.contains(&"DrainTimeout".to_owned()), "{warned:?}");
 
     // A record of w2 reached neither remote; put one there as a remote that missed the delete
     // would hold, for the sweep to find.
@@ -458,5 +480,69 @@ async fn garbage_and_errors_from_the_control_plane_show_as_a_condition_and_are_r
     for e in h.events().await {
         assert!(!e.note.unwrap_or_default().contains(TOKEN));
     }
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn lab_instances_the_platform_placed_hold_a_drain_and_show_in_status() {
+    let h = Harness::new("usage", Duration::from_secs(3600)).await;
+    h.template().await;
+    let uid = h.worker("w1").await;
+    h.wait_mirrored(&uid, "Running").await;
+    h.cp.set_capacity(
+        &uid,
+        json!({"worker_id": uid, "allocated": {"cpu_cores": 8, "memory_gb": 32, "storage_gb": 40, "nodes": 6},
+               "running_instances": 1, "scheduled_instances": 1, "next_timeslot_start": "2026-11-27T09:00:00Z"}),
+    );
+    let w = h
+        .wait_for("w1", "busy", |w| {
+            w.status
+                .as_ref()
+                .and_then(|s| s.usage.as_ref())
+                .is_some_and(|u| u.running_instances == Some(1))
+        })
+        .await;
+    let usage = w.status.and_then(|s| s.usage).expect("usage");
+    assert_eq!(usage.scheduled_instances, Some(1));
+    assert!(usage.next_timeslot_start.is_some() && usage.last_activity_time.is_some());
+
+    // CML (simulated) reports no running nodes; the platform's instances still hold the drain.
+    h.set_desired("w1", "Stopped").await;
+    h.wait_phase("w1", WorkerPhase::Draining).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let w = h.workers().get("w1").await.expect("get");
+    assert_eq!(
+        w.status.as_ref().and_then(|s| s.phase),
+        Some(WorkerPhase::Draining)
+    );
+    let ready = ready_message(&w);
+    assert!(
+        ready.contains("1 lab instances running and 1 scheduled"),
+        "{ready}"
+    );
+
+    // Unknown to the platform is unknown, not idle.
+    h.cp.state().capacities.remove(&uid);
+    h.cp.state().workers.remove(&uid);
+    h.wait_for("w1", "usage unknown", |w| {
+        w.status
+            .as_ref()
+            .and_then(|s| s.usage.as_ref())
+            .is_some_and(|u| u.running_instances.is_none())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let w = h.workers().get("w1").await.expect("get");
+    assert_eq!(
+        w.status.as_ref().and_then(|s| s.phase),
+        Some(WorkerPhase::Draining)
+    );
+
+    h.cp.set_capacity(
+        &uid,
+        json!({"worker_id": uid, "allocated": {"cpu_cores": 0, "memory_gb": 0, "storage_gb": 0, "nodes": 0},
+               "running_instances": 0, "scheduled_instances": 0, "next_timeslot_start": null}),
+    );
+    h.wait_phase("w1", WorkerPhase::Stopped).await;
     h.finish().await;
 }

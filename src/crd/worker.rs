@@ -230,13 +230,17 @@ pub struct CmlLicenseStatus {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageStatus {
-    /// Lab instances running on the worker.
-    #[serde(default)]
-    pub running_instances: u32,
-    /// Lab instances scheduled onto the worker that have not started yet.
-    #[serde(default)]
-    pub scheduled_instances: u32,
-    /// Last time any lab instance was active on the worker.
+    /// Lab instances running on the worker; absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_instances: Option<u32>,
+    /// Lab instances placed on the worker that have not started yet; absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_instances: Option<u32>,
+    /// Start of the next timeslot placed on the worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_timeslot_start: Option<Time>,
+    /// Last time the worker was seen busy (lab nodes running, or lab instances running or
+    /// scheduled): the autoscaler's idle clock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_activity_time: Option<Time>,
 }

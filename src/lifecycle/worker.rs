@@ -71,6 +71,23 @@ pub enum CmlFacts {
     Unreachable { message: String },
 }
 
+/// What the Control Plane API says is placed on the worker.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PlatformFacts {
+    /// No Control Plane API configured: CML alone says whether the worker is busy.
+    NotConfigured,
+    /// Not asked (the instance is not running).
+    NotAsked,
+    Known {
+        running: u32,
+        scheduled: u32,
+    },
+    /// The API failed, or does not know the worker: usage unknown, never zero.
+    Unknown {
+        why: String,
+    },
+}
+
 /// Launch bookkeeping from status.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LaunchFacts {
@@ -92,6 +109,7 @@ pub struct WorkerFacts {
     pub launch: LaunchFacts,
     pub instance: InstanceFacts,
     pub cml: CmlFacts,
+    pub platform: PlatformFacts,
     pub drain_started_at: Option<Timestamp>,
 }
 
@@ -217,20 +235,39 @@ impl Plan {
     }
 }
 
-/// Why a drain is not complete: labs still running, or a count that could not be read (which
-/// never counts as zero), and when `drainTimeout` will force it.
+/// Why a drain is not complete: labs still running or placed, or a count that could not be
+/// read (which never counts as zero), and when `drainTimeout` will force it.
 fn drain_wait(f: &WorkerFacts, since: Timestamp, timeout: Duration) -> String {
-    let what = match &f.cml {
+    let mut what = Vec::new();
+    match &f.cml {
+        CmlFacts::Ready {
+            running_nodes: Some(0),
+        } => {}
         CmlFacts::Ready {
             running_nodes: Some(n),
-        } => format!("{n} lab nodes still running"),
+        } => what.push(format!("{n} lab nodes still running")),
         CmlFacts::Ready {
             running_nodes: None,
-        } => "running lab nodes unknown (CML did not report them)".to_owned(),
-        CmlFacts::NotReady => "running lab nodes unknown (CML is not ready)".to_owned(),
-        CmlFacts::Unreachable { message } => format!("running lab nodes unknown ({message})"),
-        CmlFacts::NotProbed => "running lab nodes unknown (CML not asked yet)".to_owned(),
-    };
+        } => what.push("running lab nodes unknown (CML did not report them)".to_owned()),
+        CmlFacts::NotReady => what.push("running lab nodes unknown (CML is not ready)".to_owned()),
+        CmlFacts::Unreachable { message } => {
+            what.push(format!("running lab nodes unknown ({message})"))
+        }
+        CmlFacts::NotProbed => {
+            what.push("running lab nodes unknown (CML not asked yet)".to_owned())
+        }
+    }
+    match &f.platform {
+        PlatformFacts::NotConfigured | PlatformFacts::Known { running: 0, scheduled: 0 } => {}
+        PlatformFacts::Known { running, scheduled } => what.push(format!(
+            "the Control Plane API has {running} lab instances running and {scheduled} scheduled here"
+        )),
+        PlatformFacts::NotAsked => {
+            what.push("lab instances unknown (Control Plane API not asked yet)".to_owned())
+        }
+        PlatformFacts::Unknown { why } => what.push(format!("lab instances unknown ({why})")),
+    }
+    let what = what.join("; ");
     match since.checked_add(timeout) {
         Ok(deadline) => {
             let deadline = Timestamp::from_second(deadline.as_second()).unwrap_or(deadline);
@@ -275,13 +312,24 @@ fn terminated(instance: &InstanceFacts) -> bool {
     }
 }
 
-fn usage_is_zero(cml: &CmlFacts) -> bool {
-    matches!(
-        cml,
+/// Idle only when every source that counts says zero: CML's running nodes and, when configured,
+/// the Control Plane API's running and scheduled instances. Unknown is never idle.
+fn idle(f: &WorkerFacts) -> bool {
+    let cml_idle = matches!(
+        f.cml,
         CmlFacts::Ready {
             running_nodes: Some(0)
         }
-    )
+    );
+    let platform_idle = matches!(
+        f.platform,
+        PlatformFacts::NotConfigured
+            | PlatformFacts::Known {
+                running: 0,
+                scheduled: 0
+            }
+    );
+    cml_idle && platform_idle
 }
 
 fn plan_delete(f: &WorkerFacts, phase: WorkerPhase) -> Plan {
@@ -299,7 +347,7 @@ fn plan_delete(f: &WorkerFacts, phase: WorkerPhase) -> Plan {
     let drainable = !f.skip_drain
         && matches!(phase, Running | Draining)
         && instance.state == InstanceState::Running;
-    if drainable && !usage_is_zero(&f.cml) {
+    if drainable && !idle(f) {
         let since = f.drain_started_at.unwrap_or(f.now);
         if elapsed(f.now, Some(since)) < drain_timeout {
             return Plan::new(Draining, Step::Wait, Recheck::Soon)
@@ -461,10 +509,10 @@ fn plan_drain(f: &WorkerFacts, instance: &Instance, timeouts: Timeouts) -> Plan 
         return Plan::new(Stopping, Step::Stop, Recheck::Soon)
             .because(Reason::Stopping, "instance not running; nothing to drain");
     }
-    if usage_is_zero(&f.cml) {
+    if idle(f) {
         return Plan::new(Stopping, Step::Stop, Recheck::Soon).because(
             Reason::DrainCompleted,
-            "no labs running; stopping the instance",
+            "no labs running or placed; stopping the instance",
         );
     }
     if elapsed(f.now, since) >= timeouts.drain {

@@ -42,7 +42,7 @@ pub struct State {
     pub deletes: Vec<String>,
     pub instances: Vec<Value>,
     pub definitions: HashMap<String, Value>,
-    /// Capacity by worker id; a worker with none answers 404 (unknown).
+    /// Capacity by worker id; a worker with none answers zero usage if it has a record, else 404.
     pub capacities: HashMap<String, Value>,
     pub scaling_events: Vec<Value>,
     /// `METHOD path` of every request answered.
@@ -309,10 +309,17 @@ fn handle(st: &mut State, r: Request) -> warp::reply::Response {
             Some(d) => answer(st, r.method, r.template, StatusCode::OK, d),
             None => not_found(st, &r, "no such definition"),
         },
-        ("get", "/api/v1/workers/{id}/capacity") => match st.capacities.get(&id).cloned() {
-            Some(c) => answer(st, r.method, r.template, StatusCode::OK, c),
-            None => not_found(st, &r, "no such worker"),
-        },
+        ("get", "/api/v1/workers/{id}/capacity") => {
+            // A worker the API holds a record of and placed nothing on has zero usage.
+            let known = st.workers.contains_key(&id).then(|| {
+                json!({"worker_id": id, "allocated": {"cpu_cores": 0, "memory_gb": 0, "storage_gb": 0, "nodes": 0},
+                       "running_instances": 0, "scheduled_instances": 0, "next_timeslot_start": null})
+            });
+            match st.capacities.get(&id).cloned().or(known) {
+                Some(c) => answer(st, r.method, r.template, StatusCode::OK, c),
+                None => not_found(st, &r, "no such worker"),
+            }
+        }
         ("get", "/api/internal/workers") => {
             let list: Vec<Value> = st.workers.values().cloned().collect();
             answer(st, r.method, r.template, StatusCode::OK, json!(list))

@@ -7,12 +7,15 @@ use kube::ResourceExt;
 
 use crate::{
     cml::{CmlError, CmlErrorKind, CmlReport, CmlTarget, TlsPolicy},
+    control_plane::WorkerCapacity,
     controller::{Context, error::Result, fleet::provider_key},
     crd::{ProviderKind, SKIP_DRAIN_ANNOTATION, Worker, WorkerTemplate, conditions},
     lifecycle::worker::{
-        CmlFacts, InstanceFacts, LaunchFacts, TemplateFacts, Timeouts, WorkerFacts,
+        CmlFacts, InstanceFacts, LaunchFacts, PlatformFacts, TemplateFacts, Timeouts, WorkerFacts,
     },
     provider::{Instance, InstanceState, Provider},
+    remote::RemoteError,
+    sync::RemoteName,
 };
 
 /// Everything observed for one reconcile.
@@ -22,6 +25,9 @@ pub struct Observed {
     /// The provider the worker's instance lives in (or will).
     pub provider: Option<(ProviderKind, Option<String>, Arc<Provider>)>,
     pub cml: Option<(String, Result<CmlReport, CmlError>)>,
+    /// The Control Plane API's view of the worker's usage, when it was asked: `Ok(None)` when
+    /// it does not know the worker.
+    pub usage: Option<Result<Option<WorkerCapacity>, RemoteError>>,
 }
 
 pub async fn observe(worker: &Worker, ctx: &Context) -> Result<Observed> {
@@ -67,13 +73,39 @@ pub async fn observe(worker: &Worker, ctx: &Context) -> Result<Observed> {
         _ => InstanceFacts::NotLaunched,
     };
 
-    let cml = match (&instance, &template, &provider) {
-        (InstanceFacts::Seen(i), Some(t), Some((kind, _, _)))
-            if i.state == InstanceState::Running =>
-        {
-            Some(probe_cml(ctx, &namespace, t, *kind, i).await)
+    let running = matches!(&instance, InstanceFacts::Seen(i) if i.state == InstanceState::Running);
+    let probe = async {
+        match (&instance, &template, &provider) {
+            (InstanceFacts::Seen(i), Some(t), Some((kind, _, _))) if running => {
+                Some(probe_cml(ctx, &namespace, t, *kind, i).await)
+            }
+            _ => None,
         }
-        _ => None,
+    };
+    let ask_platform = async {
+        match (ctx.remotes.control_plane(), worker.uid()) {
+            (Some(cp), Some(uid)) if running => Some(
+                ctx.remotes
+                    .bounded(RemoteName::ControlPlane, cp.worker_capacity(&uid))
+                    .await,
+            ),
+            _ => None,
+        }
+    };
+    let (cml, usage) = tokio::join!(probe, ask_platform);
+    let platform = match (&usage, ctx.remotes.control_plane()) {
+        (_, None) => PlatformFacts::NotConfigured,
+        (None, Some(_)) => PlatformFacts::NotAsked,
+        (Some(Ok(Some(c))), _) => PlatformFacts::Known {
+            running: c.running_instances,
+            scheduled: c.scheduled_instances,
+        },
+        (Some(Ok(None)), _) => PlatformFacts::Unknown {
+            why: "the Control Plane API does not know the worker".into(),
+        },
+        (Some(Err(e)), _) => PlatformFacts::Unknown {
+            why: format!("Control Plane API: {e}"),
+        },
     };
     let cml_facts = match &cml {
         None => CmlFacts::NotProbed,
@@ -104,6 +136,7 @@ pub async fn observe(worker: &Worker, ctx: &Context) -> Result<Observed> {
         },
         instance,
         cml: cml_facts,
+        platform,
         drain_started_at: status.drain_started_at.map(|t| t.0),
     };
     Ok(Observed {
@@ -111,6 +144,7 @@ pub async fn observe(worker: &Worker, ctx: &Context) -> Result<Observed> {
         template,
         provider,
         cml,
+        usage,
     })
 }
 

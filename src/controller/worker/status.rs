@@ -1,12 +1,13 @@
 //! Status: what the worker is, as observed and as changed by this reconcile.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::ResourceExt;
 
 use super::{act::Acted, observe::Observed};
 use crate::{
     crd::{
-        CmlLicenseStatus, CmlStatus, InstanceStatus, Worker, WorkerPhase, WorkerStatus, conditions,
+        CmlLicenseStatus, CmlStatus, InstanceStatus, UsageStatus, Worker, WorkerPhase,
+        WorkerStatus, conditions,
     },
     lifecycle::worker::{InstanceFacts, Plan},
     provider::Instance,
@@ -94,6 +95,8 @@ pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) ->
             },
         });
     }
+
+    s.usage = usage(&old, observed);
 
     let mut cs = old.conditions.clone();
     // Launched
@@ -253,6 +256,41 @@ pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) ->
     }
     s.conditions = cs;
     s
+}
+
+/// Usage as last observed: the Control Plane API's counts (absent when unknown) and the time the
+/// worker was last seen busy by either source.
+fn usage(old: &WorkerStatus, observed: &Observed) -> Option<UsageStatus> {
+    let previous = old.usage.clone().unwrap_or_default();
+    let mut u = previous.clone();
+    match &observed.usage {
+        Some(Ok(Some(c))) => {
+            u.running_instances = Some(c.running_instances);
+            u.scheduled_instances = Some(c.scheduled_instances);
+            u.next_timeslot_start = c
+                .next_timeslot_start
+                .as_deref()
+                .and_then(|t| t.parse::<Timestamp>().ok())
+                .map(Time);
+        }
+        Some(_) => {
+            u.running_instances = None;
+            u.scheduled_instances = None;
+            u.next_timeslot_start = None;
+        }
+        None => {}
+    }
+    let nodes = match &observed.cml {
+        Some((_, Ok(r))) => r.running_nodes,
+        _ => None,
+    };
+    let busy = nodes.is_some_and(|n| n > 0)
+        || u.running_instances.is_some_and(|n| n > 0)
+        || u.scheduled_instances.is_some_and(|n| n > 0);
+    if busy {
+        u.last_activity_time = Some(Time(observed.facts.now));
+    }
+    (u != UsageStatus::default()).then_some(u)
 }
 
 fn not_ready(phase: WorkerPhase) -> (&'static str, &'static str) {

@@ -44,6 +44,7 @@ fn facts(phase: Option<WorkerPhase>, instance: InstanceFacts) -> WorkerFacts {
         },
         instance,
         cml: CmlFacts::NotProbed,
+        platform: PlatformFacts::NotConfigured,
         drain_started_at: None,
     }
 }
@@ -431,4 +432,62 @@ fn a_waiting_drain_says_how_many_nodes_still_run() {
         waiting.starts_with("5 lab nodes still running"),
         "{waiting}"
     );
+}
+
+#[test]
+fn lab_instances_the_platform_placed_hold_a_drain_whatever_cml_says() {
+    for (platform, drains) in [
+        (PlatformFacts::NotConfigured, true),
+        (
+            PlatformFacts::Known {
+                running: 0,
+                scheduled: 0,
+            },
+            true,
+        ),
+        (
+            PlatformFacts::Known {
+                running: 1,
+                scheduled: 0,
+            },
+            false,
+        ),
+        (
+            PlatformFacts::Known {
+                running: 0,
+                scheduled: 2,
+            },
+            false,
+        ),
+        (
+            PlatformFacts::Unknown {
+                why: "no such worker".into(),
+            },
+            false,
+        ),
+        (PlatformFacts::NotAsked, false),
+    ] {
+        for deleting in [false, true] {
+            let mut f = facts(Some(Draining), seen(InstanceState::Running));
+            f.deleting = deleting;
+            f.desired = DesiredState::Stopped;
+            f.drain_started_at = Some(at(0));
+            f.cml = CmlFacts::Ready {
+                running_nodes: Some(0),
+            };
+            f.platform = platform.clone();
+            let p = plan(&f);
+            assert_eq!(
+                p.step != Step::Wait,
+                drains,
+                "{platform:?} deleting={deleting}"
+            );
+            if !drains {
+                let waiting = p.waiting.expect("says why");
+                assert!(waiting.contains("lab instances"), "{waiting}");
+                f.now = at(3600);
+                assert_ne!(plan(&f).step, Step::Wait, "drainTimeout still forces it");
+            }
+        }
+    }
 }
