@@ -179,6 +179,7 @@ impl RunArgs {
             namespace: c.namespace.clone(),
             poll_interval: c.poll_interval.as_std(),
             resync_interval: Duration::from_secs(c.reconcile_interval.max(1)),
+            demand_resync: Duration::from_secs(c.reconcile_interval.max(1)),
             concurrency: c.concurrency.max(1),
             orphan_grace: c.orphan_grace.as_std(),
             orphan_sweep_interval: c.orphan_sweep_interval.as_std().max(Duration::from_secs(1)),

@@ -6,6 +6,7 @@ pub mod cml;
 pub mod control_plane;
 pub mod controller;
 pub mod crd;
+pub mod demand;
 pub mod lifecycle;
 pub mod provider;
 pub mod remote;

@@ -16,6 +16,7 @@ use resource_controller::{
     control_plane::{ControlPlaneClient, ControlPlaneConfig},
     controller::{self, Context, Settings},
     crd::{Worker, WorkerPhase, WorkerTemplate, conditions},
+    demand::DemandSnapshot,
     provider::{
         ProviderRegistry, aws_default_chain,
         simulated::{SimulatedCloud, SimulatedConfig},
@@ -42,6 +43,7 @@ struct Harness {
     etcd: StateEtcd,
     store: EtcdStore,
     running: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
+    ctx: Option<Arc<Context>>,
     record_sweep: Duration,
 }
 
@@ -69,6 +71,7 @@ impl Harness {
             etcd,
             store,
             running: None,
+            ctx: None,
             record_sweep,
         };
         h.start_controller();
@@ -83,6 +86,8 @@ impl Harness {
             resync_interval: RESYNC,
             simulated_cml_boot: Duration::from_millis(300),
             record_sweep_interval: self.record_sweep,
+            // Only etcd's watch refreshes demand within a test.
+            demand_resync: Duration::from_secs(3600),
             ..Settings::default()
         };
         let sim = Arc::new(SimulatedCloud::new(SimulatedConfig {
@@ -108,6 +113,7 @@ impl Harness {
         let ctx = Arc::new(
             Context::new(self.client.clone(), settings, registry, "test").with_remotes(remotes),
         );
+        self.ctx = Some(ctx.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(controller::run(ctx, async move {
             let _ = rx.await;
@@ -279,7 +285,13 @@ async fn each_step_of_a_worker_is_mirrored_in_both_remotes_and_removed_after_del
 
     // Steady state: nothing changed, nothing written.
     let puts = h.cp.state().puts.len();
+    let revision = etcd_revision(&h).await;
     tokio::time::sleep(RESYNC * 2).await;
+    assert_eq!(
+        etcd_revision(&h).await,
+        revision,
+        "no etcd write when nothing changed"
+    );
     assert_eq!(
         h.cp.state().puts.len(),
         puts,
@@ -312,6 +324,18 @@ async fn each_step_of_a_worker_is_mirrored_in_both_remotes_and_removed_after_del
     h.wait_gone("w1").await;
     h.wait_unmirrored(&uid).await;
     h.finish().await;
+}
+
+async fn etcd_revision(h: &Harness) -> i64 {
+    let mut kv = etcd_client::Client::connect([h.etcd.endpoint()], None)
+        .await
+        .expect("raw etcd");
+    kv.get("/", None)
+        .await
+        .expect("get")
+        .header()
+        .expect("header")
+        .revision()
 }
 
 async fn etcd_capacity(h: &Harness, uid: &str) -> serde_json::Value {
@@ -460,7 +484,14 @@ async fn garbage_and_errors_from_the_control_plane_show_as_a_condition_and_are_r
         "{reasons:?}"
     );
 
+    // A token the API no longer takes is a condition too, not a crash.
     h.cp.set_mode(Mode::Up);
+    h.cp.require_token("rotated-elsewhere");
+    h.wait_for("w1", "ControlPlaneUnauthorized", |w| {
+        synced(w).is_some_and(|(_, r)| r == "ControlPlaneUnauthorized")
+    })
+    .await;
+    h.cp.require_token(TOKEN);
     h.wait_mirrored(&uid, "Running").await;
     h.wait_for("w1", "Synced", |w| {
         synced(w).is_some_and(|(s, _)| s == "True")
@@ -544,5 +575,74 @@ async fn lab_instances_the_platform_placed_hold_a_drain_and_show_in_status() {
                "running_instances": 0, "scheduled_instances": 0, "next_timeslot_start": null}),
     );
     h.wait_phase("w1", WorkerPhase::Stopped).await;
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_put_under_ccm_instances_refreshes_the_demand_snapshot_within_a_second() {
+    let h = Harness::new("demand", Duration::from_secs(3600)).await;
+    h.cp.add_definition(json!({
+        "id": "def-1", "name": "ccna", "version": "1",
+        "resource_requirements": {"cpu_cores": 8, "memory_gb": 32, "storage_gb": 40},
+        "license_affinity": ["ENTERPRISE"], "node_count": 6
+    }));
+    let instance = |id: &str, definition: &str, state: &str, worker: Option<&str>| {
+        json!({"id": id, "definition_id": definition, "state": state, "worker_id": worker,
+               "timeslot_start": "2026-11-27T09:00:00Z", "timeslot_end": "2026-11-27T11:00:00Z"})
+    };
+    h.cp.add_instance(instance("i-1", "def-1", "PENDING", None));
+    h.cp.add_instance(instance("i-2", "def-1", "SCHEDULED", Some("uid-elsewhere")));
+    h.cp.add_instance(instance("i-3", "def-missing", "SCHEDULED", None));
+    let mut demand = h.ctx.as_ref().expect("ctx").demand();
+    let first = tokio::time::timeout(Duration::from_secs(10), demand.wait_for(|d| d.is_some()))
+        .await
+        .expect("a first snapshot")
+        .expect("feed alive")
+        .clone()
+        .expect("snapshot");
+    let DemandSnapshot::Known {
+        demand: items,
+        skipped,
+        ..
+    } = first.as_ref()
+    else {
+        panic!("demand unknown: {first:?}");
+    };
+    assert_eq!(
+        items
+            .iter()
+            .map(|d| d.instance_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["i-1"],
+        "placed instances are not demand"
+    );
+    assert_eq!(items[0].definition.node_count, 6);
+    assert_eq!(
+        skipped.len(),
+        1,
+        "an unreadable definition is reported, not fatal"
+    );
+
+    h.cp.add_instance(instance("i-4", "def-1", "SCHEDULED", None));
+    let mut kv = etcd_client::Client::connect([h.etcd.endpoint()], None)
+        .await
+        .expect("raw etcd");
+    demand.borrow_and_update();
+    let put = tokio::time::Instant::now();
+    kv.put("/ccm/instances/i-4", "{}", None).await.expect("put");
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        demand.wait_for(|d| {
+            d.as_ref()
+                .and_then(|d| d.demand())
+                .is_some_and(|d| d.len() == 2)
+        }),
+    )
+    .await
+    .expect("the snapshot followed the put")
+    .expect("feed alive");
+    let took = put.elapsed();
+    println!("demand snapshot refreshed {took:?} after the etcd put");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
     h.finish().await;
 }

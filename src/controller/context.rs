@@ -6,6 +6,7 @@ use kube::{
     Client, Resource,
     runtime::events::{Event, EventType, Recorder, Reporter},
 };
+use tokio::sync::watch;
 use tracing::warn;
 
 use super::{fleet::FleetCache, secrets::SecretCache, template_cache::TemplateCache};
@@ -13,6 +14,7 @@ use crate::{
     backoff::Backoff,
     cml::{CmlProbe, HttpCml, SimulatedCml},
     crd::ProviderKind,
+    demand::DemandSnapshot,
     provider::ProviderRegistry,
     sync::Remotes,
 };
@@ -44,6 +46,10 @@ pub struct Settings {
     pub secret_ttl: Duration,
     /// Interval of the sweep of remote records whose Worker is gone.
     pub record_sweep_interval: Duration,
+    /// How long the demand feed lets a burst of etcd changes settle before it reads.
+    pub demand_debounce: Duration,
+    /// The demand feed's backstop refresh, for changes etcd did not announce.
+    pub demand_resync: Duration,
 }
 
 impl Default for Settings {
@@ -62,6 +68,8 @@ impl Default for Settings {
             simulated_cml_boot: Duration::from_secs(5),
             secret_ttl: Duration::from_secs(60),
             record_sweep_interval: Duration::from_secs(60),
+            demand_debounce: Duration::from_millis(200),
+            demand_resync: Duration::from_secs(30),
         }
     }
 }
@@ -78,6 +86,8 @@ pub struct Context {
     pub secrets: SecretCache,
     /// The Control Plane API and etcd, when configured, and what each acknowledged.
     pub remotes: Arc<Remotes>,
+    /// The latest demand snapshot (`None` until the first read, or without a Control Plane API).
+    demand: watch::Sender<Option<Arc<DemandSnapshot>>>,
     cml_http: Arc<dyn CmlProbe>,
     cml_simulated: Arc<dyn CmlProbe>,
     recorder: Recorder,
@@ -107,6 +117,7 @@ impl Context {
             templates: TemplateCache::default(),
             secrets: SecretCache::new(settings.secret_ttl),
             remotes: Arc::new(Remotes::none()),
+            demand: watch::channel(None).0,
             cml_simulated: Arc::new(SimulatedCml::new(settings.simulated_cml_boot)),
             client,
             settings,
@@ -120,6 +131,16 @@ impl Context {
     pub fn with_remotes(mut self, remotes: Remotes) -> Context {
         self.remotes = Arc::new(remotes);
         self
+    }
+
+    /// Follows the demand snapshot.
+    pub fn demand(&self) -> watch::Receiver<Option<Arc<DemandSnapshot>>> {
+        self.demand.subscribe()
+    }
+
+    /// The sender the demand feed publishes on.
+    pub fn demand_feed(&self) -> watch::Sender<Option<Arc<DemandSnapshot>>> {
+        self.demand.clone()
     }
 
     pub fn cml(&self, provider: ProviderKind) -> &dyn CmlProbe {

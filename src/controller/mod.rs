@@ -12,7 +12,7 @@ pub mod template;
 mod template_cache;
 pub mod worker;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use kube::{
@@ -28,7 +28,11 @@ use tracing::{debug, error, info};
 
 pub use context::{CONTROLLER_NAME, Context, Settings};
 
-use crate::crd::{Worker, WorkerTemplate};
+use crate::{
+    backoff::Backoff,
+    crd::{Worker, WorkerTemplate},
+    demand,
+};
 
 fn api<K>(ctx: &Context) -> Api<K>
 where
@@ -85,6 +89,22 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         );
     let sweep = tokio::spawn(orphans::run(ctx.clone(), store.clone()));
     let record_sweep = tokio::spawn(record_sweep::run(ctx.clone(), store));
+    let demand = ctx.remotes.control_plane().cloned().map(|cp| {
+        let changes = ctx.remotes.etcd().map(|etcd| {
+            etcd.watch_instances(Backoff::new(
+                Duration::from_millis(500),
+                ctx.settings.resync_interval,
+            ))
+        });
+        tokio::spawn(demand::run(
+            cp,
+            changes,
+            ctx.settings.demand_resync,
+            ctx.settings.demand_debounce,
+            ctx.remotes.deadline(),
+            ctx.demand_feed(),
+        ))
+    });
     tokio::spawn(async move {
         shutdown.await;
         info!("shutting down");
@@ -93,4 +113,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     futures::join!(worker_loop, template_loop);
     sweep.abort();
     record_sweep.abort();
+    if let Some(demand) = demand {
+        demand.abort();
+    }
 }
