@@ -12,3 +12,4 @@ pub mod provider;
 pub mod remote;
 pub mod state_store;
 pub mod sync;
+pub mod tls;

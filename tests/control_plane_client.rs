@@ -230,3 +230,38 @@ async fn the_contract_checks_bodies_both_ways() {
         "lists are bare arrays"
     );
 }
+
+#[tokio::test]
+async fn tls_is_verified_against_the_configured_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (server, ca_pem) = ControlPlaneServer::start_tls(dir.path()).await;
+    let with = |ca_pem: Option<Vec<u8>>| {
+        ControlPlaneClient::new(ControlPlaneConfig {
+            url: server.url(),
+            token: None,
+            ca_pem,
+            timeout: Duration::from_secs(2),
+        })
+        .expect("client")
+    };
+    assert!(server.url().starts_with("https://"));
+    with(Some(ca_pem))
+        .workers()
+        .await
+        .expect("trusted through the CA");
+    let err = with(None)
+        .workers()
+        .await
+        .expect_err("not trusted by the system roots");
+    assert_eq!(err.kind, RemoteErrorKind::Unavailable);
+    assert!(err.message.to_lowercase().contains("certificate"), "{err}");
+    let err = ControlPlaneClient::new(ControlPlaneConfig {
+        url: server.url(),
+        token: None,
+        ca_pem: Some(b"not a pem".to_vec()),
+        timeout: Duration::from_secs(2),
+    })
+    .expect_err("a CA file that is not PEM is refused at start-up");
+    assert!(err.message.contains("CA bundle"), "{err}");
+    assert_eq!(server.violations(), Vec::<String>::new());
+}

@@ -195,3 +195,40 @@ async fn the_instances_watch_sees_puts_and_recovers_from_a_compacted_revision() 
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+#[tokio::test]
+async fn user_and_password_are_used_and_a_wrong_password_is_refused() {
+    let etcd = StateEtcd::start();
+    let mut admin = raw(&etcd).await;
+    admin
+        .user_add("root", "root-pw", None)
+        .await
+        .expect("add root");
+    admin
+        .user_grant_role("root", "root")
+        .await
+        .expect("grant root");
+    admin.auth_enable().await.expect("enable auth");
+    let with = |user: Option<(&str, &str)>| EtcdConfig {
+        user: user.map(|(u, p)| (u.to_owned(), p.to_owned())),
+        ..config(etcd.endpoint())
+    };
+
+    let store = EtcdStore::connect(&with(Some(("root", "root-pw"))))
+        .await
+        .expect("the right password");
+    store
+        .put_worker(&sample("uid-1", "Running"))
+        .await
+        .expect("put as root");
+    assert!(!format!("{:?}", with(Some(("root", "root-pw")))).contains("root-pw"));
+
+    let err = EtcdStore::connect(&with(Some(("root", "wrong"))))
+        .await
+        .expect_err("a wrong password");
+    assert_eq!(err.kind, RemoteErrorKind::Unauthorized, "{err}");
+
+    let anonymous = EtcdStore::connect(&with(None)).await.expect("connect");
+    let err = anonymous.worker_ids().await.expect_err("no user, auth on");
+    assert_eq!(err.kind, RemoteErrorKind::Unauthorized, "{err}");
+}

@@ -316,6 +316,10 @@ async fn each_step_of_a_worker_is_mirrored_in_both_remotes_and_removed_after_del
         phases.contains(&"Draining".to_owned()) || phases.contains(&"Stopping".to_owned()),
         "the way down is mirrored too: {phases:?}"
     );
+    assert!(
+        phases[0] == "Pending" || phases[0] == "Provisioning",
+        "the way up too: {phases:?}"
+    );
 
     h.workers()
         .delete("w1", &DeleteParams::default())

@@ -136,13 +136,9 @@ impl HttpCml {
             .connect_timeout(self.timeout)
             .tls_danger_accept_invalid_certs(tls.insecure_skip_verify);
         if let Some(pem) = &tls.ca_pem {
-            let ca = reqwest::Certificate::from_pem(pem).map_err(|e| {
-                CmlError::new(
-                    CmlErrorKind::BadResponse,
-                    format!("the CA bundle is not valid PEM: {e}"),
-                )
-            })?;
-            builder = builder.tls_certs_only([ca]);
+            let cas = crate::tls::ca_certificates(pem)
+                .map_err(|e| CmlError::new(CmlErrorKind::BadResponse, e))?;
+            builder = builder.tls_certs_only(cas);
         }
         let client = builder.build().map_err(|e| {
             CmlError::new(

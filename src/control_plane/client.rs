@@ -71,13 +71,10 @@ impl ControlPlaneClient {
             .timeout(config.timeout)
             .connect_timeout(config.timeout);
         if let Some(pem) = &config.ca_pem {
-            let ca = reqwest::Certificate::from_pem(pem).map_err(|e| {
-                RemoteError::new(
-                    RemoteErrorKind::Rejected,
-                    format!("the Control Plane API CA bundle is not valid PEM: {e}"),
-                )
+            let cas = crate::tls::ca_certificates(pem).map_err(|e| {
+                RemoteError::new(RemoteErrorKind::Rejected, format!("Control Plane API: {e}"))
             })?;
-            builder = builder.tls_certs_only([ca]);
+            builder = builder.tls_certs_only(cas);
         }
         let http = builder.build().map_err(|e| {
             RemoteError::new(

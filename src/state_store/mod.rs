@@ -65,6 +65,15 @@ fn classify(what: &str, e: etcd_client::Error) -> RemoteError {
             tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
                 RemoteErrorKind::Unauthorized
             }
+            // etcd refuses a wrong user or password, or none where auth is on, as an invalid
+            // argument.
+            tonic::Code::InvalidArgument
+                if ["authentication failed", "user name is empty"]
+                    .iter()
+                    .any(|m| status.message().contains(m)) =>
+            {
+                RemoteErrorKind::Unauthorized
+            }
             tonic::Code::InvalidArgument
             | tonic::Code::FailedPrecondition
             | tonic::Code::OutOfRange => RemoteErrorKind::Rejected,

@@ -394,7 +394,7 @@ async fn respond(
 }
 
 /// A CA and a server certificate for 127.0.0.1 signed by it, made with openssl.
-fn make_certificates(dir: &Path) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+pub fn make_certificates(dir: &Path) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     std::fs::create_dir_all(dir).expect("cert dir");
     let run = |args: &[&str]| {
         let out = Command::new("openssl")

@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use rustls_pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use warp::{Filter, http::StatusCode, reply::Reply};
@@ -55,13 +56,35 @@ pub struct State {
 #[derive(Clone)]
 pub struct ControlPlaneServer {
     pub addr: SocketAddr,
+    scheme: &'static str,
     state: Arc<Mutex<State>>,
 }
 
 type Shared = Arc<Mutex<State>>;
 
 impl ControlPlaneServer {
+    /// Plain HTTP.
     pub async fn start() -> ControlPlaneServer {
+        ControlPlaneServer::serve(None).await
+    }
+
+    /// HTTPS with a certificate from its own CA (PEM returned), made in `dir`.
+    pub async fn start_tls(dir: &std::path::Path) -> (ControlPlaneServer, Vec<u8>) {
+        let (ca_pem, cert_pem, key_pem) = super::cml_server::make_certificates(dir);
+        let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .expect("server certificate");
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(&key_pem).expect("server key");
+        let config = tokio_rustls::rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("tls config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        (ControlPlaneServer::serve(Some(acceptor)).await, ca_pem)
+    }
+
+    async fn serve(tls: Option<tokio_rustls::TlsAcceptor>) -> ControlPlaneServer {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let state = Arc::new(Mutex::new(State {
@@ -79,14 +102,18 @@ impl ControlPlaneServer {
             violations: Vec::new(),
         }));
         let serving = state.clone();
-        super::serve::spawn(listener, routes(state.clone()), None, move || {
+        super::serve::spawn(listener, routes(state.clone()), tls, move || {
             serving.lock().unwrap().mode == Mode::Down
         });
-        ControlPlaneServer { addr, state }
+        ControlPlaneServer {
+            addr,
+            scheme,
+            state,
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     pub fn state(&self) -> std::sync::MutexGuard<'_, State> {

@@ -15,7 +15,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use super::{
     binaries::Binaries,
     guardian::Guardian,
-    process::{free_port, random_hex, spawn_logged, wait_until},
+    process::{free_port, random_hex, spawn_logged, try_wait_until, wait_until},
 };
 
 pub struct ControlPlane {
@@ -135,18 +135,24 @@ impl ControlPlane {
 }
 
 fn start_etcd(etcd: &Path, dir: &Path, guardian: &Guardian) -> String {
-    let (client, peer) = (free_port(), free_port());
-    // It runs until the test binary exits; the guardian stops and reaps it.
-    #[allow(clippy::zombie_processes)]
-    spawn_etcd(
-        etcd,
-        &dir.join("etcd"),
-        client,
-        peer,
-        &dir.join("etcd.log"),
-        guardian,
-    );
-    format!("http://127.0.0.1:{client}")
+    // A port found free can be taken before etcd binds it: try again on others.
+    for _ in 0..5 {
+        let (client, peer) = (free_port(), free_port());
+        match spawn_etcd(
+            etcd,
+            &dir.join("etcd"),
+            client,
+            peer,
+            &dir.join("etcd.log"),
+            guardian,
+        ) {
+            // It runs until the test binary exits; the guardian stops and reaps it.
+            Ok(_child) => return format!("http://127.0.0.1:{client}"),
+            Err(e) if e.contains("address already in use") => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("etcd found no free port in 5 tries");
 }
 
 /// Starts a single-member etcd on loopback ports and waits until it is healthy.
@@ -157,7 +163,7 @@ pub fn spawn_etcd(
     peer: u16,
     log: &Path,
     guardian: &Guardian,
-) -> std::process::Child {
+) -> Result<std::process::Child, String> {
     let client_url = format!("http://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
     let mut cmd = Command::new(etcd);
@@ -172,10 +178,10 @@ pub fn spawn_etcd(
         .arg("--log-level=warn");
     let mut child = spawn_logged(cmd, log, guardian);
     let addr = format!("127.0.0.1:{client}");
-    wait_until("etcd", &mut child, log, Duration::from_secs(30), || {
+    try_wait_until("etcd", &mut child, log, Duration::from_secs(30), || {
         http_get(&addr, "/health").is_some_and(|body| body.contains("\"health\":\"true\""))
-    });
-    child
+    })?;
+    Ok(child)
 }
 
 fn start_apiserver(

@@ -75,21 +75,39 @@ pub fn wait_until(
     child: &mut Child,
     log: &Path,
     timeout: Duration,
-    mut ready: impl FnMut() -> bool,
+    ready: impl FnMut() -> bool,
 ) {
+    if let Err(e) = try_wait_until(what, child, log, timeout, ready) {
+        panic!("{e}");
+    }
+}
+
+/// As [`wait_until`], but says what went wrong instead of panicking (the child is killed).
+pub fn try_wait_until(
+    what: &str,
+    child: &mut Child,
+    log: &Path,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
     loop {
         if ready() {
-            return;
+            return Ok(());
         }
         if let Ok(Some(status)) = child.try_wait() {
-            panic!(
+            return Err(format!(
                 "{what} exited with {status} before it was ready:\n{}",
                 tail(log)
-            );
+            ));
         }
         if Instant::now() > deadline {
-            panic!("{what} not ready after {timeout:?}:\n{}", tail(log));
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "{what} not ready after {timeout:?}:\n{}",
+                tail(log)
+            ));
         }
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -1,7 +1,11 @@
 //! The platform's etcd for tests: its own Go-built etcd instance (not the API server's), which a
 //! test can stop and start again on the same port and data.
 
-use std::{path::PathBuf, process::Child, sync::Mutex};
+use std::{
+    path::PathBuf,
+    process::Child,
+    sync::{Mutex, MutexGuard},
+};
 
 use super::{
     binaries::Binaries,
@@ -23,16 +27,33 @@ impl StateEtcd {
     pub fn start() -> StateEtcd {
         let dir = scratch_dir("state-etcd-");
         let guardian = Guardian::start(&dir);
-        let e = StateEtcd {
-            port: free_port(),
-            peer: free_port(),
-            etcd: Binaries::locate().etcd,
-            dir,
-            child: Mutex::new(None),
-            guardian,
-        };
-        e.resume();
-        e
+        let etcd = Binaries::locate().etcd;
+        // A port found free can be taken before etcd binds it: try again on others.
+        for _ in 0..5 {
+            let (port, peer) = (free_port(), free_port());
+            match spawn_etcd(
+                &etcd,
+                &dir.join("data"),
+                port,
+                peer,
+                &dir.join("etcd.log"),
+                &guardian,
+            ) {
+                Ok(child) => {
+                    return StateEtcd {
+                        port,
+                        peer,
+                        dir,
+                        etcd,
+                        child: Mutex::new(Some(child)),
+                        guardian,
+                    };
+                }
+                Err(e) if e.contains("address already in use") => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("etcd found no free port in 5 tries");
     }
 
     /// `host:port` for the client.
@@ -40,9 +61,14 @@ impl StateEtcd {
         format!("127.0.0.1:{}", self.port)
     }
 
+    // A test that panicked while holding the lock must still be able to stop etcd.
+    fn child(&self) -> MutexGuard<'_, Option<Child>> {
+        self.child.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Kills etcd, keeping its data.
     pub fn stop(&self) {
-        if let Some(mut child) = self.child.lock().unwrap().take() {
+        if let Some(mut child) = self.child().take() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -50,16 +76,17 @@ impl StateEtcd {
 
     /// Starts etcd again on the same port and data (a no-op while it runs).
     pub fn resume(&self) {
-        let mut child = self.child.lock().unwrap();
+        let mut child = self.child();
         if child.is_none() {
-            *child = Some(spawn_etcd(
+            let started = spawn_etcd(
                 &self.etcd,
                 &self.dir.join("data"),
                 self.port,
                 self.peer,
                 &self.dir.join("etcd.log"),
                 &self.guardian,
-            ));
+            );
+            *child = Some(started.unwrap_or_else(|e| panic!("{e}")));
         }
     }
 }
