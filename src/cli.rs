@@ -88,6 +88,10 @@ pub struct ControllerArgs {
     /// Interval of the orphan sweep.
     #[arg(long, default_value = "1m")]
     pub orphan_sweep_interval: GoDuration,
+    /// How far ahead of a lab's timeslot the autoscaler makes room for it (worker boot plus lab
+    /// start-up).
+    #[arg(long, env = "SCALE_UP_LEAD_TIME", default_value = "35m")]
+    pub scale_up_lead_time: GoDuration,
 }
 
 #[derive(Debug, Args)]
@@ -180,6 +184,7 @@ impl RunArgs {
             poll_interval: c.poll_interval.as_std(),
             resync_interval: Duration::from_secs(c.reconcile_interval.max(1)),
             demand_resync: Duration::from_secs(c.reconcile_interval.max(1)),
+            scale_up_lead_time: c.scale_up_lead_time.as_std(),
             concurrency: c.concurrency.max(1),
             orphan_grace: c.orphan_grace.as_std(),
             orphan_sweep_interval: c.orphan_sweep_interval.as_std().max(Duration::from_secs(1)),

@@ -1,5 +1,6 @@
 //! The RBAC in `deploy/` is enough for the controller and no more: the controller runs as the
-//! ServiceAccount (impersonated) through a worker's whole life, and broader rights are denied.
+//! ServiceAccount (impersonated) through a worker's whole life and an autoscaler decision, and
+//! broader rights are denied.
 
 mod support;
 
@@ -51,11 +52,14 @@ async fn the_service_account_cannot_do_more_than_it_needs() {
     assert_eq!(can(&["patch", "workers.ccm.dev/status"]), "yes");
     assert_eq!(can(&["create", "events.events.k8s.io"]), "yes");
     assert_eq!(can(&["get", "secrets"]), "yes");
+    // The autoscaler makes and removes Workers, never templates.
+    assert_eq!(can(&["create", "workers.ccm.dev"]), "yes");
+    assert_eq!(can(&["delete", "workers.ccm.dev"]), "yes");
     for denied in [
         ["list", "secrets"],
         ["watch", "secrets"],
-        ["create", "workers.ccm.dev"],
-        ["delete", "workers.ccm.dev"],
+        ["create", "workertemplates.ccm.dev"],
+        ["delete", "workertemplates.ccm.dev"],
         ["update", "workertemplates.ccm.dev"],
         ["create", "pods"],
         ["get", "configmaps"],
@@ -97,7 +101,7 @@ async fn the_controller_runs_a_worker_lifecycle_with_only_its_rbac() {
         "spec": {
             "provider": "simulated", "instanceType": "m5zn.metal", "image": {"namePattern": "CML-2.9.*"},
             "capacity": {"cpuCores": 48, "memoryGiB": 192, "storageGiB": 500, "maxNodes": 20},
-            "licenseType": "Personal", "scaling": {"maxWorkers": 3}
+            "licenseType": "Personal", "scaling": {"maxWorkers": 3, "minWorkers": 2}
         }
     }))
     .expect("template");
@@ -146,6 +150,12 @@ async fn the_controller_runs_a_worker_lifecycle_with_only_its_rbac() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The autoscaler made the rest of minWorkers 2 on the same rights.
+    let owned = workers
+        .list(&kube::api::ListParams::default().labels("ccm.dev/template=sim"))
+        .await
+        .expect("list");
+    assert!(!owned.items.is_empty(), "the autoscaler created a Worker");
     let _ = stop.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), run).await;
     ns.delete().await;

@@ -4,251 +4,20 @@
 
 mod support;
 
-use std::{sync::Arc, time::Duration};
+use support::workers::ready_message;
 
-use k8s_openapi::api::events::v1::Event;
-use kube::{
-    Api, Client, ResourceExt,
-    api::{DeleteParams, ListParams, PostParams},
-};
+use std::time::Duration;
+
+use kube::api::DeleteParams;
 use resource_controller::{
-    backoff::Backoff,
-    control_plane::{ControlPlaneClient, ControlPlaneConfig},
-    controller::{self, Context, Settings},
-    crd::{Worker, WorkerPhase, WorkerTemplate, conditions},
+    crd::{Worker, WorkerPhase, conditions},
     demand::DemandSnapshot,
-    provider::{
-        ProviderRegistry, aws_default_chain,
-        simulated::{SimulatedCloud, SimulatedConfig},
-    },
-    state_store::{EtcdConfig, EtcdStore},
-    sync::Remotes,
 };
 use serde_json::json;
 use support::{
-    ControlPlane, TestNamespace,
-    control_plane_server::{ControlPlaneServer, Mode},
-    state_etcd::StateEtcd,
+    control_plane_server::Mode,
+    fleet::{Harness, RESYNC, TOKEN},
 };
-use tokio::task::JoinHandle;
-
-const WAIT: Duration = Duration::from_secs(60);
-const TOKEN: &str = "cp-sync-token-51d7e2";
-const RESYNC: Duration = Duration::from_secs(2);
-
-struct Harness {
-    ns: TestNamespace,
-    client: Client,
-    cp: ControlPlaneServer,
-    etcd: StateEtcd,
-    store: EtcdStore,
-    running: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
-    ctx: Option<Arc<Context>>,
-    record_sweep: Duration,
-}
-
-impl Harness {
-    /// `record_sweep`: how often records whose Worker is gone are swept.
-    async fn new(prefix: &str, record_sweep: Duration) -> Harness {
-        support::logs::capture();
-        let client = ControlPlane::shared().client().await;
-        let ns = TestNamespace::create(&client, prefix).await;
-        let cp = ControlPlaneServer::start().await;
-        cp.require_token(TOKEN);
-        let etcd = StateEtcd::start();
-        let store = EtcdStore::connect(&EtcdConfig {
-            endpoints: vec![etcd.endpoint()],
-            user: None,
-            ca_pem: None,
-            timeout: Duration::from_millis(500),
-        })
-        .await
-        .expect("etcd");
-        let mut h = Harness {
-            ns,
-            client,
-            cp,
-            etcd,
-            store,
-            running: None,
-            ctx: None,
-            record_sweep,
-        };
-        h.start_controller();
-        h
-    }
-
-    fn start_controller(&mut self) {
-        let settings = Settings {
-            cluster_id: self.ns.name.clone(),
-            namespace: Some(self.ns.name.clone()),
-            poll_interval: Duration::from_millis(300),
-            resync_interval: RESYNC,
-            simulated_cml_boot: Duration::from_millis(300),
-            record_sweep_interval: self.record_sweep,
-            // Only etcd's watch refreshes demand within a test.
-            demand_resync: Duration::from_secs(3600),
-            ..Settings::default()
-        };
-        let sim = Arc::new(SimulatedCloud::new(SimulatedConfig {
-            boot_delay: Duration::from_millis(300),
-            stop_delay: Duration::from_millis(300),
-            terminate_delay: Duration::from_millis(300),
-            ..SimulatedConfig::default()
-        }));
-        let registry = ProviderRegistry::new("us-east-1", aws_default_chain(None), sim);
-        let cp = ControlPlaneClient::new(ControlPlaneConfig {
-            url: self.cp.url(),
-            token: Some(TOKEN.into()),
-            ca_pem: None,
-            timeout: Duration::from_millis(500),
-        })
-        .expect("cp client");
-        let remotes = Remotes::new(
-            Some(Arc::new(cp)),
-            Some(self.store.clone()),
-            Duration::from_millis(500),
-            Backoff::new(Duration::from_millis(200), RESYNC),
-        );
-        let ctx = Arc::new(
-            Context::new(self.client.clone(), settings, registry, "test").with_remotes(remotes),
-        );
-        self.ctx = Some(ctx.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(controller::run(ctx, async move {
-            let _ = rx.await;
-        }));
-        self.running = Some((tx, task));
-    }
-
-    fn workers(&self) -> Api<Worker> {
-        Api::namespaced(self.client.clone(), &self.ns.name)
-    }
-
-    async fn template(&self) {
-        self.template_with(json!({"maxWorkers": 5})).await;
-    }
-
-    async fn template_with(&self, scaling: serde_json::Value) {
-        let t: WorkerTemplate = serde_json::from_value(json!({
-            "apiVersion": "ccm.dev/v1alpha1", "kind": "WorkerTemplate",
-            "metadata": {"name": "t"},
-            "spec": {
-                "provider": "simulated", "instanceType": "m5zn.metal",
-                "image": {"id": "ami-0c0a1b2c3d4e5f601"},
-                "capacity": {"cpuCores": 48, "memoryGiB": 192, "storageGiB": 500, "maxNodes": 20},
-                "licenseType": "Enterprise", "scaling": scaling
-            }
-        }))
-        .expect("template");
-        Api::<WorkerTemplate>::namespaced(self.client.clone(), &self.ns.name)
-            .create(&PostParams::default(), &t)
-            .await
-            .expect("create template");
-    }
-
-    async fn worker(&self, name: &str) -> String {
-        let w: Worker = serde_json::from_value(json!({
-            "apiVersion": "ccm.dev/v1alpha1", "kind": "Worker",
-            "metadata": {"name": name}, "spec": {"templateRef": {"name": "t"}}
-        }))
-        .expect("worker");
-        self.workers()
-            .create(&PostParams::default(), &w)
-            .await
-            .expect("create worker")
-            .uid()
-            .expect("uid")
-    }
-
-    async fn set_desired(&self, name: &str, state: &str) {
-        support::workers::set_desired(&self.workers(), name, state).await
-    }
-
-    async fn wait_for(&self, name: &str, what: &str, done: impl Fn(&Worker) -> bool) -> Worker {
-        support::workers::wait_for(&self.workers(), name, what, done).await
-    }
-
-    async fn wait_phase(&self, name: &str, phase: WorkerPhase) -> Worker {
-        self.wait_for(name, &format!("{phase:?}"), |w| {
-            w.status.as_ref().and_then(|s| s.phase) == Some(phase)
-        })
-        .await
-    }
-
-    async fn wait_gone(&self, name: &str) {
-        support::workers::wait_gone(&self.workers(), name).await
-    }
-
-    /// Waits until both remotes hold a record of `uid` in `phase`.
-    async fn wait_mirrored(
-        &self,
-        uid: &str,
-        phase: &str,
-    ) -> (serde_json::Value, serde_json::Value) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let cp = self.cp.record(uid);
-            let etcd = self.store.worker(uid).await.ok().flatten();
-            if let (Some(cp), Some(etcd)) = (&cp, &etcd)
-                && cp["phase"] == phase
-                && etcd.phase == phase
-            {
-                return (cp.clone(), serde_json::to_value(etcd).expect("json"));
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{uid} never mirrored as {phase}: control plane {cp:?}, etcd {etcd:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn wait_unmirrored(&self, uid: &str) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let cp = self.cp.record(uid);
-            let etcd = self
-                .store
-                .worker_ids()
-                .await
-                .map(|ids| ids.contains(&uid.to_owned()));
-            if cp.is_none() && etcd == Ok(false) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "records of {uid} never went: control plane {cp:?}, in etcd {etcd:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn events(&self) -> Vec<Event> {
-        Api::<Event>::namespaced(self.client.clone(), &self.ns.name)
-            .list(&ListParams::default())
-            .await
-            .expect("events")
-            .items
-    }
-
-    async fn finish(mut self) {
-        if let Some((tx, task)) = self.running.take() {
-            let _ = tx.send(());
-            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-        }
-        self.ns.delete().await;
-        assert_eq!(self.cp.violations(), Vec::<String>::new());
-    }
-}
-
-fn ready_message(w: &Worker) -> String {
-    w.status
-        .as_ref()
-        .and_then(|s| conditions::find(&s.conditions, "Ready"))
-        .map(|c| c.message.clone())
-        .unwrap_or_default()
-}
 
 fn synced(w: &Worker) -> Option<(String, String)> {
     w.status
@@ -260,7 +29,7 @@ fn synced(w: &Worker) -> Option<(String, String)> {
 #[tokio::test]
 async fn each_step_of_a_worker_is_mirrored_in_both_remotes_and_removed_after_delete() {
     // No sweep during the test: the records must go with the Worker's finalizer.
-    let h = Harness::new("mirror", Duration::from_secs(3600)).await;
+    let h = Harness::new("mirror", |_| {}).await;
     h.template().await;
     let uid = h.worker("w1").await;
     let (cp, etcd) = h.wait_mirrored(&uid, "Running").await;
@@ -355,7 +124,10 @@ async fn etcd_capacity(h: &Harness, uid: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn remotes_down_never_hold_up_a_worker_and_converge_when_back() {
-    let h = Harness::new("outage", Duration::from_secs(1)).await;
+    let h = Harness::new("outage", |s| {
+        s.record_sweep_interval = Duration::from_secs(1)
+    })
+    .await;
     h.cp.set_mode(Mode::Down);
     h.etcd.stop();
     // With the Control Plane API down, a worker's lab instances are unknown, so a delete drains
@@ -454,7 +226,7 @@ async fn remotes_down_never_hold_up_a_worker_and_converge_when_back() {
 
 #[tokio::test]
 async fn garbage_and_errors_from_the_control_plane_show_as_a_condition_and_are_retried_boundedly() {
-    let h = Harness::new("garbage", Duration::from_secs(3600)).await;
+    let h = Harness::new("garbage", |_| {}).await;
     h.cp.set_mode(Mode::Garbage);
     h.template().await;
     let uid = h.worker("w1").await;
@@ -520,7 +292,7 @@ async fn garbage_and_errors_from_the_control_plane_show_as_a_condition_and_are_r
 
 #[tokio::test]
 async fn lab_instances_the_platform_placed_hold_a_drain_and_show_in_status() {
-    let h = Harness::new("usage", Duration::from_secs(3600)).await;
+    let h = Harness::new("usage", |_| {}).await;
     h.template().await;
     let uid = h.worker("w1").await;
     h.wait_mirrored(&uid, "Running").await;
@@ -584,7 +356,7 @@ async fn lab_instances_the_platform_placed_hold_a_drain_and_show_in_status() {
 
 #[tokio::test]
 async fn a_put_under_ccm_instances_refreshes_the_demand_snapshot_within_a_second() {
-    let h = Harness::new("demand", Duration::from_secs(3600)).await;
+    let h = Harness::new("demand", |_| {}).await;
     h.cp.add_definition(json!({
         "id": "def-1", "name": "ccna", "version": "1",
         "resource_requirements": {"cpu_cores": 8, "memory_gb": 32, "storage_gb": 40},

@@ -3,6 +3,8 @@
 
 mod support;
 
+use support::workers::ready_message;
+
 use std::{sync::Arc, time::Duration};
 
 use aws_config::SdkConfig;
@@ -328,14 +330,6 @@ fn ready_reason(w: &Worker) -> String {
         .as_ref()
         .and_then(|s| conditions::find(&s.conditions, "Ready"))
         .map(|c| c.reason.clone())
-        .unwrap_or_default()
-}
-
-fn ready_message(w: &Worker) -> String {
-    w.status
-        .as_ref()
-        .and_then(|s| conditions::find(&s.conditions, "Ready"))
-        .map(|c| c.message.clone())
         .unwrap_or_default()
 }
 

@@ -1,6 +1,10 @@
 //! What every reconcile shares: clients, configuration, providers, CML probes, Events.
 
-use std::{collections::HashMap, sync::Arc, sync::Mutex, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
 
 use kube::{
     Client, Resource,
@@ -9,14 +13,21 @@ use kube::{
 use tokio::sync::watch;
 use tracing::warn;
 
-use super::{fleet::FleetCache, secrets::SecretCache, template_cache::TemplateCache};
+use kube::runtime::reflector::Store;
+
+use super::{
+    autoscaler::{Expectations, ScalingHistory},
+    fleet::FleetCache,
+    secrets::SecretCache,
+    template_cache::TemplateCache,
+};
 use crate::{
     backoff::Backoff,
     cml::{CmlProbe, HttpCml, SimulatedCml},
-    crd::ProviderKind,
+    crd::{ProviderKind, Worker},
     demand::DemandSnapshot,
     provider::ProviderRegistry,
-    sync::Remotes,
+    sync::{Remotes, outbox::Outbox},
 };
 
 /// Controller settings (DESIGN §6), filled from flags and environment by the CLI.
@@ -50,6 +61,9 @@ pub struct Settings {
     pub demand_debounce: Duration,
     /// The demand feed's backstop refresh, for changes etcd did not announce.
     pub demand_resync: Duration,
+    /// How far ahead of a lab's timeslot the autoscaler makes room for it (worker boot plus lab
+    /// start-up).
+    pub scale_up_lead_time: Duration,
 }
 
 impl Default for Settings {
@@ -70,6 +84,7 @@ impl Default for Settings {
             record_sweep_interval: Duration::from_secs(60),
             demand_debounce: Duration::from_millis(200),
             demand_resync: Duration::from_secs(30),
+            scale_up_lead_time: Duration::from_secs(35 * 60),
         }
     }
 }
@@ -88,6 +103,16 @@ pub struct Context {
     pub remotes: Arc<Remotes>,
     /// The latest demand snapshot (`None` until the first read, or without a Control Plane API).
     demand: watch::Sender<Option<Arc<DemandSnapshot>>>,
+    /// Scaling audit records on their way to the Control Plane API.
+    pub outbox: Arc<Outbox>,
+    /// Workers created by the autoscaler that the Worker cache does not show yet.
+    pub expectations: Expectations,
+    /// Each template's last scale-up and scale-down, as last written.
+    pub scaling_history: ScalingHistory,
+    /// The Worker cache, once the controllers run.
+    workers: OnceLock<Store<Worker>>,
+    /// Lab instances already reported as unplaceable, per namespace.
+    unplaceable: Mutex<HashMap<String, Vec<String>>>,
     cml_http: Arc<dyn CmlProbe>,
     cml_simulated: Arc<dyn CmlProbe>,
     recorder: Recorder,
@@ -118,6 +143,11 @@ impl Context {
             secrets: SecretCache::new(settings.secret_ttl),
             remotes: Arc::new(Remotes::none()),
             demand: watch::channel(None).0,
+            outbox: Arc::new(Outbox::new(1000)),
+            expectations: Expectations::default(),
+            scaling_history: ScalingHistory::default(),
+            workers: OnceLock::new(),
+            unplaceable: Mutex::new(HashMap::new()),
             cml_simulated: Arc::new(SimulatedCml::new(settings.simulated_cml_boot)),
             client,
             settings,
@@ -131,6 +161,23 @@ impl Context {
     pub fn with_remotes(mut self, remotes: Remotes) -> Context {
         self.remotes = Arc::new(remotes);
         self
+    }
+
+    /// The Worker cache, once synced enough to decide on.
+    pub fn worker_cache(&self) -> Option<&Store<Worker>> {
+        self.workers.get()
+    }
+
+    pub(super) fn set_worker_cache(&self, store: Store<Worker>) {
+        let _ = self.workers.set(store);
+    }
+
+    /// Whether `ids` differ from what was last reported unplaceable in `namespace` (and
+    /// remembers them): one Event per new set, not one per reconcile.
+    pub fn unplaceable_is_new(&self, namespace: &str, ids: &[String]) -> bool {
+        let mut seen = self.unplaceable.lock().unwrap_or_else(|e| e.into_inner());
+        let before = seen.insert(namespace.to_owned(), ids.to_vec());
+        !ids.is_empty() && before.as_deref() != Some(ids)
     }
 
     /// Follows the demand snapshot.

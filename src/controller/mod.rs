@@ -1,5 +1,6 @@
 //! The reconcilers (worker, template, orphan sweep), their shared context and error policy.
 
+pub mod autoscaler;
 mod context;
 pub mod error;
 mod fleet;
@@ -70,7 +71,14 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             .map(|w| ObjectRef::from_obj(w.as_ref()))
             .collect::<Vec<_>>()
     });
+    ctx.set_worker_cache(store.clone());
+    // A template's autoscaler wakes when its Workers change and when demand changes.
+    let demand_changes = futures::stream::unfold(ctx.demand(), |mut rx| async move {
+        rx.changed().await.ok().map(|()| ((), rx))
+    });
     let templates = Controller::new(api::<WorkerTemplate>(&ctx), watcher::Config::default())
+        .owns(api::<Worker>(&ctx), watcher::Config::default())
+        .reconcile_all_on(demand_changes)
         .with_config(config);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -110,7 +118,19 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         info!("shutting down");
         let _ = stop_tx.send(true);
     });
+    let audit = ctx.remotes.control_plane().cloned().map(|cp| {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
+            ctx.outbox
+                .deliver(&cp, backoff, ctx.remotes.deadline())
+                .await
+        })
+    });
     futures::join!(worker_loop, template_loop);
+    if let Some(audit) = audit {
+        audit.abort();
+    }
     sweep.abort();
     record_sweep.abort();
     if let Some(demand) = demand {

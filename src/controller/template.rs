@@ -1,5 +1,5 @@
 //! The WorkerTemplate reconciler: the template is Ready when its image resolves; the resolved
-//! image and the launch spec hash go to status for the workers (autoscaling comes later).
+//! image and the launch spec hash go to status for the workers; then the autoscaler runs.
 
 use std::sync::Arc;
 
@@ -58,11 +58,12 @@ pub async fn reconcile(template: Arc<WorkerTemplate>, ctx: Arc<Context>) -> Resu
                 )
                 .await;
             }
-            Ok(Action::requeue(
-                ctx.settings
-                    .resync_interval
-                    .max(std::time::Duration::from_secs(60)),
-            ))
+            // Autoscale once the template is Ready; until the Worker cache is, look again soon.
+            match super::autoscaler::reconcile(&template, &ctx, &mut status).await {
+                Ok(true) => Ok(Action::requeue(ctx.settings.resync_interval)),
+                Ok(false) => Ok(Action::requeue(ctx.settings.poll_interval)),
+                Err(e) => Err(e),
+            }
         }
         Err(e) => {
             let error = Error::from(e);

@@ -69,6 +69,15 @@ impl TemplateCache {
             .await
     }
 
+    /// The templates of a namespace, as last watched.
+    pub fn in_namespace(&self, namespace: &str) -> Vec<std::sync::Arc<WorkerTemplate>> {
+        self.store
+            .state()
+            .into_iter()
+            .filter(|t| t.metadata.namespace.as_deref() == Some(namespace))
+            .collect()
+    }
+
     /// How many templates the cache holds (tests, diagnostics).
     pub fn held(&self) -> usize {
         self.store.state().len()

@@ -426,9 +426,13 @@ pub struct WorkerTemplateStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<WorkerCounts>,
 
-    /// How many workers the autoscaler wants now.
+    /// How many workers the autoscaler wants up (not stopped) now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_workers: Option<u32>,
+
+    /// The unplaced lab instances assigned to this template, as last read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demand: Option<DemandStatus>,
 
     /// Declared capacity of the template's running workers, summed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -508,4 +512,20 @@ pub struct ScalingRecord {
     pub count: u32,
     /// Why.
     pub reason: String,
+}
+
+/// Unplaced lab demand assigned to a template.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct DemandStatus {
+    /// Unplaced lab instances this template is the choice for.
+    pub instances: u32,
+    /// Of those, the ones whose timeslot starts within the scale-up lead time (or already has).
+    pub within_lead_time: u32,
+    /// Lab instances within the lead time that no capacity will hold (maxWorkers reached, or
+    /// too big for one worker).
+    pub unplaceable: u32,
+    /// Unplaced lab instances in the namespace that no WorkerTemplate can hold (license or size).
+    #[serde(default)]
+    pub unmatched: u32,
 }

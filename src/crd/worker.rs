@@ -5,6 +5,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+/// Label on the Workers the autoscaler creates: the name of their WorkerTemplate.
+pub const TEMPLATE_LABEL: &str = "ccm.dev/template";
 /// Annotation: when `"true"` the autoscaler never drains this worker.
 pub const DO_NOT_DISRUPT_ANNOTATION: &str = "ccm.dev/do-not-disrupt";
 /// Annotation: when `"true"` deleting the worker terminates it at once, without a drain.
@@ -236,6 +238,9 @@ pub struct UsageStatus {
     /// Lab instances placed on the worker that have not started yet; absent when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_instances: Option<u32>,
+    /// What the platform has allocated on the worker; absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated: Option<AllocatedUsage>,
     /// Start of the next timeslot placed on the worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_timeslot_start: Option<Time>,
@@ -243,4 +248,20 @@ pub struct UsageStatus {
     /// scheduled): the autoscaler's idle clock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_activity_time: Option<Time>,
+}
+
+/// Capacity the platform has allocated on a worker.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AllocatedUsage {
+    /// CPU cores.
+    pub cpu_cores: f64,
+    /// Memory in GB.
+    #[serde(rename = "memoryGB")]
+    pub memory_gb: f64,
+    /// Disk in GB.
+    #[serde(rename = "storageGB")]
+    pub storage_gb: f64,
+    /// Lab nodes.
+    pub nodes: u32,
 }

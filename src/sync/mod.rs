@@ -3,6 +3,7 @@
 //! acknowledged that exact record; a push has a short deadline and a failing remote is retried
 //! per worker with backoff, so a remote that is down or slow never holds up the lifecycle.
 
+pub mod outbox;
 pub mod record;
 pub mod sweep;
 

@@ -21,7 +21,7 @@ use super::contract;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     Up,
-    /// Closes every connection at once.
+    /// Refuses new connections (and answers 503 on those opened before).
     Down,
     /// Answers after this long.
     Slow(Duration),
@@ -284,6 +284,16 @@ fn handle(st: &mut State, r: Request) -> warp::reply::Response {
             r.template,
             StatusCode::UNAUTHORIZED,
             json!({"detail": "missing or invalid bearer token"}),
+        );
+    }
+    if st.mode == Mode::Down {
+        // A connection opened before the outage: answered as a proxy with no backend would.
+        return answer(
+            st,
+            r.method,
+            r.template,
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"detail": "no healthy upstream"}),
         );
     }
     if st.mode == Mode::Failing {

@@ -7,6 +7,7 @@ pub mod cml_server;
 pub mod contract;
 pub mod control_plane_server;
 pub mod controlplane;
+pub mod fleet;
 pub mod guardian;
 pub mod logs;
 pub mod moto;

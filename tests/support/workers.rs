@@ -6,7 +6,7 @@ use kube::{
     Api,
     api::{Patch, PatchParams},
 };
-use resource_controller::crd::Worker;
+use resource_controller::crd::{Worker, conditions};
 
 pub const WAIT: Duration = Duration::from_secs(60);
 
@@ -56,4 +56,13 @@ pub async fn set_desired(api: &Api<Worker>, name: &str, state: &str) {
     )
     .await
     .expect("patch desiredState");
+}
+
+/// The message of the worker's Ready condition.
+pub fn ready_message(w: &Worker) -> String {
+    w.status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
 }

@@ -6,8 +6,8 @@ use kube::ResourceExt;
 use super::{act::Acted, observe::Observed};
 use crate::{
     crd::{
-        CmlLicenseStatus, CmlStatus, InstanceStatus, UsageStatus, Worker, WorkerPhase,
-        WorkerStatus, conditions,
+        AllocatedUsage, CmlLicenseStatus, CmlStatus, InstanceStatus, UsageStatus, Worker,
+        WorkerPhase, WorkerStatus, conditions,
     },
     lifecycle::worker::{InstanceFacts, Plan},
     provider::Instance,
@@ -267,6 +267,12 @@ fn usage(old: &WorkerStatus, observed: &Observed) -> Option<UsageStatus> {
         Some(Ok(Some(c))) => {
             u.running_instances = Some(c.running_instances);
             u.scheduled_instances = Some(c.scheduled_instances);
+            u.allocated = Some(AllocatedUsage {
+                cpu_cores: c.allocated.cpu_cores,
+                memory_gb: c.allocated.memory_gb,
+                storage_gb: c.allocated.storage_gb,
+                nodes: c.allocated.nodes,
+            });
             u.next_timeslot_start = c
                 .next_timeslot_start
                 .as_deref()
@@ -276,6 +282,7 @@ fn usage(old: &WorkerStatus, observed: &Observed) -> Option<UsageStatus> {
         Some(_) => {
             u.running_instances = None;
             u.scheduled_instances = None;
+            u.allocated = None;
             u.next_timeslot_start = None;
         }
         None => {}
