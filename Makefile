@@ -10,7 +10,7 @@ VENV             := target/venv
 APT_PACKAGES     := protobuf-compiler libprotobuf-dev openssl python3-venv ca-certificates
 SUDO             := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install apt-packages toolchain controlplane venv build run test bench lint fmt crds clean
+.PHONY: install apt-packages toolchain controlplane venv build run test bench bench-latency lint fmt crds clean
 
 ## install: everything the tests need; safe to run again
 install: apt-packages controlplane venv
@@ -57,6 +57,10 @@ test: install
 ## bench: provider benchmark on the simulated cloud (results in README)
 bench:
 	cargo bench --locked --bench provider
+
+## bench-latency: etcd put of new demand -> Worker created, over 100 events (results in README)
+bench-latency: install
+	cargo bench --locked --bench scale_up_latency
 
 toolchain:
 	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy

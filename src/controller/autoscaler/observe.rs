@@ -125,15 +125,11 @@ pub fn expected_view(name: &str) -> WorkerView {
     }
 }
 
-/// Every template of the namespace that can take demand (Ready), as offers.
+/// Every template of the namespace, as offers. One not Ready yet still takes its share (it
+/// scales once Ready), so demand is never called unplaceable while a template is starting up.
 fn offers(templates: &[std::sync::Arc<WorkerTemplate>]) -> Vec<Offer> {
     templates
         .iter()
-        .filter(|t| {
-            t.status
-                .as_ref()
-                .is_some_and(|s| conditions::is_true(&s.conditions, "Ready"))
-        })
         .map(|t| Offer {
             name: t.name_any(),
             license: t.spec.license_type.into(),
