@@ -92,6 +92,9 @@ pub struct ControllerArgs {
     /// start-up).
     #[arg(long, env = "SCALE_UP_LEAD_TIME", default_value = "35m")]
     pub scale_up_lead_time: GoDuration,
+    /// Port of `/health`, `/readyz` and `/metrics` (0 turns them off).
+    #[arg(long, env = "HEALTH_PORT", default_value_t = 8082)]
+    pub health_port: u16,
 }
 
 #[derive(Debug, Args)]
@@ -328,6 +331,19 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
         )
         .with_remotes(remotes),
     );
+    if args.controller.health_port != 0 {
+        let addr = std::net::SocketAddr::from(([0, 0, 0, 0], args.controller.health_port));
+        let (ready, collect) = (ctx.clone(), ctx.clone());
+        crate::telemetry::http::serve(
+            addr,
+            ctx.metrics.clone(),
+            Arc::new(move || ready.readiness()),
+            Arc::new(move |_| collect.collect_metrics()),
+            std::future::pending(),
+        )
+        .await
+        .with_context(|| format!("serving health and metrics on {addr}"))?;
+    }
     tracing::info!(
         cluster_id = %ctx.settings.cluster_id,
         namespace = ?ctx.settings.namespace,

@@ -12,4 +12,5 @@ pub mod provider;
 pub mod remote;
 pub mod state_store;
 pub mod sync;
+pub mod telemetry;
 pub mod tls;

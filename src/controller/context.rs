@@ -28,6 +28,7 @@ use crate::{
     demand::DemandSnapshot,
     provider::ProviderRegistry,
     sync::{Remotes, outbox::Outbox},
+    telemetry::Metrics,
 };
 
 /// Controller settings (DESIGN §6), filled from flags and environment by the CLI.
@@ -105,6 +106,9 @@ pub struct Context {
     demand: watch::Sender<Option<Arc<DemandSnapshot>>>,
     /// Scaling audit records on their way to the Control Plane API.
     pub outbox: Arc<Outbox>,
+    pub metrics: Arc<Metrics>,
+    /// The Worker cache has synced.
+    synced: std::sync::atomic::AtomicBool,
     /// Workers created by the autoscaler that the Worker cache does not show yet.
     pub expectations: Expectations,
     /// Each template's last scale-up and scale-down, as last written.
@@ -144,6 +148,8 @@ impl Context {
             remotes: Arc::new(Remotes::none()),
             demand: watch::channel(None).0,
             outbox: Arc::new(Outbox::new(1000)),
+            metrics: Arc::new(Metrics::default()),
+            synced: std::sync::atomic::AtomicBool::new(false),
             expectations: Expectations::default(),
             scaling_history: ScalingHistory::default(),
             workers: OnceLock::new(),
@@ -178,6 +184,28 @@ impl Context {
         let mut seen = self.unplaceable.lock().unwrap_or_else(|e| e.into_inner());
         let before = seen.insert(namespace.to_owned(), ids.to_vec());
         !ids.is_empty() && before.as_deref() != Some(ids)
+    }
+
+    /// Pulls counters kept elsewhere into the metrics, before a scrape.
+    pub fn collect_metrics(&self) {
+        self.metrics.audit_dropped_total(self.outbox.dropped());
+        for (remote, total) in self.remotes.failures() {
+            self.metrics.sync_failures_total(remote.as_str(), total);
+        }
+    }
+
+    /// Ready once the Worker cache is synced; the text says which.
+    pub fn readiness(&self) -> (bool, String) {
+        if self.synced.load(std::sync::atomic::Ordering::Relaxed) {
+            (true, "ready: caches synced".into())
+        } else {
+            (false, "not ready: caches syncing".into())
+        }
+    }
+
+    pub(super) fn mark_synced(&self) {
+        self.synced
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Follows the demand snapshot.

@@ -72,6 +72,21 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             .collect::<Vec<_>>()
     });
     ctx.set_worker_cache(store.clone());
+    // Readiness: the store's signal wakes only one waiter, so it is polled.
+    let readiness = {
+        let (ctx, store) = (ctx.clone(), store.clone());
+        tokio::spawn(async move {
+            loop {
+                let synced =
+                    tokio::time::timeout(Duration::from_millis(50), store.wait_until_ready()).await;
+                if matches!(synced, Ok(Ok(()))) {
+                    ctx.mark_synced();
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
     // A template's autoscaler wakes when its Workers change and when demand changes.
     let demand_changes = futures::stream::unfold(ctx.demand(), |mut rx| async move {
         rx.changed().await.ok().map(|()| ((), rx))
@@ -87,11 +102,19 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     };
     let worker_loop = workers
         .graceful_shutdown_on(signal(stop_rx.clone()))
-        .run(worker::reconcile, status::error_policy, ctx.clone())
+        .run(
+            |w, ctx| timed("worker", worker::reconcile(w, ctx.clone()), ctx),
+            status::error_policy,
+            ctx.clone(),
+        )
         .for_each(|r| async move { debug!(result = ?r.map(|(o, _)| o.name), "worker reconciled") });
     let template_loop = templates
         .graceful_shutdown_on(signal(stop_rx))
-        .run(template::reconcile, status::error_policy, ctx.clone())
+        .run(
+            |t, ctx| timed("template", template::reconcile(t, ctx.clone()), ctx),
+            status::error_policy,
+            ctx.clone(),
+        )
         .for_each(
             |r| async move { debug!(result = ?r.map(|(o, _)| o.name), "template reconciled") },
         );
@@ -131,9 +154,23 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     if let Some(audit) = audit {
         audit.abort();
     }
+    readiness.abort();
     sweep.abort();
     record_sweep.abort();
     if let Some(demand) = demand {
         demand.abort();
     }
+}
+
+/// Runs one reconcile and counts it, with its duration, by controller and result.
+async fn timed<T>(
+    controller: &'static str,
+    reconcile: impl Future<Output = error::Result<T>>,
+    ctx: Arc<Context>,
+) -> error::Result<T> {
+    let started = tokio::time::Instant::now();
+    let result = reconcile.await;
+    ctx.metrics
+        .reconciled(controller, result.is_ok(), started.elapsed());
+    result
 }

@@ -68,6 +68,8 @@ pub struct Remotes {
     deadline: Duration,
     backoff: Backoff,
     pushes: Mutex<HashMap<(RemoteName, String), PushState>>,
+    /// Pushes each remote did not take, since start.
+    failed: Mutex<HashMap<RemoteName, u64>>,
 }
 
 impl Remotes {
@@ -83,7 +85,17 @@ impl Remotes {
             deadline,
             backoff,
             pushes: Mutex::new(HashMap::new()),
+            failed: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Pushes each remote did not take, since start.
+    pub fn failures(&self) -> Vec<(RemoteName, u64)> {
+        let failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        self.configured()
+            .into_iter()
+            .map(|n| (n, failed.get(&n).copied().unwrap_or(0)))
+            .collect()
     }
 
     /// No remote at all: a kubectl-only fleet.
@@ -159,6 +171,12 @@ impl Remotes {
                     }
                 }
                 Err(e) => {
+                    *self
+                        .failed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(*name)
+                        .or_default() += 1;
                     state.acked = None;
                     state.retry_at = Some(Instant::now() + self.backoff.delay(state.failures));
                     state.failures = state.failures.saturating_add(1);

@@ -72,6 +72,7 @@ pub async fn act(
             acted.error = Some(Error::Kube(e));
             break;
         }
+        ctx.metrics.scaled(decision.action.name());
         tell(template, ctx, decision, &acted.created, now).await;
         acted.done.push(decision.clone());
     }

@@ -82,6 +82,7 @@ pub async fn reconcile(
         .await;
     }
     let counts = status::counts(&mine, expected.len() as u32 + acted.created.len() as u32);
+    ctx.metrics.fleet(&key, &status::by_phase(&counts));
     status::apply(
         status,
         template,

@@ -38,6 +38,21 @@ pub fn counts(workers: &[&Worker], expected: u32) -> WorkerCounts {
     c
 }
 
+/// The counts by phase name, for the metrics.
+pub fn by_phase(c: &WorkerCounts) -> [(&'static str, u32); 9] {
+    [
+        ("Pending", c.pending),
+        ("Provisioning", c.provisioning),
+        ("Running", c.running),
+        ("Draining", c.draining),
+        ("Stopping", c.stopping),
+        ("Stopped", c.stopped),
+        ("Starting", c.starting),
+        ("Terminating", c.terminating),
+        ("Failed", c.failed),
+    ]
+}
+
 /// Writes the plan's figures and the decisions carried out (`done`) into `status`.
 pub fn apply(
     status: &mut WorkerTemplateStatus,

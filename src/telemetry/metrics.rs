@@ -1,0 +1,193 @@
+//! The controller's metrics, in OpenMetrics text via prometheus-client. Labels are bounded:
+//! controller, result, action, remote, template and phase; never a worker name or instance id.
+
+use std::time::Duration;
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    pub controller: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ActionLabels {
+    pub action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RemoteLabels {
+    pub remote: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FleetLabels {
+    pub template: String,
+    pub phase: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ReconcileLabels, Counter>,
+    reconcile_seconds: Family<ControllerLabels, Histogram>,
+    scaling_actions: Family<ActionLabels, Counter>,
+    sync_failures: Family<RemoteLabels, Counter>,
+    audit_dropped: Counter,
+    workers: Family<FleetLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("ccm");
+        let reconciles = Family::<ReconcileLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Reconciles by controller and result (ok, error)",
+            reconciles.clone(),
+        );
+        let reconcile_seconds = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
+        });
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile took, by controller",
+            reconcile_seconds.clone(),
+        );
+        let scaling_actions = Family::<ActionLabels, Counter>::default();
+        registry.register(
+            "scaling_actions",
+            "Autoscaler decisions carried out, by action",
+            scaling_actions.clone(),
+        );
+        let sync_failures = Family::<RemoteLabels, Counter>::default();
+        registry.register(
+            "sync_failures",
+            "Pushes of worker records that a remote did not take, by remote",
+            sync_failures.clone(),
+        );
+        let audit_dropped = Counter::default();
+        registry.register(
+            "audit_records_dropped",
+            "Scaling audit records dropped because the outbox was full",
+            audit_dropped.clone(),
+        );
+        let workers = Family::<FleetLabels, Gauge>::default();
+        registry.register(
+            "workers",
+            "Workers by template and phase, as the autoscaler last counted them",
+            workers.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_seconds,
+            scaling_actions,
+            sync_failures,
+            audit_dropped,
+            workers,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn reconciled(&self, controller: &'static str, ok: bool, took: Duration) {
+        let result = if ok { "ok" } else { "error" };
+        self.reconciles
+            .get_or_create(&ReconcileLabels { controller, result })
+            .inc();
+        self.reconcile_seconds
+            .get_or_create(&ControllerLabels { controller })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn scaled(&self, action: &'static str) {
+        self.scaling_actions
+            .get_or_create(&ActionLabels { action })
+            .inc();
+    }
+
+    pub fn sync_failed(&self, remote: &'static str) {
+        self.sync_failures
+            .get_or_create(&RemoteLabels { remote })
+            .inc();
+    }
+
+    /// Brings a remote's failure counter up to the total counted where the pushes happen.
+    pub fn sync_failures_total(&self, remote: &'static str, total: u64) {
+        let counter = self.sync_failures.get_or_create(&RemoteLabels { remote });
+        let seen = counter.get();
+        if total > seen {
+            counter.inc_by(total - seen);
+        }
+    }
+
+    /// Brings the dropped-audit counter up to the outbox's own count.
+    pub fn audit_dropped_total(&self, total: u64) {
+        let seen = self.audit_dropped.get();
+        if total > seen {
+            self.audit_dropped.inc_by(total - seen);
+        }
+    }
+
+    /// The template's workers by phase, replacing what was there.
+    pub fn fleet(&self, template: &str, by_phase: &[(&'static str, u32)]) {
+        for (phase, n) in by_phase {
+            self.workers
+                .get_or_create(&FleetLabels {
+                    template: template.to_owned(),
+                    phase,
+                })
+                .set(i64::from(*n));
+        }
+    }
+
+    /// The OpenMetrics text of everything.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_openmetrics_with_bounded_labels() {
+        let m = Metrics::default();
+        m.reconciled("worker", true, Duration::from_millis(30));
+        m.reconciled("worker", false, Duration::from_millis(30));
+        m.scaled("create");
+        m.sync_failed("Etcd");
+        m.audit_dropped_total(3);
+        m.audit_dropped_total(3);
+        m.fleet("ns/t", &[("Running", 2), ("Stopped", 1)]);
+        let text = m.encode();
+        for line in [
+            "ccm_reconciles_total{controller=\"worker\",result=\"ok\"} 1",
+            "ccm_reconciles_total{controller=\"worker\",result=\"error\"} 1",
+            "ccm_reconcile_duration_seconds_count{controller=\"worker\"} 2",
+            "ccm_scaling_actions_total{action=\"create\"} 1",
+            "ccm_sync_failures_total{remote=\"Etcd\"} 1",
+            "ccm_audit_records_dropped_total 3",
+            "ccm_workers{template=\"ns/t\",phase=\"Running\"} 2",
+            "# EOF",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+    }
+}
