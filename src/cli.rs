@@ -11,6 +11,7 @@ use crate::{
     control_plane::{ControlPlaneClient, ControlPlaneConfig},
     controller::{self, Context, Settings},
     crd::{self, GoDuration},
+    leader::{ElectionConfig, Elector},
     provider::{
         ProviderRegistry, aws_default_chain,
         simulated::{SimulatedCloud, SimulatedConfig},
@@ -56,6 +57,8 @@ pub struct RunArgs {
     pub control_plane: ControlPlaneArgs,
     #[command(flatten)]
     pub etcd: EtcdArgs,
+    #[command(flatten)]
+    pub election: ElectionArgs,
 }
 
 #[derive(Debug, Args)]
@@ -63,13 +66,10 @@ pub struct ControllerArgs {
     /// Value of the `ccm:cluster` tag on this controller's instances.
     #[arg(long, env = "CLUSTER_ID", default_value = "default")]
     pub cluster_id: String,
-    /// This replica's identity in Events (and, later, the leader Lease).
-    #[arg(
-        long,
-        env = "CONTROLLER_INSTANCE_ID",
-        default_value = "resource-controller"
-    )]
-    pub controller_instance_id: String,
+    /// This replica's identity in Events and in the leader Lease (default: the host name, which
+    /// in a pod is the pod's name).
+    #[arg(long, env = "CONTROLLER_INSTANCE_ID")]
+    pub controller_instance_id: Option<String>,
     /// Reconcile only this namespace (default: all namespaces).
     #[arg(long, env = "WATCH_NAMESPACE")]
     pub namespace: Option<String>,
@@ -95,6 +95,28 @@ pub struct ControllerArgs {
     /// Port of `/health`, `/readyz` and `/metrics` (0 turns them off).
     #[arg(long, env = "HEALTH_PORT", default_value_t = 8082)]
     pub health_port: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct ElectionArgs {
+    /// Elect one leader among replicas through a Lease; only the leader reconciles.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "resource-controller")]
+    pub leader_lease_name: String,
+    /// Namespace of the Lease (default: the pod's, from POD_NAMESPACE or the service account).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub leader_lease_namespace: Option<String>,
+    /// Seconds a Lease holds without renewal.
+    #[arg(long, env = "LEADER_LEASE_TTL", default_value_t = 15)]
+    pub leader_lease_ttl: u64,
+    /// A leader that cannot renew within this long stops reconciling (before the TTL runs out).
+    #[arg(long, default_value = "10s")]
+    pub leader_renew_deadline: GoDuration,
+    /// Interval of acquire and renew attempts.
+    #[arg(long, default_value = "2s")]
+    pub leader_retry_period: GoDuration,
 }
 
 #[derive(Debug, Args)]
@@ -319,30 +341,95 @@ async fn read_token(client: &kube::Client, secret: &str) -> anyhow::Result<Strin
     Ok(token)
 }
 
+impl RunArgs {
+    /// This replica's name: the flag, else the host (pod) name, else one made from the pid.
+    pub fn identity(&self) -> String {
+        self.controller
+            .controller_instance_id
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| format!("resource-controller-{}", std::process::id()))
+    }
+}
+
+/// The Lease's namespace: the flag or POD_NAMESPACE, else the service account's, else default.
+fn lease_namespace(args: &ElectionArgs) -> String {
+    args.leader_lease_namespace.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+            .map(|n| n.trim().to_owned())
+            .unwrap_or_else(|_| "default".to_owned())
+    })
+}
+
 async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await?;
     let remotes = remotes(&args, &client).await?;
+    let identity = args.identity();
     let ctx = Arc::new(
-        Context::new(
-            client,
-            args.settings(),
-            args.providers(),
-            &args.controller.controller_instance_id,
-        )
-        .with_remotes(remotes),
+        Context::new(client.clone(), args.settings(), args.providers(), &identity)
+            .with_remotes(remotes),
     );
+    let (leading_tx, mut leading) = tokio::sync::watch::channel(!args.election.leader_election);
+    if args.election.leader_election {
+        ctx.stand_by();
+    }
+    let (stop_elector, elector_stop) = tokio::sync::watch::channel(false);
     if args.controller.health_port != 0 {
         let addr = std::net::SocketAddr::from(([0, 0, 0, 0], args.controller.health_port));
         let (ready, collect) = (ctx.clone(), ctx.clone());
+        let leads = leading.clone();
         crate::telemetry::http::serve(
             addr,
             ctx.metrics.clone(),
-            Arc::new(move || ready.readiness()),
+            Arc::new(move || {
+                if *leads.borrow() {
+                    let (ok, why) = ready.readiness();
+                    (ok, format!("leader: {why}"))
+                } else {
+                    (true, "standby: another replica leads".to_owned())
+                }
+            }),
             Arc::new(move |_| collect.collect_metrics()),
             std::future::pending(),
         )
         .await
         .with_context(|| format!("serving health and metrics on {addr}"))?;
+    }
+    let elector = args.election.leader_election.then(|| {
+        let e = &args.election;
+        let config = ElectionConfig {
+            name: e.leader_lease_name.clone(),
+            namespace: lease_namespace(e),
+            identity: identity.clone(),
+            lease_duration: Duration::from_secs(e.leader_lease_ttl.max(1)),
+            renew_deadline: e.leader_renew_deadline.as_std(),
+            retry_period: e.leader_retry_period.as_std(),
+        };
+        tracing::info!(lease = %config.name, namespace = %config.namespace, %identity, "waiting to lead");
+        let ctx = ctx.clone();
+        let leading_tx = leading_tx;
+        tokio::spawn(async move {
+            let (tx, mut rx) = tokio::sync::watch::channel(false);
+            let forward = tokio::spawn(async move {
+                while rx.changed().await.is_ok() {
+                    let now = *rx.borrow();
+                    ctx.set_leading(now);
+                    let _ = leading_tx.send(now);
+                }
+            });
+            Elector::new(client, config).run(tx, elector_stop).await;
+            forward.abort();
+        })
+    });
+    // Stand by until leading, or until asked to stop.
+    let mut signal = Box::pin(shutdown_signal());
+    tokio::select! {
+        _ = leading.wait_for(|l| *l) => {}
+        _ = &mut signal => {
+            let _ = stop_elector.send(true);
+            if let Some(e) = elector { let _ = e.await; }
+            return Ok(());
+        }
     }
     tracing::info!(
         cluster_id = %ctx.settings.cluster_id,
@@ -351,7 +438,27 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
         etcd = ctx.remotes.etcd().is_some(),
         "starting"
     );
-    controller::run(ctx, shutdown_signal()).await;
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped_by = {
+        let lost = lost.clone();
+        let mut leading = leading.clone();
+        async move {
+            tokio::select! {
+                _ = signal => {}
+                _ = leading.wait_for(|l| !*l) => lost.store(true, std::sync::atomic::Ordering::Relaxed),
+            }
+        }
+    };
+    controller::run(ctx, stopped_by).await;
+    // Release the Lease (when still held) so a standby takes over at once.
+    let _ = stop_elector.send(true);
+    if let Some(e) = elector {
+        let _ = e.await;
+    }
+    if lost.load(std::sync::atomic::Ordering::Relaxed) {
+        // As controller-runtime does: a replica that lost the lease exits and starts afresh.
+        anyhow::bail!("lost the leader lease; exiting so this replica starts afresh");
+    }
     Ok(())
 }
 

@@ -55,6 +55,15 @@ async fn the_service_account_cannot_do_more_than_it_needs() {
     // The autoscaler makes and removes Workers, never templates.
     assert_eq!(can(&["create", "workers.ccm.dev"]), "yes");
     assert_eq!(can(&["delete", "workers.ccm.dev"]), "yes");
+    // The leader Lease: in its own namespace only.
+    assert_eq!(
+        can(&["update", "leases.coordination.k8s.io", "-n", "ccm-system"]),
+        "yes"
+    );
+    assert_eq!(
+        can(&["update", "leases.coordination.k8s.io", "-n", "default"]),
+        "no"
+    );
     for denied in [
         ["list", "secrets"],
         ["watch", "secrets"],

@@ -109,6 +109,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The Worker cache has synced.
     synced: std::sync::atomic::AtomicBool,
+    /// This replica leads (always, without leader election).
+    leading: std::sync::atomic::AtomicBool,
     /// Workers created by the autoscaler that the Worker cache does not show yet.
     pub expectations: Expectations,
     /// Each template's last scale-up and scale-down, as last written.
@@ -150,6 +152,7 @@ impl Context {
             outbox: Arc::new(Outbox::new(1000)),
             metrics: Arc::new(Metrics::default()),
             synced: std::sync::atomic::AtomicBool::new(false),
+            leading: std::sync::atomic::AtomicBool::new(true),
             expectations: Expectations::default(),
             scaling_history: ScalingHistory::default(),
             workers: OnceLock::new(),
@@ -186,8 +189,26 @@ impl Context {
         !ids.is_empty() && before.as_deref() != Some(ids)
     }
 
+    /// Starts as a standby, until the elector says otherwise.
+    pub fn stand_by(&self) {
+        self.leading
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether this replica leads; a change counts as a lease transition.
+    pub fn set_leading(&self, leading: bool) {
+        let was = self
+            .leading
+            .swap(leading, std::sync::atomic::Ordering::Relaxed);
+        if was != leading {
+            self.metrics.lease_transition();
+        }
+    }
+
     /// Pulls counters kept elsewhere into the metrics, before a scrape.
     pub fn collect_metrics(&self) {
+        self.metrics
+            .leading(self.leading.load(std::sync::atomic::Ordering::Relaxed));
         self.metrics.audit_dropped_total(self.outbox.dropped());
         for (remote, total) in self.remotes.failures() {
             self.metrics.sync_failures_total(remote.as_str(), total);

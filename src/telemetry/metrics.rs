@@ -44,6 +44,8 @@ pub struct Metrics {
     sync_failures: Family<RemoteLabels, Counter>,
     audit_dropped: Counter,
     workers: Family<FleetLabels, Gauge>,
+    leader: Gauge,
+    lease_transitions: Counter,
 }
 
 impl Default for Metrics {
@@ -89,8 +91,22 @@ impl Default for Metrics {
             "Workers by template and phase, as the autoscaler last counted them",
             workers.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica leads (always 1 without leader election)",
+            leader.clone(),
+        );
+        let lease_transitions = Counter::default();
+        registry.register(
+            "lease_transitions",
+            "Times this replica started or stopped leading",
+            lease_transitions.clone(),
+        );
         Metrics {
             registry,
+            leader,
+            lease_transitions,
             reconciles,
             reconcile_seconds,
             scaling_actions,
@@ -151,6 +167,14 @@ impl Metrics {
                 })
                 .set(i64::from(*n));
         }
+    }
+
+    pub fn leading(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    pub fn lease_transition(&self) {
+        self.lease_transitions.inc();
     }
 
     /// The OpenMetrics text of everything.
