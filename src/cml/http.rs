@@ -7,6 +7,7 @@
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
+use crate::http_error::{chain, preview};
 use async_trait::async_trait;
 use reqwest::{Client, StatusCode};
 use serde::{Deserialize, de::DeserializeOwned};
@@ -242,23 +243,13 @@ fn transport(url: &str, e: reqwest::Error) -> CmlError {
     } else {
         CmlErrorKind::Unreachable
     };
-    let mut message = format!("{url}: {e}");
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        message.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    CmlError::new(kind, message)
+    CmlError::new(kind, chain(url, &e))
 }
 
 /// CML's error body (schemas `Error` and `ErrorResponse`).
 #[derive(Deserialize)]
 struct ErrorBody {
     description: String,
-}
-
-fn shown(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).chars().take(120).collect()
 }
 
 async fn decode<T: DeserializeOwned>(
@@ -270,7 +261,7 @@ async fn decode<T: DeserializeOwned>(
     if !status.is_success() {
         let detail = match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(body) => body.description,
-            Err(_) => format!("{:?}", shown(&bytes)),
+            Err(_) => format!("{:?}", preview(&bytes)),
         };
         let kind = match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => CmlErrorKind::Forbidden,
@@ -285,7 +276,7 @@ async fn decode<T: DeserializeOwned>(
     serde_json::from_slice(&bytes).map_err(|e| {
         CmlError::new(
             CmlErrorKind::BadResponse,
-            format!("{url}: unexpected answer ({e}): {:?}", shown(&bytes)),
+            format!("{url}: unexpected answer ({e}): {:?}", preview(&bytes)),
         )
     })
 }

@@ -11,7 +11,10 @@ use reqwest::{Client, Method, StatusCode};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::{Definition, InstanceState, LabInstance, ScalingEvent, WorkerCapacity, WorkerRecord};
-use crate::remote::{RemoteError, RemoteErrorKind};
+use crate::{
+    http_error::{chain, preview},
+    remote::{RemoteError, RemoteErrorKind},
+};
 
 /// How to reach the Control Plane API.
 #[derive(Clone)]
@@ -195,7 +198,7 @@ impl ControlPlaneClient {
         serde_json::from_slice(&bytes).map_err(|e| {
             RemoteError::new(
                 RemoteErrorKind::BadResponse,
-                format!("{path}: unexpected answer ({e}): {:?}", shown(&bytes)),
+                format!("{path}: unexpected answer ({e}): {:?}", preview(&bytes)),
             )
         })
     }
@@ -213,10 +216,6 @@ fn segment(id: &str) -> String {
         .collect()
 }
 
-fn shown(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).chars().take(120).collect()
-}
-
 fn transport(path: &str, e: reqwest::Error) -> RemoteError {
     let kind = if e.is_timeout() {
         RemoteErrorKind::Timeout
@@ -225,13 +224,7 @@ fn transport(path: &str, e: reqwest::Error) -> RemoteError {
     } else {
         RemoteErrorKind::Unavailable
     };
-    let mut message = format!("{path}: {e}");
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        message.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    RemoteError::new(kind, message)
+    RemoteError::new(kind, chain(path, &e))
 }
 
 /// The body of a successful answer, or the error the status and `{"detail"}` body say.
@@ -251,7 +244,7 @@ async fn check(path: &str, response: reqwest::Response) -> Result<Vec<u8>, Remot
     }
     let detail = match serde_json::from_slice::<Detail>(&bytes) {
         Ok(d) => d.detail,
-        Err(_) => format!("{:?}", shown(&bytes)),
+        Err(_) => format!("{:?}", preview(&bytes)),
     };
     let kind = match status {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => RemoteErrorKind::Unauthorized,

@@ -54,7 +54,7 @@ pub async fn reconcile(
     let snapshot = ctx.demand().borrow().clone();
     let (demand, unplaceable) =
         observe::demand_share(snapshot.as_deref(), platform, &name, &templates);
-    let now = observe::now();
+    let now = k8s_openapi::jiff::Timestamp::now();
     // The cached template can lag our own last status write: keep the newest scaling records.
     let uid = template.uid().unwrap_or_default();
     ctx.scaling_history.recall(&uid, status);

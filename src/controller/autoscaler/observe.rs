@@ -175,7 +175,3 @@ pub fn demand_share(
         unplaceable,
     )
 }
-
-pub fn now() -> Timestamp {
-    Timestamp::now()
-}
