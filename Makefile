@@ -10,7 +10,7 @@ VENV             := target/venv
 APT_PACKAGES     := protobuf-compiler libprotobuf-dev openssl python3-venv ca-certificates
 SUDO             := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install apt-packages toolchain controlplane venv build run test bench bench-latency lint fmt crds clean
+.PHONY: install apt-packages toolchain controlplane venv build image run test bench bench-latency lint fmt crds clean
 
 ## install: everything the tests need; safe to run again
 install: apt-packages controlplane venv
@@ -44,6 +44,13 @@ $(VENV)/.installed: tests/moto-requirements.txt
 ## build: the controller binary
 build:
 	cargo build --locked --release
+
+## image: the container image (Dockerfile: multi-stage, distroless, non-root); needs docker or
+## podman and a registry to push to, neither of which the development machine has
+IMAGE          ?= resource-controller:0.1.0
+CONTAINER_TOOL ?= docker
+image:
+	$(CONTAINER_TOOL) build -t $(IMAGE) .
 
 ## run: a local control plane, the CRDs, the samples on the simulated provider, and the controller
 run: apt-packages controlplane

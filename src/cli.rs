@@ -18,6 +18,7 @@ use crate::{
     },
     state_store::{EtcdConfig, EtcdStore},
     sync::Remotes,
+    telemetry::LogFormat,
 };
 
 /// Keeps a fleet of Cisco Modeling Labs workers on AWS EC2 in the shape the lab platform needs.
@@ -26,6 +27,9 @@ use crate::{
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines as text or as JSON objects, one per line (filter them with RUST_LOG).
+    #[arg(long, env = "LOG_FORMAT", global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,6 +121,31 @@ pub struct ElectionArgs {
     /// Interval of acquire and renew attempts.
     #[arg(long, default_value = "2s")]
     pub leader_retry_period: GoDuration,
+}
+
+impl ElectionArgs {
+    /// The orderings that keep one leader at a time, as client-go requires them.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if !self.leader_election {
+            return Ok(());
+        }
+        let ttl = Duration::from_secs(self.leader_lease_ttl);
+        let (renew, retry) = (
+            self.leader_renew_deadline.as_std(),
+            self.leader_retry_period.as_std(),
+        );
+        anyhow::ensure!(
+            renew < ttl,
+            "--leader-renew-deadline ({renew:?}) must be shorter than LEADER_LEASE_TTL ({ttl:?}), \
+             so a leader cut off from the API server stops before another can take over"
+        );
+        anyhow::ensure!(
+            !retry.is_zero() && retry < renew,
+            "--leader-retry-period ({retry:?}) must be above 0 and shorter than \
+             --leader-renew-deadline ({renew:?})"
+        );
+        Ok(())
+    }
 }
 
 #[derive(Debug, Args)]
@@ -362,6 +391,7 @@ fn lease_namespace(args: &ElectionArgs) -> String {
 }
 
 async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
+    args.election.check()?;
     let client = kube::Client::try_default().await?;
     let remotes = remotes(&args, &client).await?;
     let identity = args.identity();
@@ -438,26 +468,25 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
         etcd = ctx.remotes.etcd().is_some(),
         "starting"
     );
-    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stopped_by = {
-        let lost = lost.clone();
-        let mut leading = leading.clone();
-        async move {
-            tokio::select! {
-                _ = signal => {}
-                _ = leading.wait_for(|l| !*l) => lost.store(true, std::sync::atomic::Ordering::Relaxed),
-            }
+    // A replica that loses the Lease exits at once, as controller-runtime does: nothing it had
+    // in flight may go on once another replica can lead, and it starts afresh as a standby.
+    let mut lease_held = leading.clone();
+    let lost = async move {
+        if lease_held.wait_for(|l| !*l).await.is_err() {
+            std::future::pending::<()>().await;
         }
     };
-    controller::run(ctx, stopped_by).await;
+    tokio::select! {
+        _ = controller::run(ctx, signal) => {}
+        _ = lost => {
+            tracing::error!("lost the leader lease; exiting so this replica starts afresh");
+            std::process::exit(1);
+        }
+    }
     // Release the Lease (when still held) so a standby takes over at once.
     let _ = stop_elector.send(true);
     if let Some(e) = elector {
         let _ = e.await;
-    }
-    if lost.load(std::sync::atomic::Ordering::Relaxed) {
-        // As controller-runtime does: a replica that lost the lease exits and starts afresh.
-        anyhow::bail!("lost the leader lease; exiting so this replica starts afresh");
     }
     Ok(())
 }
@@ -494,4 +523,46 @@ fn print_crds(args: &CrdsArgs) -> anyhow::Result<()> {
         None => std::io::stdout().write_all(crd::all_yaml()?.as_bytes())?,
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn election(args: &[&str]) -> ElectionArgs {
+        let argv = ["resource-controller", "run"].iter().chain(args);
+        match Cli::try_parse_from(argv).expect("parse").command {
+            Command::Run(run) => run.election,
+            Command::Crds(_) => unreachable!("parsed run"),
+        }
+    }
+
+    #[test]
+    fn lease_timings_must_keep_one_leader_at_a_time() {
+        assert!(election(&[]).check().is_ok(), "the defaults hold");
+        let renew_past_ttl =
+            election(&["--leader-lease-ttl", "5", "--leader-renew-deadline", "5s"]);
+        let e = renew_past_ttl
+            .check()
+            .expect_err("renew deadline not below the TTL");
+        assert!(e.to_string().contains("--leader-renew-deadline"), "{e}");
+        let slow_retry = election(&["--leader-retry-period", "10s"]);
+        assert!(
+            slow_retry.check().is_err(),
+            "retry not below the renew deadline"
+        );
+        let off = election(&["--leader-election", "false", "--leader-retry-period", "1m"]);
+        assert!(off.check().is_ok(), "no election: nothing to check");
+    }
+
+    #[test]
+    fn log_format_comes_from_the_flag_or_the_environment() {
+        let cli = Cli::try_parse_from(["resource-controller", "run", "--log-format", "json"]);
+        assert_eq!(cli.expect("parse").log_format, LogFormat::Json);
+        assert!(
+            Cli::try_parse_from(["resource-controller", "run", "--log-format", "xml"]).is_err()
+        );
+    }
 }

@@ -51,8 +51,10 @@ impl Elector {
         }
     }
 
-    /// Runs until `stop` resolves: `leading` is true while this replica leads. On `stop` a held
-    /// Lease is released, so a standby takes over at its next retry.
+    /// Runs until `stop` resolves: `leading` is true while this replica leads. A leader steps
+    /// down the moment the renew deadline passes since its last renewal, even while an attempt
+    /// hangs on an unreachable API server. On `stop` a held Lease is released, so a standby takes
+    /// over at its next retry.
     pub async fn run(self, leading: watch::Sender<bool>, mut stop: watch::Receiver<bool>) {
         let c = &self.config;
         let mut observed = Observed {
@@ -63,20 +65,21 @@ impl Elector {
         loop {
             let attempt =
                 tokio::time::timeout(c.retry_period, self.try_acquire_or_renew(&mut observed));
-            let won = matches!(attempt.await, Ok(Ok(true)));
-            let was = *leading.borrow();
-            if won {
-                last_renew = Some(Instant::now());
-                if !was {
-                    info!(identity = %c.identity, lease = %c.name, "became the leader");
-                    let _ = leading.send(true);
+            tokio::select! {
+                result = attempt => {
+                    if matches!(result, Ok(Ok(true))) {
+                        last_renew = Some(Instant::now());
+                        if !*leading.borrow() {
+                            info!(identity = %c.identity, lease = %c.name, "became the leader");
+                            let _ = leading.send(true);
+                        }
+                    }
                 }
-            } else if was && last_renew.is_none_or(|t| t.elapsed() >= c.renew_deadline) {
-                warn!(identity = %c.identity, "could not renew the lease within the renew deadline; stepping down");
-                let _ = leading.send(false);
+                _ = self.renew_deadline_passes(&leading, last_renew) => {}
             }
             tokio::select! {
                 _ = tokio::time::sleep(c.retry_period) => {}
+                _ = self.renew_deadline_passes(&leading, last_renew) => {}
                 _ = stop.wait_for(|s| *s) => break,
             }
         }
@@ -84,6 +87,17 @@ impl Elector {
             let _ = leading.send(false);
             self.release().await;
         }
+    }
+
+    /// Resolves when this replica leads and its renew deadline passes, after stepping down;
+    /// never otherwise.
+    async fn renew_deadline_passes(&self, leading: &watch::Sender<bool>, last: Option<Instant>) {
+        let Some(last) = last.filter(|_| *leading.borrow()) else {
+            return std::future::pending().await;
+        };
+        tokio::time::sleep_until(last + self.config.renew_deadline).await;
+        warn!(identity = %self.config.identity, "could not renew the lease within the renew deadline; stepping down");
+        let _ = leading.send(false);
     }
 
     /// One round of client-go's `tryAcquireOrRenew`: `Ok(true)` when this replica holds the Lease.

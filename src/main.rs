@@ -1,13 +1,12 @@
 use clap::Parser;
-use resource_controller::cli::{Cli, run};
-use tracing_subscriber::EnvFilter;
+use resource_controller::{
+    cli::{Cli, run},
+    telemetry,
+};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
-    run(Cli::parse()).await
+    let cli = Cli::parse();
+    telemetry::init_logging(cli.log_format);
+    run(cli).await
 }

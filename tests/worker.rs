@@ -27,8 +27,8 @@ use resource_controller::{
 use serde_json::json;
 use support::{
     ControlPlane, TestNamespace,
-    cml_server::{CmlServer, Mode, PASSWORD, USERNAME},
-    moto::Moto,
+    cml_server::{CmlServer, Mode, PASSWORD, create_login_secret},
+    moto::{Moto, stock_image},
 };
 use tokio::task::JoinHandle;
 
@@ -59,22 +59,8 @@ impl Harness {
         let cml = CmlServer::start(dir.path()).await;
         let aws = Moto::shared().sdk_config(REGION).await;
         let ec2 = aws_sdk_ec2::Client::new(&aws);
-        let images = ec2
-            .describe_images()
-            .owners("amazon")
-            .send()
-            .await
-            .expect("stock images");
-        let image = images.images()[0].image_id().expect("image id").to_owned();
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": "cml-admin"},
-            "stringData": {"username": USERNAME, "password": PASSWORD}
-        }))
-        .expect("secret");
-        Api::<Secret>::namespaced(client.clone(), &ns.name)
-            .create(&PostParams::default(), &secret)
-            .await
-            .expect("create secret");
+        let image = stock_image(&ec2).await;
+        create_login_secret(&client, &ns.name, "cml-admin").await;
         let mut settings = Settings {
             cluster_id: ns.name.clone(),
             namespace: Some(ns.name.clone()),

@@ -98,11 +98,10 @@ pub struct EndpointFailure {
 impl EndpointFailure {
     /// A condition and Event reason from a bounded set, e.g. `LicensingForbidden`.
     pub fn reason(&self) -> String {
-        let kind = self.error.kind.as_str();
         format!(
             "{}{}",
             self.endpoint.reason_prefix(),
-            kind.strip_prefix("Cml").unwrap_or(kind)
+            self.error.kind.label()
         )
     }
 }
@@ -152,6 +151,12 @@ impl CmlErrorKind {
             CmlErrorKind::BadResponse => "CmlBadResponse",
             CmlErrorKind::ServerError => "CmlServerError",
         }
+    }
+
+    /// The kind without its `Cml` prefix, e.g. `Unreachable`: a metric label.
+    pub fn label(self) -> &'static str {
+        let reason = self.as_str();
+        reason.strip_prefix("Cml").unwrap_or(reason)
     }
 }
 

@@ -213,6 +213,10 @@ impl Context {
         for (remote, total) in self.remotes.failures() {
             self.metrics.sync_failures_total(remote.as_str(), total);
         }
+        for (provider, region, operation, outcome, total) in self.providers.call_totals() {
+            self.metrics
+                .cloud_calls_total(provider, &region, operation, outcome, total);
+        }
     }
 
     /// Ready once the Worker cache is synced; the text says which.

@@ -25,7 +25,7 @@ use kube::{
         watcher,
     },
 };
-use tracing::{debug, error, info};
+use tracing::{Instrument, debug, error, info};
 
 pub use context::{CONTROLLER_NAME, Context, Settings};
 
@@ -103,16 +103,22 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let worker_loop = workers
         .graceful_shutdown_on(signal(stop_rx.clone()))
         .run(
-            |w, ctx| timed("worker", worker::reconcile(w, ctx.clone()), ctx),
-            status::error_policy,
+            |w, ctx| {
+                let span = reconcile_span("worker", w.as_ref());
+                timed("worker", worker::reconcile(w, ctx.clone()), ctx).instrument(span)
+            },
+            |w, e, ctx| status::error_policy("worker", w, e, ctx),
             ctx.clone(),
         )
         .for_each(|r| async move { debug!(result = ?r.map(|(o, _)| o.name), "worker reconciled") });
     let template_loop = templates
         .graceful_shutdown_on(signal(stop_rx))
         .run(
-            |t, ctx| timed("template", template::reconcile(t, ctx.clone()), ctx),
-            status::error_policy,
+            |t, ctx| {
+                let span = reconcile_span("template", t.as_ref());
+                timed("template", template::reconcile(t, ctx.clone()), ctx).instrument(span)
+            },
+            |t, e, ctx| status::error_policy("template", t, e, ctx),
             ctx.clone(),
         )
         .for_each(
@@ -160,6 +166,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     if let Some(demand) = demand {
         demand.abort();
     }
+}
+
+/// The span of one reconcile: every line logged inside it names the controller and the object.
+pub(crate) fn reconcile_span<K: kube::Resource>(
+    controller: &'static str,
+    obj: &K,
+) -> tracing::Span {
+    let object = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+    tracing::info_span!("reconcile", controller, object)
 }
 
 /// Runs one reconcile and counts it, with its duration, by controller and result.

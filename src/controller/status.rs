@@ -35,12 +35,13 @@ where
 
 /// Permanent errors wait for a change of the object; transient ones back off per object.
 pub fn error_policy<K: Resource<DynamicType = ()>>(
+    controller: &'static str,
     obj: Arc<K>,
     error: &Error,
     ctx: Arc<Context>,
 ) -> Action {
-    let name = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
-    warn!(kind = %K::kind(&()), %name, category = error.category(), %error, "reconcile failed");
+    let _span = super::reconcile_span(controller, obj.as_ref()).entered();
+    warn!(category = error.category(), %error, "reconcile failed");
     if error.is_permanent() {
         Action::await_change()
     } else {

@@ -33,7 +33,12 @@ pub struct ProviderRegistry {
     aws: AwsConnector,
     simulated: Arc<Provider>,
     aws_regions: Mutex<HashMap<String, Arc<Provider>>>,
+    /// Every provider made so far, readable without awaiting (metrics are collected in sync code).
+    made: std::sync::Mutex<Vec<(&'static str, String, Arc<Provider>)>>,
 }
+
+/// The cloud calls of one provider: (provider kind, region, operation, outcome, count).
+pub type CallTotals = Vec<(&'static str, String, &'static str, &'static str, u64)>;
 
 impl ProviderRegistry {
     pub fn new(
@@ -41,11 +46,15 @@ impl ProviderRegistry {
         aws: AwsConnector,
         simulated: Arc<SimulatedCloud>,
     ) -> ProviderRegistry {
+        let default_region = default_region.into();
+        let simulated = Arc::new(Provider::new(simulated));
+        let made = vec![("simulated", default_region.clone(), simulated.clone())];
         ProviderRegistry {
-            default_region: default_region.into(),
+            default_region,
             aws,
-            simulated: Arc::new(Provider::new(simulated)),
+            simulated,
             aws_regions: Mutex::new(HashMap::new()),
+            made: std::sync::Mutex::new(made),
         }
     }
 
@@ -65,7 +74,12 @@ impl ProviderRegistry {
                     return p.clone();
                 }
                 let provider = Arc::new(Provider::new((self.aws)(region.clone()).await));
-                regions.insert(region, provider.clone());
+                regions.insert(region.clone(), provider.clone());
+                self.made.lock().unwrap_or_else(|e| e.into_inner()).push((
+                    "aws",
+                    region,
+                    provider.clone(),
+                ));
                 provider
             }
         }
@@ -81,5 +95,19 @@ impl ProviderRegistry {
             out.push((format!("aws/{region}"), p.clone() as Arc<dyn CloudProvider>));
         }
         out
+    }
+
+    /// Cloud calls so far, by provider, region, operation and outcome.
+    pub fn call_totals(&self) -> CallTotals {
+        let made = self.made.lock().unwrap_or_else(|e| e.into_inner());
+        made.iter()
+            .flat_map(|(kind, region, provider)| {
+                provider
+                    .calls()
+                    .snapshot()
+                    .into_iter()
+                    .map(move |(op, outcome, n)| (*kind, region.clone(), op.as_str(), outcome, n))
+            })
+            .collect()
     }
 }

@@ -31,6 +31,19 @@ pub struct RemoteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloudCallLabels {
+    pub provider: &'static str,
+    pub region: String,
+    pub operation: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FleetLabels {
     pub template: String,
     pub phase: &'static str,
@@ -42,6 +55,8 @@ pub struct Metrics {
     reconcile_seconds: Family<ControllerLabels, Histogram>,
     scaling_actions: Family<ActionLabels, Counter>,
     sync_failures: Family<RemoteLabels, Counter>,
+    cloud_calls: Family<CloudCallLabels, Counter>,
+    cml_probes: Family<OutcomeLabels, Counter>,
     audit_dropped: Counter,
     workers: Family<FleetLabels, Gauge>,
     leader: Gauge,
@@ -79,6 +94,19 @@ impl Default for Metrics {
             "Pushes of worker records that a remote did not take, by remote",
             sync_failures.clone(),
         );
+        let cloud_calls = Family::<CloudCallLabels, Counter>::default();
+        registry.register(
+            "cloud_api_calls",
+            "Cloud API calls by provider, region, operation and outcome (ok or the error kind, \
+             Throttled included)",
+            cloud_calls.clone(),
+        );
+        let cml_probes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "cml_probes",
+            "Probes of workers' CML APIs by outcome (ok, degraded, or why it failed)",
+            cml_probes.clone(),
+        );
         let audit_dropped = Counter::default();
         registry.register(
             "audit_records_dropped",
@@ -111,6 +139,8 @@ impl Default for Metrics {
             reconcile_seconds,
             scaling_actions,
             sync_failures,
+            cloud_calls,
+            cml_probes,
             audit_dropped,
             workers,
         }
@@ -147,6 +177,33 @@ impl Metrics {
         if total > seen {
             counter.inc_by(total - seen);
         }
+    }
+
+    /// Brings a cloud call counter up to the total the provider counted.
+    pub fn cloud_calls_total(
+        &self,
+        provider: &'static str,
+        region: &str,
+        operation: &'static str,
+        outcome: &'static str,
+        total: u64,
+    ) {
+        let counter = self.cloud_calls.get_or_create(&CloudCallLabels {
+            provider,
+            region: region.to_owned(),
+            operation,
+            outcome,
+        });
+        let seen = counter.get();
+        if total > seen {
+            counter.inc_by(total - seen);
+        }
+    }
+
+    pub fn cml_probed(&self, outcome: &'static str) {
+        self.cml_probes
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// Brings the dropped-audit counter up to the outbox's own count.
@@ -200,6 +257,9 @@ mod tests {
         m.audit_dropped_total(3);
         m.audit_dropped_total(3);
         m.fleet("ns/t", &[("Running", 2), ("Stopped", 1)]);
+        m.cloud_calls_total("aws", "eu-west-1", "RunInstances", "Throttled", 2);
+        m.cloud_calls_total("aws", "eu-west-1", "RunInstances", "Throttled", 1);
+        m.cml_probed("Unreachable");
         let text = m.encode();
         for line in [
             "ccm_reconciles_total{controller=\"worker\",result=\"ok\"} 1",
@@ -209,6 +269,8 @@ mod tests {
             "ccm_sync_failures_total{remote=\"Etcd\"} 1",
             "ccm_audit_records_dropped_total 3",
             "ccm_workers{template=\"ns/t\",phase=\"Running\"} 2",
+            "ccm_cloud_api_calls_total{provider=\"aws\",region=\"eu-west-1\",operation=\"RunInstances\",outcome=\"Throttled\"} 2",
+            "ccm_cml_probes_total{outcome=\"Unreachable\"} 1",
             "# EOF",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");

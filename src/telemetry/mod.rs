@@ -1,6 +1,8 @@
-//! What the controller tells the outside about itself: metrics and the health endpoints.
+//! What the controller tells the outside about itself: logs, metrics and the health endpoints.
 
 pub mod http;
+mod logging;
 mod metrics;
 
+pub use logging::{LogFormat, init as init_logging};
 pub use metrics::Metrics;

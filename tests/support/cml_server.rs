@@ -456,3 +456,16 @@ pub fn make_certificates(dir: &Path) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     let read = |f: &str| std::fs::read(dir.join(f)).expect("read pem");
     (read("ca.crt"), read("server.crt"), read("server.key"))
 }
+
+/// Creates Secret `name` in `namespace` holding this server's admin login.
+pub async fn create_login_secret(client: &kube::Client, namespace: &str, name: &str) {
+    let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": name},
+        "stringData": {"username": USERNAME, "password": PASSWORD}
+    }))
+    .expect("secret");
+    kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), namespace)
+        .create(&kube::api::PostParams::default(), &secret)
+        .await
+        .expect("create secret");
+}

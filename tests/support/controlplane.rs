@@ -18,6 +18,9 @@ use super::{
     process::{free_port, random_hex, spawn_logged, try_wait_until, wait_until},
 };
 
+/// The controller's ServiceAccount in `deploy/`, as a user name for impersonation.
+pub const SERVICE_ACCOUNT: &str = "system:serviceaccount:ccm-system:resource-controller";
+
 pub struct ControlPlane {
     pub binaries: Binaries,
     /// Scratch directory: certificates, etcd data, logs, kubeconfig.
@@ -98,6 +101,31 @@ impl ControlPlane {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Writes a kubeconfig like the admin's, reaching the API server at `server` (e.g. through a
+    /// proxy) and acting as `user` when given (impersonated, e.g. a ServiceAccount).
+    pub fn kubeconfig_variant(&self, path: &Path, server: Option<&str>, user: Option<&str>) {
+        let text = std::fs::read_to_string(&self.kubeconfig).expect("read kubeconfig");
+        let mut config: serde_json::Value = serde_json::from_str(&text).expect("kubeconfig json");
+        if let Some(server) = server {
+            config["clusters"][0]["cluster"]["server"] = server.into();
+        }
+        if let Some(user) = user {
+            config["users"][0]["user"]["as"] = user.into();
+        }
+        std::fs::write(path, config.to_string()).expect("write kubeconfig");
+    }
+
+    /// Applies the namespace, ServiceAccount and RBAC of `deploy/`, once per test binary.
+    pub fn install_rbac(&self) {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+            for file in ["namespace.yaml", "serviceaccount.yaml", "rbac.yaml"] {
+                self.kubectl_ok(&["apply", "-f", &deploy.join(file).display().to_string()]);
+            }
+        });
     }
 
     /// A client for the admin user, bound to the caller's runtime.

@@ -12,10 +12,13 @@ pub mod guardian;
 pub mod logs;
 pub mod moto;
 pub mod namespace;
+pub mod openmetrics;
 pub mod process;
 pub mod records;
+pub mod replica;
 pub mod serve;
 pub mod state_etcd;
+pub mod tcp_proxy;
 pub mod workers;
 
 pub use controlplane::ControlPlane;

@@ -88,3 +88,14 @@ fn moto_server() -> PathBuf {
     assert!(path.is_file(), "no {}: run `make venv`", path.display());
     path
 }
+
+/// The id of one of moto's stock Amazon images.
+pub async fn stock_image(ec2: &aws_sdk_ec2::Client) -> String {
+    let images = ec2
+        .describe_images()
+        .owners("amazon")
+        .send()
+        .await
+        .expect("stock images");
+    images.images()[0].image_id().expect("image id").to_owned()
+}

@@ -241,6 +241,11 @@ async fn probe_cml(
         },
     };
     let report = ctx.cml(kind).probe(&target).await;
+    ctx.metrics.cml_probed(match &report {
+        Ok(r) if r.failures.is_empty() => "ok",
+        Ok(_) => "degraded",
+        Err(e) => e.kind.label(),
+    });
     if let (Err(e), Some(r)) = (&report, &access.credentials_secret_ref)
         && e.kind == CmlErrorKind::Unauthorized
     {
