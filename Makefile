@@ -10,7 +10,7 @@ VENV             := target/venv
 APT_PACKAGES     := protobuf-compiler libprotobuf-dev openssl python3-venv ca-certificates
 SUDO             := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install apt-packages toolchain controlplane venv build image run test bench bench-latency lint fmt crds clean
+.PHONY: install apt-packages toolchain controlplane venv build image run test bench bench-latency bench-replicas lint fmt crds docs clean
 
 ## install: everything the tests need; safe to run again
 install: apt-packages controlplane venv
@@ -69,6 +69,11 @@ bench:
 bench-latency: install
 	cargo bench --locked --bench scale_up_latency
 
+## bench-replicas: two replicas of the release binary with 100 workers: time to Running, idle CPU
+## and RSS of leader and standby (results in README)
+bench-replicas: install
+	cargo bench --locked --bench replicas
+
 toolchain:
 	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 	@rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
@@ -80,6 +85,10 @@ lint: toolchain
 
 fmt:
 	cargo fmt --all
+
+## docs: regenerate the flag table in docs/operations.md from the CLI definition
+docs:
+	UPDATE_DOCS=1 cargo test --locked --test docs the_flag_table
 
 ## crds: regenerate crds/*.yaml from the Rust types
 crds:

@@ -62,11 +62,22 @@ impl Elector {
             at: Instant::now(),
         };
         let mut last_renew: Option<Instant> = None;
+        let mut last_failure: Option<String> = None;
         loop {
             let attempt =
                 tokio::time::timeout(c.retry_period, self.try_acquire_or_renew(&mut observed));
             tokio::select! {
                 result = attempt => {
+                    let failure = match &result {
+                        Ok(Ok(_)) => None,
+                        Ok(Err(e)) => Some(e.to_string()),
+                        Err(_) => Some(format!("no answer within {:?}", c.retry_period)),
+                    };
+                    // Said once per kind of failure, e.g. a 403 from missing RBAC for Leases.
+                    if failure.is_some() && failure != last_failure {
+                        warn!(lease = %c.name, namespace = %c.namespace, error = failure.as_deref(), "lease request failed");
+                    }
+                    last_failure = failure;
                     if matches!(result, Ok(Ok(true))) {
                         last_renew = Some(Instant::now());
                         if !*leading.borrow() {

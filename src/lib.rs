@@ -11,6 +11,7 @@ pub mod http_error;
 pub mod leader;
 pub mod lifecycle;
 pub mod provider;
+pub mod reference;
 pub mod remote;
 pub mod state_store;
 pub mod sync;

@@ -18,6 +18,16 @@ pub enum RemoteErrorKind {
 }
 
 impl RemoteErrorKind {
+    /// Every value, in declaration order.
+    pub const ALL: [RemoteErrorKind; 6] = [
+        RemoteErrorKind::Unavailable,
+        RemoteErrorKind::Timeout,
+        RemoteErrorKind::Unauthorized,
+        RemoteErrorKind::Rejected,
+        RemoteErrorKind::BadResponse,
+        RemoteErrorKind::ServerError,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RemoteErrorKind::Unavailable => "Unavailable",

@@ -66,6 +66,15 @@ pub enum CmlEndpoint {
 }
 
 impl CmlEndpoint {
+    /// Every value, in declaration order.
+    pub const ALL: [CmlEndpoint; 5] = [
+        CmlEndpoint::Authenticate,
+        CmlEndpoint::SystemHealth,
+        CmlEndpoint::Licensing,
+        CmlEndpoint::Labs,
+        CmlEndpoint::SystemStats,
+    ];
+
     /// The path under `/api/v0/`.
     pub fn path(self) -> &'static str {
         match self {
@@ -77,7 +86,8 @@ impl CmlEndpoint {
         }
     }
 
-    fn reason_prefix(self) -> &'static str {
+    /// The first part of a `CmlDegraded` reason, e.g. `Licensing` in `LicensingForbidden`.
+    pub fn reason_prefix(self) -> &'static str {
         match self {
             CmlEndpoint::Authenticate => "Authenticate",
             CmlEndpoint::SystemHealth => "SystemHealth",
@@ -141,6 +151,17 @@ pub enum CmlErrorKind {
 }
 
 impl CmlErrorKind {
+    /// Every value, in declaration order.
+    pub const ALL: [CmlErrorKind; 7] = [
+        CmlErrorKind::Unreachable,
+        CmlErrorKind::Timeout,
+        CmlErrorKind::Unauthorized,
+        CmlErrorKind::Forbidden,
+        CmlErrorKind::Incomplete,
+        CmlErrorKind::BadResponse,
+        CmlErrorKind::ServerError,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             CmlErrorKind::Unreachable => "CmlUnreachable",

@@ -31,7 +31,7 @@ use crate::{
     telemetry::Metrics,
 };
 
-/// Controller settings (DESIGN §6), filled from flags and environment by the CLI.
+/// Controller settings, filled from flags and environment by the CLI.
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// Value of the `ccm:cluster` tag: which instances are this controller's.
@@ -172,9 +172,12 @@ impl Context {
         self
     }
 
-    /// The Worker cache, once synced enough to decide on.
+    /// The Worker cache, once it holds the first full listing: a decision on a partial view
+    /// (e.g. right after taking over the Lease) would count too few Workers and make more.
     pub fn worker_cache(&self) -> Option<&Store<Worker>> {
-        self.workers.get()
+        self.workers
+            .get()
+            .filter(|_| self.synced.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     pub(super) fn set_worker_cache(&self, store: Store<Worker>) {
@@ -290,5 +293,32 @@ impl Context {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(uid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use kube::runtime::reflector;
+
+    use super::*;
+    use crate::provider::{
+        aws_default_chain,
+        simulated::{SimulatedCloud, SimulatedConfig},
+    };
+
+    #[tokio::test]
+    async fn the_worker_cache_is_not_decided_on_before_its_first_listing() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        let client = Client::try_from(config).expect("client");
+        let cloud = Arc::new(SimulatedCloud::new(SimulatedConfig::default()));
+        let providers = ProviderRegistry::new("us-east-1", aws_default_chain(None), cloud);
+        let ctx = Context::new(client, Settings::default(), providers, "test");
+        let (store, _writer) = reflector::store::<Worker>();
+        ctx.set_worker_cache(store);
+        assert!(ctx.worker_cache().is_none(), "hidden while syncing");
+        ctx.mark_synced();
+        assert!(ctx.worker_cache().is_some());
     }
 }

@@ -47,11 +47,42 @@ impl Error {
     }
 }
 
+/// Every value [`Error::category`] can take.
+pub const CATEGORIES: [&str; 9] = [
+    "KubernetesError",
+    "CloudThrottled",
+    "CloudInsufficientCapacity",
+    "CloudNotFound",
+    "CloudInvalidRequest",
+    "CloudUnauthorized",
+    "CloudTransient",
+    "SecretError",
+    "InvalidObject",
+];
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_category_is_listed() {
+        let mut errors: Vec<Error> = ErrorKind::ALL
+            .iter()
+            .map(|k| Error::from(ProviderError::new(*k, "RunInstances", "x")))
+            .collect();
+        errors.push(Error::Kube(kube::Error::LinesCodecMaxLineLengthExceeded));
+        errors.push(Error::Invalid("x".into()));
+        errors.push(Error::Secret {
+            namespace: "n".into(),
+            name: "s".into(),
+            message: "m".into(),
+        });
+        for e in errors {
+            assert!(CATEGORIES.contains(&e.category()), "{}", e.category());
+        }
+    }
 
     #[test]
     fn cloud_errors_keep_their_kind() {

@@ -6,6 +6,7 @@ pub mod error;
 mod fleet;
 pub mod orphans;
 mod periodic;
+pub mod reasons;
 mod record_sweep;
 mod secrets;
 mod status;

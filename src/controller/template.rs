@@ -12,6 +12,7 @@ use super::{
     status::apply_status,
 };
 use crate::{
+    controller::reasons,
     crd::{WorkerTemplate, conditions},
     provider::{CloudProvider, ImageQuery, LaunchSpec},
 };
@@ -43,7 +44,7 @@ pub async fn reconcile(template: Arc<WorkerTemplate>, ctx: Arc<Context>) -> Resu
                 &mut status.conditions,
                 "Ready",
                 true,
-                "ImageResolved",
+                reasons::IMAGE_RESOLVED,
                 format!("image {} ({name})", image.id),
                 generation,
                 now,
@@ -52,7 +53,7 @@ pub async fn reconcile(template: Arc<WorkerTemplate>, ctx: Arc<Context>) -> Resu
                 ctx.event(
                     template.as_ref(),
                     false,
-                    "ImageResolved",
+                    reasons::IMAGE_RESOLVED,
                     "ResolveImage",
                     format!("image {} ({name})", image.id),
                 )

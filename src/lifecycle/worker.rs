@@ -150,6 +150,26 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every value, in declaration order.
+    pub const ALL: [Reason; 16] = [
+        Reason::TemplateNotFound,
+        Reason::TemplateNotReady,
+        Reason::Launching,
+        Reason::Provisioned,
+        Reason::LaunchTimeout,
+        Reason::ReadyTimeout,
+        Reason::InstanceVanished,
+        Reason::DrainStarted,
+        Reason::DrainCancelled,
+        Reason::DrainCompleted,
+        Reason::DrainTimeout,
+        Reason::Stopping,
+        Reason::Stopped,
+        Reason::Starting,
+        Reason::Terminating,
+        Reason::Terminated,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::TemplateNotFound => "TemplateNotFound",

@@ -20,6 +20,16 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every value, in declaration order.
+    pub const ALL: [ErrorKind; 6] = [
+        ErrorKind::Throttled,
+        ErrorKind::InsufficientCapacity,
+        ErrorKind::NotFound,
+        ErrorKind::InvalidRequest,
+        ErrorKind::Unauthorized,
+        ErrorKind::Transient,
+    ];
+
     /// A stable, bounded label for metrics and Event reasons.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -208,7 +208,7 @@ pub struct WorkerIdentity {
 }
 
 impl WorkerIdentity {
-    /// The tags of DESIGN §3, over the template's own tags.
+    /// The controller's tags (`ccm:*`, `Name`), over the template's own tags.
     pub fn tags(&self, extra: &BTreeMap<String, String>) -> BTreeMap<String, String> {
         let mut tags = extra.clone();
         for (k, v) in [

@@ -32,6 +32,9 @@ pub enum RemoteName {
 }
 
 impl RemoteName {
+    /// Every value, in declaration order.
+    pub const ALL: [RemoteName; 2] = [RemoteName::ControlPlane, RemoteName::Etcd];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RemoteName::ControlPlane => "ControlPlane",
@@ -301,7 +304,7 @@ pub fn condition(states: &[(RemoteName, SyncState)]) -> Option<(bool, String, St
     Some(match failing.as_slice() {
         [] => (
             true,
-            "Synced".to_owned(),
+            crate::controller::reasons::SYNCED.to_owned(),
             format!("the current record is held by {}", held.join(" and ")),
         ),
         [(name, error), ..] => (

@@ -52,17 +52,23 @@ impl Replica {
             || Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/resource-controller"),
             PathBuf::from,
         );
+        let defaults = [
+            ("--poll-interval", "300ms"),
+            ("--reconcile-interval", "2"),
+            ("--sim-boot-delay", "300ms"),
+            ("--sim-cml-boot", "300ms"),
+            ("--leader-lease-ttl", &ttl),
+            ("--leader-renew-deadline", &renew),
+            ("--leader-retry-period", &retry),
+        ];
+        // A flag in `extra` replaces its default.
+        let defaults = defaults
+            .iter()
+            .filter(|(flag, _)| !extra.contains(flag))
+            .flat_map(|(flag, value)| [*flag, *value]);
         let child = Command::new(binary)
             .args(["run", "--namespace", namespace, "--cluster-id", namespace])
-            .args(["--poll-interval", "300ms", "--reconcile-interval", "2"])
-            .args(["--sim-boot-delay", "300ms", "--sim-cml-boot", "300ms"])
-            .args([
-                "--leader-lease-ttl",
-                &ttl,
-                "--leader-renew-deadline",
-                &renew,
-            ])
-            .args(["--leader-retry-period", &retry])
+            .args(defaults)
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("HEALTH_PORT", port.to_string())

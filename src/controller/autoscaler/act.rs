@@ -11,6 +11,7 @@ use tracing::info;
 
 use crate::{
     control_plane::ScalingEvent,
+    controller::reasons,
     controller::{Context, error::Error},
     crd::{TEMPLATE_LABEL, TemplateRef, Worker, WorkerSpec, WorkerTemplate},
     lifecycle::autoscale::{Action, Decision},
@@ -201,11 +202,11 @@ async fn tell(
 
 pub fn event_reason(action: &Action) -> &'static str {
     match action {
-        Action::Create { .. } => "ScaledUp",
-        Action::Start { .. } => "WorkerStarted",
-        Action::CancelDrain { .. } => "DrainCancelled",
-        Action::Drain { .. } => "ScaledDown",
-        Action::Stop { .. } => "WorkerStopped",
-        Action::Delete { .. } => "WorkerDeleted",
+        Action::Create { .. } => reasons::SCALED_UP,
+        Action::Start { .. } => reasons::WORKER_STARTED,
+        Action::CancelDrain { .. } => reasons::DRAIN_CANCELLED,
+        Action::Drain { .. } => reasons::SCALED_DOWN,
+        Action::Stop { .. } => reasons::WORKER_STOPPED,
+        Action::Delete { .. } => reasons::WORKER_DELETED,
     }
 }

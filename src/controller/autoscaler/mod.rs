@@ -17,6 +17,7 @@ pub use history::ScalingHistory;
 
 use super::{Context, error::Result};
 use crate::{
+    controller::reasons,
     crd::{Worker, WorkerTemplate, WorkerTemplateStatus},
     lifecycle::autoscale::{self, Inputs},
 };
@@ -72,7 +73,7 @@ pub async fn reconcile(
         ctx.event(
             template,
             true,
-            "Unplaceable",
+            reasons::UNPLACEABLE,
             "Scale",
             format!(
                 "no WorkerTemplate in {namespace} holds lab instances {} (license or size)",

@@ -3,6 +3,7 @@
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
 use crate::{
+    controller::reasons,
     crd::{
         CapacityTotals, DemandStatus, ScalingRecord, Worker, WorkerCounts, WorkerPhase,
         WorkerTemplate, WorkerTemplateStatus, conditions,
@@ -108,9 +109,9 @@ pub fn apply(
     match &plan.held {
         Some(why) => {
             let reason = if why.starts_with("maxWorkers") {
-                "MaxWorkersReached"
+                reasons::MAX_WORKERS_REACHED
             } else {
-                "DemandUnknown"
+                reasons::DEMAND_UNKNOWN
             };
             conditions::set(
                 &mut status.conditions,
@@ -126,7 +127,7 @@ pub fn apply(
             &mut status.conditions,
             "ScalingLimited",
             false,
-            "WithinLimits",
+            reasons::WITHIN_LIMITS,
             "the autoscaler can do what the demand and floors ask",
             generation,
             now,

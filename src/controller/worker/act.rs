@@ -7,6 +7,7 @@ use tracing::info;
 
 use super::observe::Observed;
 use crate::{
+    controller::reasons,
     controller::{Context, error::Error, fleet::provider_key, status::apply_status},
     crd::{LaunchStatus, Worker, WorkerPhase},
     lifecycle::worker::{Plan, Step},
@@ -126,9 +127,9 @@ async fn launch(
             info!(worker = %worker.name_any(), instance = %launched.instance.id, adopted = launched.adopted, "instance launched");
             launch.last_error = None;
             let (reason, verb) = if launched.adopted {
-                ("Adopted", "adopted")
+                (reasons::ADOPTED, "adopted")
             } else {
-                ("Launched", "launched")
+                (reasons::LAUNCHED, "launched")
             };
             let i = &launched.instance;
             let message = format!(
@@ -157,7 +158,7 @@ fn launch_failed(mut launch: LaunchStatus, e: ProviderError) -> Acted {
     }
     Acted {
         launch: Some(launch),
-        events: vec![(true, "LaunchFailed", e.to_string())],
+        events: vec![(true, reasons::LAUNCH_FAILED, e.to_string())],
         ..Acted::failed(e.into())
     }
 }

@@ -170,8 +170,25 @@ fn template_readiness(t: &WorkerTemplate) -> TemplateFacts {
     }
 }
 
-/// Asks the worker's CML API; failures to even build the request become facts too.
+/// Asks the worker's CML API and counts the outcome.
 async fn probe_cml(
+    ctx: &Context,
+    namespace: &str,
+    template: &WorkerTemplate,
+    kind: ProviderKind,
+    instance: &Instance,
+) -> (String, Result<CmlReport, CmlError>) {
+    let (endpoint, report) = ask_cml(ctx, namespace, template, kind, instance).await;
+    ctx.metrics.cml_probed(match &report {
+        Ok(r) if r.failures.is_empty() => "ok",
+        Ok(_) => "degraded",
+        Err(e) => e.kind.label(),
+    });
+    (endpoint, report)
+}
+
+/// Asks the worker's CML API; failures to even build the request become facts too.
+async fn ask_cml(
     ctx: &Context,
     namespace: &str,
     template: &WorkerTemplate,
@@ -241,11 +258,6 @@ async fn probe_cml(
         },
     };
     let report = ctx.cml(kind).probe(&target).await;
-    ctx.metrics.cml_probed(match &report {
-        Ok(r) if r.failures.is_empty() => "ok",
-        Ok(_) => "degraded",
-        Err(e) => e.kind.label(),
-    });
     if let (Err(e), Some(r)) = (&report, &access.credentials_secret_ref)
         && e.kind == CmlErrorKind::Unauthorized
     {

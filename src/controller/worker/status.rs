@@ -5,6 +5,7 @@ use kube::ResourceExt;
 
 use super::{act::Acted, observe::Observed};
 use crate::{
+    controller::reasons,
     crd::{
         AllocatedUsage, CmlLicenseStatus, CmlStatus, InstanceStatus, UsageStatus, Worker,
         WorkerPhase, WorkerStatus, conditions,
@@ -108,7 +109,7 @@ pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) ->
             &mut cs,
             "Launched",
             true,
-            "Launched",
+            reasons::LAUNCHED,
             format!("instance {}", i.id),
             generation,
             now,
@@ -117,7 +118,7 @@ pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) ->
             &mut cs,
             "Launched",
             false,
-            "LaunchFailed",
+            reasons::LAUNCH_FAILED,
             err.clone(),
             generation,
             now,
@@ -126,7 +127,7 @@ pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) ->
             &mut cs,
             "Launched",
             false,
-            "NotLaunched",
+            reasons::NOT_LAUNCHED,
             "no instance yet",
             generation,
             now,
@@ -155,7 +156,7 @@ pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) ->
             &mut cs,
             "Ready",
             true,
-            "CmlReady",
+            reasons::CML_READY,
             format!("CML {version} is ready"),
             generation,
             now,
@@ -189,7 +190,7 @@ pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) ->
             &mut cs,
             "Ready",
             false,
-            "Draining",
+            reasons::DRAINING,
             waiting.clone(),
             generation,
             now,
@@ -208,13 +209,13 @@ pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) ->
         let (degraded, reason, message) = match report.failures.as_slice() {
             [] => (
                 false,
-                "AllAnswered".to_owned(),
+                reasons::ALL_ANSWERED.to_owned(),
                 "every CML endpoint answered".to_owned(),
             ),
             [one] => (true, one.reason(), one.to_string()),
             several => (
                 true,
-                "SeveralEndpoints".to_owned(),
+                reasons::SEVERAL_ENDPOINTS.to_owned(),
                 several
                     .iter()
                     .map(ToString::to_string)
@@ -238,7 +239,7 @@ pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) ->
             &mut cs,
             "Drifted",
             true,
-            "LaunchSpecChanged",
+            reasons::LAUNCH_SPEC_CHANGED,
             format!("launched with spec {mine}; the template now has {theirs}"),
             generation,
             now,
@@ -247,7 +248,7 @@ pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) ->
             &mut cs,
             "Drifted",
             false,
-            "UpToDate",
+            reasons::UP_TO_DATE,
             "launched with the template's current spec",
             generation,
             now,
@@ -302,15 +303,15 @@ fn usage(old: &WorkerStatus, observed: &Observed) -> Option<UsageStatus> {
 
 fn not_ready(phase: WorkerPhase) -> (&'static str, &'static str) {
     match phase {
-        WorkerPhase::Pending => ("Pending", "no instance yet"),
-        WorkerPhase::Provisioning => ("Provisioning", "waiting for the instance and CML"),
-        WorkerPhase::Running => ("CmlNotReady", "CML does not report ready"),
-        WorkerPhase::Draining => ("Draining", "taking no new labs"),
-        WorkerPhase::Stopping => ("Stopping", "instance stopping"),
-        WorkerPhase::Stopped => ("Stopped", "instance stopped"),
-        WorkerPhase::Starting => ("Starting", "instance starting"),
-        WorkerPhase::Terminating => ("Terminating", "instance terminating"),
-        WorkerPhase::Failed => ("Failed", "the worker failed"),
+        WorkerPhase::Pending => (reasons::PENDING, "no instance yet"),
+        WorkerPhase::Provisioning => (reasons::PROVISIONING, "waiting for the instance and CML"),
+        WorkerPhase::Running => (reasons::CML_NOT_READY, "CML does not report ready"),
+        WorkerPhase::Draining => (reasons::DRAINING, "taking no new labs"),
+        WorkerPhase::Stopping => (reasons::STOPPING, "instance stopping"),
+        WorkerPhase::Stopped => (reasons::STOPPED, "instance stopped"),
+        WorkerPhase::Starting => (reasons::STARTING, "instance starting"),
+        WorkerPhase::Terminating => (reasons::TERMINATING, "instance terminating"),
+        WorkerPhase::Failed => (reasons::FAILED, "the worker failed"),
     }
 }
 
