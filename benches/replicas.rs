@@ -12,14 +12,15 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, stream};
-use kube::{
-    Api,
-    api::{ListParams, PostParams},
-};
-use resource_controller::crd::{Worker, WorkerPhase, WorkerTemplate};
+use kube::{Api, api::ListParams};
+use resource_controller::crd::{Worker, WorkerPhase};
 use serde_json::json;
-use support::{ControlPlane, TestNamespace, process::scratch_dir, replica::Replica};
+use support::{
+    ControlPlane, TestNamespace,
+    process::{scratch_dir, usage},
+    replica::Replica,
+    workers::{create_workers, numbered, simulated_template},
+};
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -39,48 +40,12 @@ fn main() {
     runtime.block_on(measure(workers, window));
 }
 
-/// CPU seconds used so far and (current, peak) RSS in MiB of a process, from /proc.
-fn usage(pid: u32) -> (f64, f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let after = &stat[stat.rfind(')').expect("comm") + 2..];
-    let fields: Vec<&str> = after.split(' ').collect();
-    let ticks: f64 =
-        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kib = |key: &str| -> f64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-            .expect("status field")
-    };
-    // The kernel reports CPU time in USER_HZ, 100 on Linux.
-    (
-        ticks / 100.0,
-        kib("VmRSS:") / 1024.0,
-        kib("VmHWM:") / 1024.0,
-    )
-}
-
 async fn measure(count: usize, window: Duration) {
     let cp = ControlPlane::shared();
     let client = cp.client().await;
     let ns = TestNamespace::create(&client, "replicas").await;
     let dir = scratch_dir("replicas-");
-    let template: WorkerTemplate = serde_json::from_value(json!({
-        "apiVersion": "ccm.dev/v1alpha1", "kind": "WorkerTemplate", "metadata": {"name": "sim"},
-        "spec": {
-            "provider": "simulated", "instanceType": "m5zn.metal", "image": {"namePattern": "CML-2.9.*"},
-            "capacity": {"cpuCores": 48, "memoryGiB": 192, "storageGiB": 500, "maxNodes": 20},
-            "licenseType": "Personal", "scaling": {"maxWorkers": 1000}
-        }
-    }))
-    .expect("template");
-    Api::<WorkerTemplate>::namespaced(client.clone(), &ns.name)
-        .create(&PostParams::default(), &template)
-        .await
-        .expect("create template");
+    simulated_template(&client, &ns.name, json!({"maxWorkers": 1000})).await;
     let defaults = [
         "--leader-lease-namespace",
         ns.name.as_str(),
@@ -108,23 +73,7 @@ async fn measure(count: usize, window: Duration) {
 
     let workers: Api<Worker> = Api::namespaced(client.clone(), &ns.name);
     let started = Instant::now();
-    stream::iter(0..count)
-        .for_each_concurrent(16, |i| {
-            let workers = workers.clone();
-            async move {
-                let w: Worker = serde_json::from_value(json!({
-                    "apiVersion": "ccm.dev/v1alpha1", "kind": "Worker",
-                    "metadata": {"name": format!("w{i:05}")},
-                    "spec": {"templateRef": {"name": "sim"}}
-                }))
-                .expect("worker");
-                workers
-                    .create(&PostParams::default(), &w)
-                    .await
-                    .expect("create worker");
-            }
-        })
-        .await;
+    create_workers(&workers, numbered(count), 16).await;
     loop {
         let list = workers.list(&ListParams::default()).await.expect("list");
         let running = list

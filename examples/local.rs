@@ -39,10 +39,18 @@ fn main() -> anyhow::Result<()> {
         )
         .init();
     // Flags as for `resource-controller run`, with demo-friendly intervals unless given.
+    // The simulated cloud lives in a state file, so a second controller (e.g. the release binary
+    // with the same --sim-state-file and KUBECONFIG) sees the same instances. The cluster is new
+    // each time, so the file starts empty too.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let state_file = root.join("target/local/sim-state.jsonl");
+    std::fs::create_dir_all(root.join("target/local"))?;
+    let _ = std::fs::remove_file(&state_file);
     let mut argv = vec![
         "resource-controller".to_owned(),
         "run".to_owned(),
         "--poll-interval=2s".to_owned(),
+        format!("--sim-state-file={}", state_file.display()),
     ];
     argv.extend(std::env::args().skip(1));
     let Command::Run(args) = <Cli as clap::Parser>::parse_from(argv).command else {
@@ -51,7 +59,6 @@ fn main() -> anyhow::Result<()> {
 
     eprintln!("starting a local kube-apiserver and etcd ...");
     let cp = ControlPlane::shared();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let kubeconfig = root.join("target/local/kubeconfig");
     std::fs::create_dir_all(root.join("target/local"))?;
     std::fs::copy(&cp.kubeconfig, &kubeconfig)?;
@@ -81,7 +88,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         let client = cp.client().await;
         let schedule = std::env::var("LOCAL_SCHEDULE").map_or(true, |v| v != "off");
-        let mut ctx = Context::new(client, args.settings(), args.providers(), "local");
+        let mut ctx = Context::new(client, args.settings(), args.providers()?, "local");
         let mut remotes = None;
         if schedule {
             let etcd = StateEtcd::start();

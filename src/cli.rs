@@ -13,7 +13,7 @@ use crate::{
     crd::{self, GoDuration},
     leader::{ElectionConfig, Elector},
     provider::{
-        ProviderRegistry, aws_default_chain,
+        Ec2Limits, ProviderRegistry, ProviderSettings, Rate, aws_default_chain,
         simulated::{SimulatedCloud, SimulatedConfig},
     },
     state_store::{EtcdConfig, EtcdStore},
@@ -156,6 +156,41 @@ pub struct AwsArgs {
     /// EC2 endpoint override, for emulators.
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     pub aws_endpoint_url: Option<String>,
+    #[command(flatten)]
+    pub limits: Ec2LimitArgs,
+}
+
+/// The account's EC2 request limits as BURST/PER_SECOND (EC2's defaults unless raised for the
+/// account); the controller stays under them, and the simulated cloud enforces them.
+#[derive(Debug, Args)]
+pub struct Ec2LimitArgs {
+    /// RunInstances request limit, as BURST/PER_SECOND.
+    #[arg(long, env = "EC2_RUN_INSTANCES_LIMIT", default_value = "5/2")]
+    pub ec2_run_instances_limit: Rate,
+    /// StartInstances request limit.
+    #[arg(long, env = "EC2_START_INSTANCES_LIMIT", default_value = "5/2")]
+    pub ec2_start_instances_limit: Rate,
+    /// TerminateInstances request limit.
+    #[arg(long, env = "EC2_TERMINATE_INSTANCES_LIMIT", default_value = "100/5")]
+    pub ec2_terminate_instances_limit: Rate,
+    /// Limit of the other mutating calls (StopInstances, CreateTags).
+    #[arg(long, env = "EC2_MUTATING_LIMIT", default_value = "50/5")]
+    pub ec2_mutating_limit: Rate,
+    /// Limit of the Describe calls.
+    #[arg(long, env = "EC2_DESCRIBE_LIMIT", default_value = "100/20")]
+    pub ec2_describe_limit: Rate,
+}
+
+impl Ec2LimitArgs {
+    pub fn limits(&self) -> Ec2Limits {
+        Ec2Limits {
+            run_instances: self.ec2_run_instances_limit,
+            start_instances: self.ec2_start_instances_limit,
+            terminate_instances: self.ec2_terminate_instances_limit,
+            mutating: self.ec2_mutating_limit,
+            describe: self.ec2_describe_limit,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -166,6 +201,10 @@ pub struct SimulatedArgs {
     /// Time the simulated workers' CML takes to report ready once running.
     #[arg(long, default_value = "5s")]
     pub sim_cml_boot: GoDuration,
+    /// Keep the simulated cloud's instances in this file, so they outlive the process (a restart,
+    /// or a second replica on this machine, sees them); default: in memory only.
+    #[arg(long, env = "SIM_STATE_FILE", value_name = "FILE")]
+    pub sim_state_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -255,17 +294,26 @@ impl RunArgs {
         }
     }
 
-    pub fn providers(&self) -> ProviderRegistry {
-        let simulated = SimulatedCloud::new(SimulatedConfig {
+    pub fn providers(&self) -> anyhow::Result<ProviderRegistry> {
+        let limits = self.aws.limits.limits();
+        let state_file = self.simulated.sim_state_file.clone();
+        let simulated = SimulatedCloud::open(SimulatedConfig {
             region: self.aws.aws_region.clone(),
             boot_delay: self.simulated.sim_boot_delay.as_std(),
+            limits,
+            state_file: state_file.clone(),
             ..SimulatedConfig::default()
-        });
-        ProviderRegistry::new(
+        })
+        .with_context(|| format!("opening --sim-state-file {state_file:?}"))?;
+        Ok(ProviderRegistry::with_settings(
             self.aws.aws_region.clone(),
             aws_default_chain(self.aws.aws_endpoint_url.clone()),
             Arc::new(simulated),
-        )
+            ProviderSettings {
+                limits,
+                ..ProviderSettings::default()
+            },
+        ))
     }
 }
 
@@ -396,8 +444,13 @@ async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
     let remotes = remotes(&args, &client).await?;
     let identity = args.identity();
     let ctx = Arc::new(
-        Context::new(client.clone(), args.settings(), args.providers(), &identity)
-            .with_remotes(remotes),
+        Context::new(
+            client.clone(),
+            args.settings(),
+            args.providers()?,
+            &identity,
+        )
+        .with_remotes(remotes),
     );
     let (leading_tx, mut leading) = tokio::sync::watch::channel(!args.election.leader_election);
     if args.election.leader_election {
@@ -555,6 +608,27 @@ mod tests {
         );
         let off = election(&["--leader-election", "false", "--leader-retry-period", "1m"]);
         assert!(off.check().is_ok(), "no election: nothing to check");
+    }
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let argv = ["resource-controller", "run"].iter().chain(args);
+        match Cli::try_parse_from(argv).expect("parse").command {
+            Command::Run(run) => *run,
+            Command::Crds(_) => unreachable!("parsed run"),
+        }
+    }
+
+    #[test]
+    fn ec2_limits_default_to_ec2s_and_can_be_raised() {
+        assert_eq!(run_args(&[]).aws.limits.limits(), Ec2Limits::default());
+        let raised = run_args(&["--ec2-run-instances-limit", "1000/100"]);
+        let limits = raised.aws.limits.limits();
+        assert_eq!(limits.run_instances, Rate::new(1000, 100));
+        assert_eq!(limits.describe, Ec2Limits::default().describe);
+        assert!(
+            Cli::try_parse_from(["resource-controller", "run", "--ec2-describe-limit", "0/1"])
+                .is_err()
+        );
     }
 
     #[test]

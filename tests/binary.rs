@@ -1,20 +1,119 @@
 //! The built `resource-controller run` binary against the real control plane: its health,
-//! readiness and metrics endpoints, while it runs a worker on the simulated provider.
+//! readiness and metrics endpoints, leader election between two replicas, and a restart that
+//! finds its simulated instances again in the state file.
 
 mod support;
 
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::{Api, api::PostParams};
-use resource_controller::crd::{Worker, WorkerPhase, WorkerTemplate};
+use kube::Api;
+use resource_controller::{
+    crd::{Worker, WorkerPhase},
+    provider::{
+        CloudProvider, Provider,
+        simulated::{SimulatedCloud, SimulatedConfig},
+    },
+};
 use serde_json::json;
 use support::{
     ControlPlane, TestNamespace, openmetrics,
     process::scratch_dir,
     replica::{LEASE_TTL, Replica},
-    workers::wait_for,
+    workers::{create_workers, simulated_template, wait_for},
 };
+
+fn names(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| n.to_string()).collect()
+}
+
+/// Each worker's phase and instance id.
+async fn fleet(
+    workers: &Api<Worker>,
+    names: &[&str],
+) -> Vec<(Option<WorkerPhase>, Option<String>)> {
+    let mut out = Vec::new();
+    for name in names {
+        let status = workers
+            .get(name)
+            .await
+            .expect("get")
+            .status
+            .unwrap_or_default();
+        out.push((status.phase, status.instance.map(|i| i.id)));
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_restarted_controller_keeps_its_simulated_workers_on_their_instances() {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await;
+    let ns = TestNamespace::create(&client, "restart").await;
+    let dir = scratch_dir("restart-");
+    let state = dir.join("sim-state.jsonl");
+    let state_arg = state.display().to_string();
+    let args = [
+        "--leader-lease-namespace",
+        ns.name.as_str(),
+        "--sim-state-file",
+        state_arg.as_str(),
+    ];
+    let first = Replica::start(&cp.kubeconfig, &ns.name, "first", &dir, &args, &[]);
+    first.until_leader().await;
+    simulated_template(&client, &ns.name, json!({"maxWorkers": 10})).await;
+    let workers: Api<Worker> = Api::namespaced(client.clone(), &ns.name);
+    let (up, late) = (["w1", "w2", "w3"], ["w4", "w5"]);
+    create_workers(&workers, names(&up), 4).await;
+    for name in up {
+        wait_for(&workers, name, "Running", |w| {
+            w.status.as_ref().and_then(|s| s.phase) == Some(WorkerPhase::Running)
+        })
+        .await;
+    }
+    let before = fleet(&workers, &up).await;
+    // Crash mid-fleet: two more workers are on their way.
+    create_workers(&workers, names(&late), 4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.signal("KILL");
+    drop(first);
+
+    let second = Replica::start(&cp.kubeconfig, &ns.name, "second", &dir, &args, &[]);
+    second.until_leader().await;
+    let all = [up.as_slice(), late.as_slice()].concat();
+    for name in &all {
+        wait_for(&workers, name, "Running", |w| {
+            w.status.as_ref().and_then(|s| s.phase) == Some(WorkerPhase::Running)
+        })
+        .await;
+    }
+    // Past two resyncs of the new controller: still the same instances, still Running.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        fleet(&workers, &up).await,
+        before,
+        "the first three kept their instances"
+    );
+    let now = fleet(&workers, &all).await;
+    assert!(
+        now.iter()
+            .all(|(phase, _)| *phase == Some(WorkerPhase::Running)),
+        "{now:?}\n{}",
+        second.output()
+    );
+    // One instance per worker in the shared cloud: nothing relaunched.
+    let cloud = SimulatedCloud::open(SimulatedConfig {
+        state_file: Some(state.clone()),
+        ..SimulatedConfig::default()
+    })
+    .expect("open the state file");
+    let instances = Provider::new(std::sync::Arc::new(cloud))
+        .list_managed(&ns.name)
+        .await
+        .expect("list");
+    assert_eq!(instances.len(), all.len(), "{instances:#?}");
+    ns.delete().await;
+}
 
 #[tokio::test]
 async fn the_binary_serves_health_readiness_and_metrics() {
@@ -29,19 +128,7 @@ async fn the_binary_serves_health_readiness_and_metrics() {
     let ready = only.until_leader().await;
     assert_eq!(ready, "leader: ready: caches synced");
 
-    let template: WorkerTemplate = serde_json::from_value(json!({
-        "apiVersion": "ccm.dev/v1alpha1", "kind": "WorkerTemplate", "metadata": {"name": "sim"},
-        "spec": {
-            "provider": "simulated", "instanceType": "m5zn.metal", "image": {"namePattern": "CML-2.9.*"},
-            "capacity": {"cpuCores": 48, "memoryGiB": 192, "storageGiB": 500, "maxNodes": 20},
-            "licenseType": "Personal", "scaling": {"maxWorkers": 2, "minWorkers": 1}
-        }
-    }))
-    .expect("template");
-    Api::<WorkerTemplate>::namespaced(client.clone(), &ns.name)
-        .create(&PostParams::default(), &template)
-        .await
-        .expect("create template");
+    simulated_template(&client, &ns.name, json!({"maxWorkers": 2, "minWorkers": 1})).await;
     let workers: Api<Worker> = Api::namespaced(client.clone(), &ns.name);
     // minWorkers 1: the autoscaler makes one, which comes up.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

@@ -68,3 +68,47 @@ fn every_condition_and_event_reason_is_explained() {
         .collect();
     assert!(missing.is_empty(), "reasons not explained: {missing:?}");
 }
+
+/// Property names under `spec` and `status` of a CRD's schema, at every depth.
+fn schema_fields(crd: &serde_json::Value) -> Vec<String> {
+    fn walk(schema: &serde_json::Value, out: &mut Vec<String>) {
+        if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+            for (name, sub) in props {
+                out.push(name.clone());
+                walk(sub, out);
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            walk(items, out);
+        }
+        if let Some(values) = schema.get("additionalProperties") {
+            walk(values, out);
+        }
+    }
+    let root = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"];
+    let mut out = Vec::new();
+    for part in ["spec", "status"] {
+        walk(&root[part], &mut out);
+    }
+    out
+}
+
+#[test]
+fn the_architecture_describes_every_field_of_both_crds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let docs = std::fs::read_to_string(root.join("docs/architecture.md")).expect("read docs");
+    for file in ["workers.ccm.dev.yaml", "workertemplates.ccm.dev.yaml"] {
+        let text = std::fs::read_to_string(root.join("crds").join(file)).expect("read crd");
+        let crd: serde_json::Value = serde_yaml_ng::from_str(&text).expect("crd yaml");
+        let fields = schema_fields(&crd);
+        assert!(fields.len() > 20, "{file}: too few fields read");
+        let missing: Vec<&String> = fields
+            .iter()
+            .filter(|f| !docs.contains(f.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{file}: fields not in docs/architecture.md: {missing:?}"
+        );
+    }
+}

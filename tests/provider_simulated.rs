@@ -396,3 +396,107 @@ async fn throttled_calls_back_off_and_succeed() {
     assert!(provider.calls().get(Operation::RunInstances, "Throttled") >= 1);
     assert_eq!(provider.calls().get(Operation::RunInstances, "ok"), 1);
 }
+
+fn kept_in(path: &std::path::Path) -> Arc<SimulatedCloud> {
+    let config = SimulatedConfig {
+        boot_delay: Duration::from_millis(200),
+        state_file: Some(path.to_owned()),
+        ..SimulatedConfig::default()
+    };
+    Arc::new(SimulatedCloud::open(config).expect("open the state file"))
+}
+
+#[tokio::test]
+async fn a_state_file_shares_instances_between_clouds_and_outlives_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sim.jsonl");
+    let (a, b) = (Provider::new(kept_in(&path)), Provider::new(kept_in(&path)));
+    let first = a
+        .launch(&request("w1", spec(&["m5zn.metal"], &[])))
+        .await
+        .expect("launch");
+    let id = first.instance.id.clone();
+    // The other cloud sees it, boots it on the same schedule, and will not launch it again.
+    assert_eq!(state_of(&b, &id).await, InstanceState::Pending);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(state_of(&b, &id).await, InstanceState::Running);
+    let again = b
+        .launch(&request("w1", spec(&["m5zn.metal"], &[])))
+        .await
+        .expect("launch again");
+    assert_eq!(again.instance.id, id, "adopted, not launched twice");
+    let second = b
+        .launch(&request("w2", spec(&["m5zn.metal"], &[])))
+        .await
+        .expect("launch");
+    assert_ne!(second.instance.id, id, "ids never collide across processes");
+    a.stop(&second.instance.id).await.expect("stop");
+    drop((a, b));
+
+    // A cloud opened later (a restarted controller) finds both, as they were left.
+    let c = Provider::new(kept_in(&path));
+    let found = c.list_managed("sim").await.expect("list");
+    assert_eq!(found.len(), 2);
+    assert_eq!(state_of(&c, &id).await, InstanceState::Running);
+    let stopped = state_of(&c, &second.instance.id).await;
+    assert!(matches!(
+        stopped,
+        InstanceState::Stopping | InstanceState::Stopped
+    ));
+}
+
+#[tokio::test]
+async fn a_state_file_is_compacted_and_survives_a_torn_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("sim.jsonl");
+    let config = SimulatedConfig {
+        boot_delay: Duration::ZERO,
+        stop_delay: Duration::ZERO,
+        throttle: false,
+        state_file: Some(path.clone()),
+        ..SimulatedConfig::default()
+    };
+    let cloud = SimulatedCloud::open(config.clone()).expect("open");
+    let provider = Provider::new(Arc::new(cloud));
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let w = format!("w{i}");
+        ids.push(
+            provider
+                .launch(&request(&w, spec(&["m5zn.metal"], &[])))
+                .await
+                .expect("launch")
+                .instance
+                .id,
+        );
+    }
+    let raw = SimulatedCloud::open(config.clone()).expect("open");
+    for _ in 0..60 {
+        raw.stop_instances(&ids).await.expect("stop");
+        raw.start_instances(&ids).await.expect("start");
+    }
+    let lines = std::fs::read_to_string(&path)
+        .expect("read")
+        .lines()
+        .count();
+    assert!(
+        lines < 1000,
+        "1,210 changes of 10 instances were compacted: {lines} lines"
+    );
+
+    // A writer that died mid-line leaves a torn line; readers skip it, the next writer drops it.
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("open");
+    std::io::Write::write_all(&mut file, b"{\"id\":\"i-torn").expect("tear");
+    let after = SimulatedCloud::open(config.clone()).expect("open after a torn write");
+    let extra = Provider::new(Arc::new(after));
+    extra
+        .launch(&request("w10", spec(&["m5zn.metal"], &[])))
+        .await
+        .expect("launch");
+    let reread = Provider::new(Arc::new(SimulatedCloud::open(config).expect("reopen")));
+    let all = reread.list_managed("sim").await.expect("list");
+    assert_eq!(all.len(), 11);
+}

@@ -18,7 +18,7 @@ use super::{
     Result,
     api::{CloudApi, InstanceFilter, MAX_IDS_PER_DESCRIBE, RunInstance},
     capacity::CapacityCache,
-    ratelimit::{Operation, RateLimits},
+    ratelimit::{Ec2Limits, Operation, RateLimits},
     types::tag,
 };
 use crate::backoff::Backoff;
@@ -31,6 +31,8 @@ pub struct ProviderSettings {
     pub throttle_backoff: Backoff,
     /// How long an instance type stays skipped after an insufficient-capacity answer.
     pub capacity_ttl: Duration,
+    /// The account's request limits, enforced client-side.
+    pub limits: Ec2Limits,
 }
 
 impl Default for ProviderSettings {
@@ -39,6 +41,7 @@ impl Default for ProviderSettings {
             throttle_retries: 5,
             throttle_backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(20)),
             capacity_ttl: Duration::from_secs(300),
+            limits: Ec2Limits::default(),
         }
     }
 }
@@ -114,7 +117,7 @@ impl Provider {
     pub fn with_settings(api: Arc<dyn CloudApi>, settings: ProviderSettings) -> Provider {
         Provider {
             api,
-            limits: RateLimits::ec2_defaults(),
+            limits: RateLimits::new(&settings.limits),
             capacity: CapacityCache::new(settings.capacity_ttl),
             settings,
             known_types: Mutex::new(HashSet::new()),

@@ -16,6 +16,7 @@ use async_trait::async_trait;
 pub use capacity::CapacityCache;
 pub use error::{ErrorKind, ProviderError, Result, classify_code};
 pub use managed::{CallCounts, Provider, ProviderSettings};
+pub use ratelimit::{Ec2Limits, Rate};
 pub use registry::{AwsConnector, ProviderRegistry, aws_default_chain};
 pub use types::{
     Image, ImageQuery, Instance, InstanceState, LaunchRequest, LaunchSpec, Launched,

@@ -140,6 +140,67 @@ enum BucketClass {
     Describe,
 }
 
+/// One request limit: `burst` calls at once, refilled at `per_second`; written `burst/per_second`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub burst: u32,
+    pub per_second: u32,
+}
+
+impl Rate {
+    pub const fn new(burst: u32, per_second: u32) -> Rate {
+        Rate { burst, per_second }
+    }
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.burst, self.per_second)
+    }
+}
+
+impl std::str::FromStr for Rate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Rate, String> {
+        let bad = || format!("{s:?}: expected BURST/PER_SECOND, e.g. 5/2, both at least 1");
+        let (burst, per_second) = s.split_once('/').ok_or_else(bad)?;
+        let burst: u32 = burst.trim().parse().map_err(|_| bad())?;
+        let per_second: u32 = per_second.trim().parse().map_err(|_| bad())?;
+        if burst == 0 || per_second == 0 {
+            return Err(bad());
+        }
+        Ok(Rate { burst, per_second })
+    }
+}
+
+/// An account's EC2 request limits. Real accounts get them raised on request, so they are
+/// configuration; the client-side buckets and the simulated cloud's server side both use them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ec2Limits {
+    pub run_instances: Rate,
+    pub start_instances: Rate,
+    pub terminate_instances: Rate,
+    /// StopInstances, CreateTags and other mutating calls.
+    pub mutating: Rate,
+    /// Every Describe call.
+    pub describe: Rate,
+}
+
+impl Default for Ec2Limits {
+    /// EC2's published defaults: RunInstances and StartInstances 5 burst / 2 per s, describe calls
+    /// 100 / 20, TerminateInstances 100 / 5, other mutating calls 50 / 5.
+    fn default() -> Self {
+        Ec2Limits {
+            run_instances: Rate::new(5, 2),
+            start_instances: Rate::new(5, 2),
+            terminate_instances: Rate::new(100, 5),
+            mutating: Rate::new(50, 5),
+            describe: Rate::new(100, 20),
+        }
+    }
+}
+
 /// The buckets of one account and region.
 #[derive(Debug)]
 pub struct RateLimits {
@@ -147,18 +208,25 @@ pub struct RateLimits {
 }
 
 impl RateLimits {
-    /// EC2's published defaults: RunInstances and StartInstances 5 burst / 2 per s, describe calls
-    /// 100 / 20, TerminateInstances 100 / 5, other mutating calls 50 / 5.
-    pub fn ec2_defaults() -> RateLimits {
+    pub fn new(limits: &Ec2Limits) -> RateLimits {
+        let bucket = |r: Rate| TokenBucket::new(r.burst, r.per_second);
         RateLimits {
             buckets: HashMap::from([
-                (BucketClass::RunInstances, TokenBucket::new(5, 2)),
-                (BucketClass::StartInstances, TokenBucket::new(5, 2)),
-                (BucketClass::Describe, TokenBucket::new(100, 20)),
-                (BucketClass::TerminateInstances, TokenBucket::new(100, 5)),
-                (BucketClass::OtherMutating, TokenBucket::new(50, 5)),
+                (BucketClass::RunInstances, bucket(limits.run_instances)),
+                (BucketClass::StartInstances, bucket(limits.start_instances)),
+                (BucketClass::Describe, bucket(limits.describe)),
+                (
+                    BucketClass::TerminateInstances,
+                    bucket(limits.terminate_instances),
+                ),
+                (BucketClass::OtherMutating, bucket(limits.mutating)),
             ]),
         }
+    }
+
+    /// EC2's published defaults ([`Ec2Limits::default`]).
+    pub fn ec2_defaults() -> RateLimits {
+        RateLimits::new(&Ec2Limits::default())
     }
 
     pub fn bucket(&self, op: Operation) -> &TokenBucket {
@@ -232,6 +300,30 @@ mod tests {
             Duration::from_secs(2),
             "2 free, then 4 at 2/s"
         );
+    }
+
+    #[test]
+    fn rates_read_as_burst_slash_per_second() {
+        assert_eq!("5/2".parse::<Rate>(), Ok(Rate::new(5, 2)));
+        assert_eq!(" 1000 / 50 ".parse::<Rate>(), Ok(Rate::new(1000, 50)));
+        for bad in ["5", "5/0", "0/2", "a/b", "5/2/1", ""] {
+            assert!(bad.parse::<Rate>().is_err(), "{bad:?} accepted");
+        }
+        assert_eq!(Rate::new(5, 2).to_string(), "5/2");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn raised_limits_raise_every_bucket() {
+        let raised = Ec2Limits {
+            run_instances: Rate::new(1000, 100),
+            ..Ec2Limits::default()
+        };
+        let limits = RateLimits::new(&raised);
+        for _ in 0..1000 {
+            assert!(limits.try_acquire(Operation::RunInstances).is_ok());
+        }
+        assert!(limits.try_acquire(Operation::RunInstances).is_err());
+        assert_eq!(limits.bucket(Operation::StartInstances).burst(), 5);
     }
 
     #[tokio::test(start_paused = true)]

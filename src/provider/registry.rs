@@ -7,7 +7,7 @@ use futures::future::BoxFuture;
 use tokio::sync::Mutex;
 
 use super::{
-    CloudProvider, Provider,
+    CloudProvider, Provider, ProviderSettings,
     api::CloudApi,
     ec2::{Ec2Api, Ec2Settings},
     simulated::SimulatedCloud,
@@ -33,6 +33,7 @@ pub struct ProviderRegistry {
     aws: AwsConnector,
     simulated: Arc<Provider>,
     aws_regions: Mutex<HashMap<String, Arc<Provider>>>,
+    settings: ProviderSettings,
     /// Every provider made so far, readable without awaiting (metrics are collected in sync code).
     made: std::sync::Mutex<Vec<(&'static str, String, Arc<Provider>)>>,
 }
@@ -41,19 +42,31 @@ pub struct ProviderRegistry {
 pub type CallTotals = Vec<(&'static str, String, &'static str, &'static str, u64)>;
 
 impl ProviderRegistry {
+    /// Providers with EC2's default request limits.
     pub fn new(
         default_region: impl Into<String>,
         aws: AwsConnector,
         simulated: Arc<SimulatedCloud>,
     ) -> ProviderRegistry {
+        ProviderRegistry::with_settings(default_region, aws, simulated, ProviderSettings::default())
+    }
+
+    /// Providers with `settings`, e.g. an account's raised request limits.
+    pub fn with_settings(
+        default_region: impl Into<String>,
+        aws: AwsConnector,
+        simulated: Arc<SimulatedCloud>,
+        settings: ProviderSettings,
+    ) -> ProviderRegistry {
         let default_region = default_region.into();
-        let simulated = Arc::new(Provider::new(simulated));
+        let simulated = Arc::new(Provider::with_settings(simulated, settings.clone()));
         let made = vec![("simulated", default_region.clone(), simulated.clone())];
         ProviderRegistry {
             default_region,
             aws,
             simulated,
             aws_regions: Mutex::new(HashMap::new()),
+            settings,
             made: std::sync::Mutex::new(made),
         }
     }
@@ -73,7 +86,8 @@ impl ProviderRegistry {
                 if let Some(p) = regions.get(&region) {
                     return p.clone();
                 }
-                let provider = Arc::new(Provider::new((self.aws)(region.clone()).await));
+                let api = (self.aws)(region.clone()).await;
+                let provider = Arc::new(Provider::with_settings(api, self.settings.clone()));
                 regions.insert(region.clone(), provider.clone());
                 self.made.lock().unwrap_or_else(|e| e.into_inner()).push((
                     "aws",

@@ -3,7 +3,10 @@
 //! Instances go pending -> running after a boot delay, stop and start, terminate, carry tags and
 //! honour ClientToken. The server side enforces EC2's request buckets by answering
 //! `RequestLimitExceeded`, and faults can be injected: no capacity for a type (in a zone), a
-//! launch failure rate, an instance vanishing.
+//! launch failure rate, an instance vanishing. With a state file its instances outlive the
+//! process, and two processes on one machine share them (see [`journal`]).
+
+mod journal;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -24,7 +27,7 @@ use super::{
         CloudApi, InstanceFilter, MAX_IDS_PER_DESCRIBE, MAX_RESULTS_PER_PAGE, Page, RunInstance,
     },
     glob,
-    ratelimit::{Operation, RateLimits},
+    ratelimit::{Ec2Limits, Operation, RateLimits},
 };
 
 /// How the simulated cloud behaves.
@@ -42,8 +45,12 @@ pub struct SimulatedConfig {
     /// Instance types on offer.
     pub instance_types: Vec<String>,
     pub images: Vec<Image>,
-    /// Enforce EC2's request buckets server-side.
+    /// Enforce the account's request buckets server-side.
     pub throttle: bool,
+    /// The account's request limits (raised ones too), as EC2 would enforce them.
+    pub limits: Ec2Limits,
+    /// Keep the instances in this file (a journal), so they outlive the process.
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl Default for SimulatedConfig {
@@ -96,6 +103,8 @@ impl Default for SimulatedConfig {
                 },
             ],
             throttle: true,
+            limits: Ec2Limits::default(),
+            state_file: None,
         }
     }
 }
@@ -114,12 +123,119 @@ struct Faults {
     launch_failure_rate: f64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct State {
     instances: BTreeMap<String, SimInstance>,
     tokens: HashMap<String, String>,
     launched: u64,
     faults: Faults,
+    journal: Option<journal::Journal>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("instances", &self.instances.len())
+            .field("launched", &self.launched)
+            .field("state_file", &self.journal.as_ref().map(|j| j.path()))
+            .finish()
+    }
+}
+
+impl State {
+    /// Takes in what other processes wrote to the state file since last time.
+    fn catch_up(&mut self) -> std::io::Result<()> {
+        let Some(journal) = self.journal.as_mut() else {
+            return Ok(());
+        };
+        let records = match journal.read_new()? {
+            journal::Replay::Reset(records) => {
+                self.instances.clear();
+                self.tokens.clear();
+                self.launched = 0;
+                records
+            }
+            journal::Replay::Added(records) => records,
+        };
+        for record in records {
+            let Some(sim) = record.instance() else {
+                continue;
+            };
+            if let Some(token) = record.token() {
+                self.tokens
+                    .insert(token.to_owned(), sim.instance.id.clone());
+            }
+            self.launched = self.launched.max(record.launched());
+            self.instances.insert(sim.instance.id.clone(), sim);
+        }
+        Ok(())
+    }
+
+    /// Writes the instances `ids` to the state file (with the token that launched `token.1`).
+    fn persist(&mut self, ids: &[String], token: Option<(&str, &str)>) -> std::io::Result<()> {
+        let Some(journal) = self.journal.as_mut() else {
+            return Ok(());
+        };
+        let records: Vec<journal::Record> = ids
+            .iter()
+            .filter_map(|id| self.instances.get(id))
+            .map(|sim| {
+                let token = token
+                    .filter(|(_, of)| *of == sim.instance.id)
+                    .map(|(t, _)| t);
+                journal::Record::new(sim, token, self.launched)
+            })
+            .collect();
+        journal.append(&records)?;
+        if journal.worth_compacting(self.instances.len()) {
+            let by_id: HashMap<&str, &str> = self
+                .tokens
+                .iter()
+                .map(|(t, id)| (id.as_str(), t.as_str()))
+                .collect();
+            let all: Vec<journal::Record> = self
+                .instances
+                .values()
+                .map(|sim| {
+                    journal::Record::new(
+                        sim,
+                        by_id.get(sim.instance.id.as_str()).copied(),
+                        self.launched,
+                    )
+                })
+                .collect();
+            journal.compact(&all)?;
+        }
+        Ok(())
+    }
+}
+
+/// The state of one call: the in-process lock and, with a state file, the file lock.
+struct Session<'a> {
+    state: std::sync::MutexGuard<'a, State>,
+    _file: Option<journal::Locked>,
+}
+
+impl std::ops::Deref for Session<'_> {
+    type Target = State;
+
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for Session<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+}
+
+fn state_file_error(op: Operation, e: &std::io::Error) -> ProviderError {
+    ProviderError::new(
+        ErrorKind::Transient,
+        op.as_str(),
+        format!("simulated cloud state file: {e}"),
+    )
 }
 
 /// The simulated cloud.
@@ -132,13 +248,33 @@ pub struct SimulatedCloud {
 }
 
 impl SimulatedCloud {
+    /// A cloud in memory only.
     pub fn new(config: SimulatedConfig) -> SimulatedCloud {
         SimulatedCloud {
+            limits: RateLimits::new(&config.limits),
             config,
-            limits: RateLimits::ec2_defaults(),
             state: Mutex::new(State::default()),
             throttled: AtomicU64::new(0),
         }
+    }
+
+    /// A cloud kept in `config.state_file` when set: fails if the file cannot be opened.
+    pub fn open(config: SimulatedConfig) -> std::io::Result<SimulatedCloud> {
+        let journal = match &config.state_file {
+            Some(path) => Some(journal::Journal::open(path)?),
+            None => None,
+        };
+        let cloud = SimulatedCloud::new(config);
+        {
+            let mut state = cloud.state();
+            state.journal = journal;
+            let _file = match state.journal.as_ref() {
+                Some(j) => Some(j.lock()?),
+                None => None,
+            };
+            state.catch_up()?;
+        }
+        Ok(cloud)
     }
 
     /// Answers RunInstances for `instance_type` (in `zone`, or anywhere) with InsufficientInstanceCapacity.
@@ -164,14 +300,16 @@ impl SimulatedCloud {
 
     /// The instance disappears as if someone terminated it behind our back.
     pub fn vanish(&self, id: &str) -> bool {
-        let mut state = self.state();
+        let Ok(mut state) = self.session(Operation::TerminateInstances) else {
+            return false;
+        };
         match state.instances.get_mut(id) {
             Some(sim) => {
                 sim.instance.state = InstanceState::Terminated;
                 sim.instance.state_reason =
                     Some("Client.UserInitiatedShutdown: terminated outside the controller".into());
                 sim.next = None;
-                true
+                state.persist(&[id.to_owned()], None).is_ok()
             }
             None => false,
         }
@@ -192,7 +330,7 @@ impl SimulatedCloud {
     }
 
     /// Admits a call through the server-side bucket, then brings every instance up to date.
-    fn admit(&self, op: Operation) -> Result<std::sync::MutexGuard<'_, State>> {
+    fn admit(&self, op: Operation) -> Result<Session<'_>> {
         if self.config.throttle && self.limits.try_acquire(op).is_err() {
             self.throttled.fetch_add(1, Ordering::Relaxed);
             return Err(ProviderError::from_code(
@@ -201,7 +339,19 @@ impl SimulatedCloud {
                 "Request limit exceeded.",
             ));
         }
+        self.session(op)
+    }
+
+    /// Locks the state (and the state file), reads what others wrote, and brings every instance
+    /// up to date.
+    fn session(&self, op: Operation) -> Result<Session<'_>> {
         let mut state = self.state();
+        let file = match state.journal.as_ref() {
+            Some(j) => Some(j.lock().map_err(|e| state_file_error(op, &e))?),
+            None => None,
+        };
+        state.catch_up().map_err(|e| state_file_error(op, &e))?;
+        let mut state = Session { state, _file: file };
         let now = Instant::now();
         for sim in state.instances.values_mut() {
             if let Some((target, at)) = sim.next
@@ -263,7 +413,9 @@ impl SimulatedCloud {
                 change(sim, now);
             }
         }
-        Ok(())
+        state
+            .persist(ids, None)
+            .map_err(|e| state_file_error(op, &e))
     }
 }
 
@@ -366,7 +518,7 @@ impl CloudApi for SimulatedCloud {
             .tokens
             .insert(request.client_token.to_owned(), id.clone());
         state.instances.insert(
-            id,
+            id.clone(),
             SimInstance {
                 instance: instance.clone(),
                 next: Some((
@@ -375,6 +527,12 @@ impl CloudApi for SimulatedCloud {
                 )),
             },
         );
+        state
+            .persist(
+                std::slice::from_ref(&id),
+                Some((request.client_token, id.as_str())),
+            )
+            .map_err(|e| state_file_error(op, &e))?;
         Ok(instance)
     }
 

@@ -66,3 +66,48 @@ pub fn ready_message(w: &Worker) -> String {
         .map(|c| c.message.clone())
         .unwrap_or_default()
 }
+
+/// Creates template `sim` on the simulated provider in `namespace`, with `scaling`.
+pub async fn simulated_template(
+    client: &kube::Client,
+    namespace: &str,
+    scaling: serde_json::Value,
+) {
+    let template: resource_controller::crd::WorkerTemplate =
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "ccm.dev/v1alpha1", "kind": "WorkerTemplate", "metadata": {"name": "sim"},
+            "spec": {
+                "provider": "simulated", "instanceType": "m5zn.metal",
+                "image": {"namePattern": "CML-2.9.*"},
+                "capacity": {"cpuCores": 48, "memoryGiB": 192, "storageGiB": 500, "maxNodes": 20},
+                "licenseType": "Personal", "scaling": scaling
+            }
+        }))
+        .expect("template");
+    Api::<resource_controller::crd::WorkerTemplate>::namespaced(client.clone(), namespace)
+        .create(&kube::api::PostParams::default(), &template)
+        .await
+        .expect("create template");
+}
+
+/// Creates Workers of template `sim` named `names`, `concurrency` requests at a time.
+pub async fn create_workers(api: &Api<Worker>, names: Vec<String>, concurrency: usize) {
+    use futures::StreamExt;
+    futures::stream::iter(names)
+        .for_each_concurrent(concurrency, |name| async move {
+            let w: Worker = serde_json::from_value(serde_json::json!({
+                "apiVersion": "ccm.dev/v1alpha1", "kind": "Worker",
+                "metadata": {"name": name}, "spec": {"templateRef": {"name": "sim"}}
+            }))
+            .expect("worker");
+            api.create(&kube::api::PostParams::default(), &w)
+                .await
+                .expect("create worker");
+        })
+        .await;
+}
+
+/// `n` worker names, `w00000` on.
+pub fn numbered(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("w{i:05}")).collect()
+}

@@ -1,0 +1,313 @@
+//! The controller at fleet scale on a real API server: the built binary, one replica, the
+//! simulated provider (3 s boot, 2 s CML start), 30 s resync. For each fleet size and each set of
+//! EC2 limits it applies N Workers and reports the time to all Running, the API-server writes per
+//! worker (from the API server's own request counters), the controller's CPU seconds and peak
+//! RSS, and then, over a window of steady state, its CPU, its reconciles per worker per resync,
+//! and the writes and EC2 mutating calls it made (both should be zero). Next to them, the floors
+//! measured in the same run: the RunInstances bucket's (burst, then its refill rate) and the API
+//! server's own, a client issuing the same number of status patches as fast as it can.
+//!
+//! `make bench-scale` runs N = 100 and 1,000 with EC2's default limits and with raised ones;
+//! `SCALE_N=100,1000,10000` and `SCALE_LIMITS=default|raised|both` choose, `WINDOW_SECS` sets the
+//! steady-state window (default 60). Under `cargo test` it runs N = 3 as a smoke test.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use kube::{
+    Api,
+    api::{Patch, PatchParams},
+    runtime::{WatchStreamExt, reflector, watcher},
+};
+use resource_controller::crd::{Worker, WorkerPhase};
+use serde_json::json;
+use support::{
+    ControlPlane, TestNamespace, openmetrics,
+    process::{scratch_dir, usage},
+    replica::Replica,
+    workers::{create_workers, numbered, simulated_template},
+};
+
+/// Raised limits, as an account might get them on request.
+const RAISED: [(&str, &str); 5] = [
+    ("--ec2-run-instances-limit", "1000/200"),
+    ("--ec2-start-instances-limit", "1000/200"),
+    ("--ec2-terminate-instances-limit", "1000/100"),
+    ("--ec2-mutating-limit", "1000/100"),
+    ("--ec2-describe-limit", "1000/200"),
+];
+/// EC2's default RunInstances bucket.
+const RUN_BURST: f64 = 5.0;
+const RUN_PER_SECOND: f64 = 2.0;
+const BOOT: Duration = Duration::from_secs(5);
+
+fn main() {
+    let benching = std::env::args().any(|a| a == "--bench");
+    let sizes: Vec<usize> = std::env::var("SCALE_N")
+        .unwrap_or_else(|_| if benching { "100,1000" } else { "3" }.to_owned())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    let limits = std::env::var("SCALE_LIMITS").unwrap_or_else(|_| "both".to_owned());
+    let window = Duration::from_secs(
+        std::env::var("WINDOW_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if benching { 60 } else { 2 }),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    for n in sizes {
+        for raised in [false, true] {
+            let wanted = match limits.as_str() {
+                "default" => !raised,
+                "raised" => raised,
+                _ => true,
+            };
+            if wanted {
+                runtime.block_on(run(n, raised, window));
+            }
+        }
+    }
+}
+
+/// The API server's request counters: writes (POST, PUT, PATCH, server-side APPLY, DELETE) by
+/// resource.
+async fn writes(client: &kube::Client) -> BTreeMap<String, f64> {
+    let request = http::Request::get("/metrics")
+        .body(Vec::new())
+        .expect("request");
+    let text = client
+        .request_text(request)
+        .await
+        .expect("apiserver metrics");
+    let mut out = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("apiserver_request_total{"))
+    {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let label = |key: &str| {
+            labels
+                .split(&format!("{key}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or("")
+                .to_owned()
+        };
+        if !matches!(
+            label("verb").as_str(),
+            "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE"
+        ) {
+            continue;
+        }
+        let mut resource = label("resource");
+        let sub = label("subresource");
+        if !sub.is_empty() {
+            resource = format!("{resource}/{sub}");
+        }
+        *out.entry(resource).or_default() += value.parse::<f64>().unwrap_or(0.0);
+    }
+    out
+}
+
+fn delta(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>, key: &str) -> f64 {
+    after.get(key).copied().unwrap_or(0.0) - before.get(key).copied().unwrap_or(0.0)
+}
+
+/// The controller's own counters, read from its /metrics.
+async fn controller_metrics(replica: &Replica) -> Vec<openmetrics::Sample> {
+    let (_, _, body) = replica.get("/metrics").await.expect("controller metrics");
+    openmetrics::parse(&body).expect("openmetrics")
+}
+
+fn mutating_calls(samples: &[openmetrics::Sample]) -> f64 {
+    [
+        "RunInstances",
+        "StartInstances",
+        "StopInstances",
+        "TerminateInstances",
+        "CreateTags",
+    ]
+    .iter()
+    .map(|op| openmetrics::value(samples, "ccm_cloud_api_calls_total", &[("operation", op)]))
+    .sum()
+}
+
+async fn run(n: usize, raised: bool, window: Duration) {
+    let cp = ControlPlane::shared();
+    let client = cp.client().await;
+    let ns = TestNamespace::create(&client, "scale").await;
+    let dir = scratch_dir("scale-");
+    simulated_template(&client, &ns.name, json!({"maxWorkers": 1000})).await;
+    let boot = format!("{}ms", BOOT.as_millis() - 2000);
+    let mut args = vec![
+        "--leader-lease-namespace",
+        ns.name.as_str(),
+        "--reconcile-interval",
+        "30",
+        "--poll-interval",
+        "2s",
+        "--sim-boot-delay",
+        boot.as_str(),
+        "--sim-cml-boot",
+        "2s",
+        "--concurrency",
+        "16",
+    ];
+    if raised {
+        args.extend(RAISED.iter().flat_map(|(flag, value)| [*flag, *value]));
+    }
+    let controller = Replica::start(&cp.kubeconfig, &ns.name, "scale", &dir, &args, &[]);
+    controller.until_leader().await;
+
+    let workers: Api<Worker> = Api::namespaced(client.clone(), &ns.name);
+    let (store, writer) = reflector::store::<Worker>();
+    let watch = tokio::spawn(
+        watcher(workers.clone(), watcher::Config::default())
+            .reflect(writer)
+            .applied_objects()
+            .try_for_each(|_| async { Ok(()) }),
+    );
+    let writes_before = writes(&client).await;
+    let cpu_before = usage(controller.pid()).0;
+    let started = Instant::now();
+    create_workers(&workers, numbered(n), 32).await;
+    let applied = started.elapsed();
+    loop {
+        let running = store
+            .state()
+            .iter()
+            .filter(|w| w.status.as_ref().and_then(|s| s.phase) == Some(WorkerPhase::Running))
+            .count();
+        if running == n {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3600),
+            "{running} of {n} Running after an hour"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all_running = started.elapsed();
+    let (cpu_at_running, _, peak_at_running) = usage(controller.pid());
+    // Writes made while the fleet came up, minus the bench's own creates.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let writes_up = writes(&client).await;
+    let worker_writes = delta(&writes_up, &writes_before, "workers") - n as f64
+        + delta(&writes_up, &writes_before, "workers/status");
+    let event_writes = delta(&writes_up, &writes_before, "events");
+
+    // Steady state: past the first resync after the last change.
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let (cpu0, metrics0, writes0) = (
+        usage(controller.pid()).0,
+        controller_metrics(&controller).await,
+        writes(&client).await,
+    );
+    tokio::time::sleep(window).await;
+    let (cpu1, metrics1, writes1) = (
+        usage(controller.pid()),
+        controller_metrics(&controller).await,
+        writes(&client).await,
+    );
+    let steady_cores = (cpu1.0 - cpu0) / window.as_secs_f64();
+    let reconciles = openmetrics::value(
+        &metrics1,
+        "ccm_reconciles_total",
+        &[("controller", "worker")],
+    ) - openmetrics::value(
+        &metrics0,
+        "ccm_reconciles_total",
+        &[("controller", "worker")],
+    );
+    let resyncs = window.as_secs_f64() / 30.0;
+    let steady_writes: f64 = [
+        "workers",
+        "workers/status",
+        "events",
+        "workertemplates/status",
+    ]
+    .iter()
+    .map(|r| delta(&writes1, &writes0, r))
+    .sum();
+    let steady_mutating = mutating_calls(&metrics1) - mutating_calls(&metrics0);
+
+    // The API server's floor: the same number of status patches, as fast as one client can.
+    let patches = worker_writes.round().max(1.0) as usize;
+    let floor_started = Instant::now();
+    stream::iter(0..patches)
+        .for_each_concurrent(32, |i| {
+            let workers = workers.clone();
+            async move {
+                let body = json!({"status": {"observedGeneration": i % 1000}});
+                workers
+                    .patch_status(
+                        &format!("w{:05}", i % n),
+                        &PatchParams::default(),
+                        &Patch::Merge(&body),
+                    )
+                    .await
+                    .expect("patch status");
+            }
+        })
+        .await;
+    let api_floor = floor_started.elapsed();
+    let run_floor = if raised {
+        None
+    } else {
+        Some((n as f64 - RUN_BURST).max(0.0) / RUN_PER_SECOND + BOOT.as_secs_f64())
+    };
+
+    println!(
+        "\n{n} workers, {} EC2 limits: all Running after {:.1} s (applied in {:.1} s)",
+        if raised { "raised" } else { "default" },
+        all_running.as_secs_f64(),
+        applied.as_secs_f64()
+    );
+    if let Some(floor) = run_floor {
+        println!(
+            "  RunInstances floor (5 burst + 2/s, plus {} s boot): {floor:.1} s -> {:+.1} %",
+            BOOT.as_secs(),
+            (all_running.as_secs_f64() / floor - 1.0) * 100.0
+        );
+    }
+    println!(
+        "  API-server writes per worker to Running: {:.2} on Worker objects (+ {:.2} Events); \
+         the API server alone took {:.1} s for the same {patches} patches ({:.1}x)",
+        worker_writes / n as f64,
+        event_writes / n as f64,
+        api_floor.as_secs_f64(),
+        all_running.as_secs_f64() / api_floor.as_secs_f64().max(0.001)
+    );
+    println!(
+        "  controller: {:.2} CPU s to Running; RSS peak {:.1} MiB to Running, {:.1} MiB by the \
+         end, {:.1} MiB now",
+        cpu_at_running - cpu_before,
+        peak_at_running,
+        cpu1.2,
+        cpu1.1
+    );
+    println!(
+        "  steady over {} s: {:.4} cores, {:.2} reconciles per worker per resync, {} writes, \
+         {} EC2 mutating calls",
+        window.as_secs(),
+        steady_cores,
+        reconciles / n as f64 / resyncs,
+        steady_writes,
+        steady_mutating
+    );
+    watch.abort();
+    drop(controller);
+    ns.delete().await;
+}
