@@ -10,7 +10,7 @@ VENV             := target/venv
 APT_PACKAGES     := protobuf-compiler libprotobuf-dev openssl python3-venv ca-certificates
 SUDO             := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install apt-packages toolchain controlplane venv build image run test bench bench-latency bench-replicas lint fmt crds docs clean
+.PHONY: install apt-packages toolchain controlplane venv build image run test bench bench-latency bench-replicas bench-scale lint fmt crds docs clean
 
 ## install: everything the tests need; safe to run again
 install: apt-packages controlplane venv
@@ -73,6 +73,11 @@ bench-latency: install
 ## and RSS of leader and standby (results in README)
 bench-replicas: install
 	cargo bench --locked --bench replicas
+
+## bench-scale: N Workers on a real API server, default and raised EC2 limits: time to Running,
+## writes per worker, CPU, RSS, steady state, and the floors (SCALE_N=100,1000,10000)
+bench-scale: install
+	cargo bench --locked --bench scale
 
 toolchain:
 	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy

@@ -1,5 +1,5 @@
 //! The controller at fleet scale on a real API server: the built binary, one replica, the
-//! simulated provider (3 s boot, 2 s CML start), 30 s resync. For each fleet size and each set of
+//! simulated provider (1 s boot, 1 s CML start), 30 s resync. For each fleet size and each set of
 //! EC2 limits it applies N Workers and reports the time to all Running, the API-server writes per
 //! worker (from the API server's own request counters), the controller's CPU seconds and peak
 //! RSS, and then, over a window of steady state, its CPU, its reconciles per worker per resync,
@@ -45,7 +45,8 @@ const RAISED: [(&str, &str); 5] = [
 /// EC2's default RunInstances bucket.
 const RUN_BURST: f64 = 5.0;
 const RUN_PER_SECOND: f64 = 2.0;
-const BOOT: Duration = Duration::from_secs(5);
+/// Instance boot plus CML start-up, split evenly.
+const BOOT: Duration = Duration::from_secs(2);
 
 fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
@@ -150,7 +151,7 @@ async fn run(n: usize, raised: bool, window: Duration) {
     let ns = TestNamespace::create(&client, "scale").await;
     let dir = scratch_dir("scale-");
     simulated_template(&client, &ns.name, json!({"maxWorkers": 1000})).await;
-    let boot = format!("{}ms", BOOT.as_millis() - 2000);
+    let half = format!("{}ms", BOOT.as_millis() / 2);
     let mut args = vec![
         "--leader-lease-namespace",
         ns.name.as_str(),
@@ -159,9 +160,9 @@ async fn run(n: usize, raised: bool, window: Duration) {
         "--poll-interval",
         "2s",
         "--sim-boot-delay",
-        boot.as_str(),
+        half.as_str(),
         "--sim-cml-boot",
-        "2s",
+        half.as_str(),
         "--concurrency",
         "16",
     ];

@@ -699,13 +699,23 @@ async fn a_restart_in_the_middle_of_a_launch_makes_no_second_instance() {
         .await
         .expect("record token");
     let first = h.launch_directly("w1", &uid).await;
+    // Another crashed before it wrote anything at all: the token was never recorded.
+    let w2 = h.worker("w2", "t").await;
+    let uid2 = w2.uid().unwrap();
+    let second = h.launch_directly("w2", &uid2).await;
 
     h.start_controller();
-    let w = h.wait_phase("w1", WorkerPhase::Running).await;
-    assert_eq!(instance_id(&w), first, "the instance was adopted");
-    let live = h.live_instances(&uid).await;
-    assert_eq!(live.len(), 1, "exactly one instance: {live:?}");
-    assert!(h.event_reasons("w1").await.iter().any(|e| e.1 == "Adopted"));
+    for (name, uid, launched) in [("w1", &uid, &first), ("w2", &uid2, &second)] {
+        let w = h.wait_phase(name, WorkerPhase::Running).await;
+        assert_eq!(
+            &instance_id(&w),
+            launched,
+            "{name}: the instance was adopted"
+        );
+        let live = h.live_instances(uid).await;
+        assert_eq!(live.len(), 1, "{name}: exactly one instance: {live:?}");
+        assert!(h.event_reasons(name).await.iter().any(|e| e.1 == "Adopted"));
+    }
     h.finish().await;
 }
 
@@ -960,10 +970,61 @@ async fn a_running_worker_is_probed_once_per_resync() {
     let before = h.cml.probes();
     tokio::time::sleep(resync * 4).await;
     let probes = h.cml.probes() - before;
-    // Each probe changes status (lastProbeTime); that write must not wake the worker again.
     assert!(
         (1..=5).contains(&probes),
         "{probes} probes in 4 resync intervals"
+    );
+    // Probes that find nothing new write nothing, idle or busy.
+    let version = |w: Worker| w.metadata.resource_version.unwrap_or_default();
+    let idle = version(h.workers().get("w1").await.expect("get"));
+    tokio::time::sleep(resync * 3).await;
+    assert_eq!(
+        version(h.workers().get("w1").await.expect("get")),
+        idle,
+        "idle: no writes"
+    );
+    h.cml.set_usage(1, 4);
+    let busy = h
+        .wait_for("w1", "busy", |w| {
+            w.status
+                .as_ref()
+                .and_then(|s| s.cml.as_ref())
+                .and_then(|c| c.running_nodes)
+                == Some(4)
+        })
+        .await;
+    let started = busy
+        .status
+        .as_ref()
+        .and_then(|s| s.usage.as_ref())
+        .and_then(|u| u.last_activity_time.clone());
+    assert!(
+        started.is_some(),
+        "the idle clock stopped when the nodes started"
+    );
+    tokio::time::sleep(resync * 3).await;
+    assert_eq!(
+        version(h.workers().get("w1").await.expect("get")),
+        version(busy),
+        "busy: no writes"
+    );
+    h.cml.set_usage(0, 0);
+    let ended = h
+        .wait_for("w1", "idle again", |w| {
+            w.status
+                .as_ref()
+                .and_then(|s| s.cml.as_ref())
+                .and_then(|c| c.running_nodes)
+                == Some(0)
+        })
+        .await;
+    let ended = ended
+        .status
+        .and_then(|s| s.usage)
+        .and_then(|u| u.last_activity_time);
+    assert!(
+        ended > started,
+        "the idle clock starts when the activity ended"
     );
     h.finish().await;
 }

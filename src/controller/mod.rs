@@ -57,6 +57,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     let (store, writer) = reflector::store();
     let worker_watch = watcher(api::<Worker>(&ctx), watcher::Config::default())
         .default_backoff()
+        .modify(strip_for_cache)
         .reflect(writer)
         .touched_objects()
         .predicate_filter(worker::wakes_reconcile, Default::default());
@@ -167,6 +168,15 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     if let Some(demand) = demand {
         demand.abort();
     }
+}
+
+/// What the cache never reads: server-side apply's bookkeeping and kubectl's copy of the last
+/// applied object, often most of a cached Worker's bytes.
+fn strip_for_cache(worker: &mut Worker) {
+    worker.managed_fields_mut().clear();
+    worker
+        .annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
 /// The span of one reconcile: every line logged inside it names the controller and the object.

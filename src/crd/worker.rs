@@ -168,7 +168,7 @@ pub struct InstanceStatus {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct LaunchStatus {
-    /// Idempotency token of the current launch attempt, recorded before the call.
+    /// Idempotency token of the current launch attempt (derived from the UID and the attempt).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_token: Option<String>,
     /// Launch attempts made so far.
@@ -208,7 +208,8 @@ pub struct CmlStatus {
     /// when CML did not report every count: unknown, never 0, so a drain waits for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub running_nodes: Option<u32>,
-    /// When CML was last asked.
+    /// When CML last answered something new: a probe that changes nothing here is not written,
+    /// so a steady fleet makes no writes (`ccm_cml_probes_total` counts every probe).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_probe_time: Option<Time>,
 }
@@ -244,8 +245,9 @@ pub struct UsageStatus {
     /// Start of the next timeslot placed on the worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_timeslot_start: Option<Time>,
-    /// Last time the worker was seen busy (lab nodes running, or lab instances running or
-    /// scheduled): the autoscaler's idle clock.
+    /// The autoscaler's idle clock: when the worker's activity (lab nodes running, or lab
+    /// instances running or scheduled) last started or ended; for an idle worker, when it was
+    /// last seen busy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_activity_time: Option<Time>,
 }

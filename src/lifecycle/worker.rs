@@ -117,7 +117,7 @@ pub struct WorkerFacts {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
     Wait,
-    /// Launch with the token of `attempt`; recorded in status before the call when new.
+    /// Launch with the token of `attempt` (derived from the UID and the attempt).
     Launch {
         attempt: u32,
     },

@@ -234,7 +234,7 @@ pub struct LaunchRequest {
 }
 
 impl LaunchRequest {
-    /// The RunInstances `ClientToken` of this attempt; recorded in status before the call.
+    /// The RunInstances `ClientToken` of this attempt: a function of the UID and the attempt.
     pub fn client_token(&self) -> String {
         client_token(&self.worker.uid, self.attempt)
     }

@@ -2,13 +2,13 @@
 //! before calling the cloud, so a restart in between retries the same token and adopts by tag.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::{Api, ResourceExt};
+use kube::ResourceExt;
 use tracing::info;
 
 use super::observe::Observed;
 use crate::{
     controller::reasons,
-    controller::{Context, error::Error, fleet::provider_key, status::apply_status},
+    controller::{Context, error::Error, fleet::provider_key},
     crd::{LaunchStatus, Worker, WorkerPhase},
     lifecycle::worker::{Plan, Step},
     provider::{
@@ -37,13 +37,7 @@ impl Acted {
     }
 }
 
-pub async fn act(
-    api: &Api<Worker>,
-    worker: &Worker,
-    ctx: &Context,
-    plan: &Plan,
-    observed: &Observed,
-) -> Acted {
+pub async fn act(worker: &Worker, ctx: &Context, plan: &Plan, observed: &Observed) -> Acted {
     let Some((kind, region, provider)) = &observed.provider else {
         return Acted::default();
     };
@@ -53,7 +47,7 @@ pub async fn act(
         .and_then(|s| s.instance.as_ref())
         .map(|i| i.id.clone());
     let result = match (plan.step, &instance_id) {
-        (Step::Launch { attempt }, _) => return launch(api, worker, ctx, observed, attempt).await,
+        (Step::Launch { attempt }, _) => return launch(worker, ctx, observed, attempt).await,
         (Step::Start, Some(id)) => provider.start(id).await,
         (Step::Stop, Some(id)) => provider.stop(id).await,
         (Step::Terminate, Some(id)) => provider.terminate(id).await,
@@ -74,13 +68,7 @@ pub async fn act(
     }
 }
 
-async fn launch(
-    api: &Api<Worker>,
-    worker: &Worker,
-    ctx: &Context,
-    observed: &Observed,
-    attempt: u32,
-) -> Acted {
+async fn launch(worker: &Worker, ctx: &Context, observed: &Observed, attempt: u32) -> Acted {
     let (Some(template), Some((_, _, provider))) = (&observed.template, &observed.provider) else {
         return Acted::default();
     };
@@ -94,17 +82,12 @@ async fn launch(
     let uid = worker.uid().unwrap_or_default();
     let status = worker.status.clone().unwrap_or_default();
     let mut launch = status.launch.clone().unwrap_or_default();
-    let token = client_token(&uid, attempt);
-    if launch.client_token.as_deref() != Some(token.as_str()) {
-        launch.client_token = Some(token);
-        launch.attempts = attempt;
-        launch.started_at.get_or_insert(Time(observed.facts.now));
-        let mut recorded = status.clone();
-        recorded.launch = Some(launch.clone());
-        if let Err(e) = apply_status(api, worker, &recorded).await {
-            return Acted::failed(e.into());
-        }
-    }
+    // The token is a function of the UID and the attempt, and the attempt one of what status
+    // recorded, so a restart before the launch is written retries with the same token (and
+    // adopts by tag first): it is written with the launch's outcome, not before, saving a write.
+    launch.client_token = Some(client_token(&uid, attempt));
+    launch.attempts = attempt;
+    launch.started_at.get_or_insert(Time(observed.facts.now));
 
     // The image's root device name shapes the block device mapping.
     let image = match provider.resolve_image(&ImageQuery::Id(image_id)).await {

@@ -77,7 +77,7 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action>
         }
     };
     let plan = plan(&observed.facts);
-    let acted = act::act(&api, &worker, &ctx, &plan, &observed).await;
+    let acted = act::act(&worker, &ctx, &plan, &observed).await;
     let mut next = status::next(&worker, &observed, &plan, &acted);
     let sync_retry = if plan.step == Step::Release {
         None
@@ -159,7 +159,11 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action>
     ctx.reset_backoff(&worker.uid().unwrap_or_default());
     let recheck = match plan.recheck {
         Recheck::Soon => ctx.settings.poll_interval,
-        Recheck::Steady => ctx.settings.resync_interval,
+        // Jittered, so a fleet created at once does not wake in the same second forever.
+        Recheck::Steady => ctx
+            .settings
+            .resync_interval
+            .mul_f64(0.9 + 0.2 * fastrand::f64()),
     };
     let retry = sync_retry.map(|d| d.max(Duration::from_millis(100)));
     Ok(Action::requeue(retry.map_or(recheck, |r| r.min(recheck))))

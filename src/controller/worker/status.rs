@@ -73,7 +73,7 @@ pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) ->
     }
     if let Some((endpoint, result)) = &observed.cml {
         let previous = old.cml.clone().unwrap_or_default();
-        s.cml = Some(match result {
+        let mut probed = match result {
             Ok(r) => CmlStatus {
                 endpoint: Some(endpoint.clone()),
                 version: r.version.clone(),
@@ -92,9 +92,20 @@ pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) ->
                 endpoint: Some(endpoint.clone()),
                 ready: false,
                 last_probe_time: Some(Time(now)),
-                ..previous
+                ..previous.clone()
             },
-        });
+        };
+        // A probe that found nothing new is not worth a write: the time moves with the answer.
+        if old.cml.is_some() && probed.last_probe_time.is_some() {
+            let unchanged = CmlStatus {
+                last_probe_time: previous.last_probe_time.clone(),
+                ..probed.clone()
+            };
+            if unchanged == previous {
+                probed = previous;
+            }
+        }
+        s.cml = Some(probed);
     }
 
     s.usage = usage(&old, observed);
@@ -292,10 +303,16 @@ fn usage(old: &WorkerStatus, observed: &Observed) -> Option<UsageStatus> {
         Some((_, Ok(r))) => r.running_nodes,
         _ => None,
     };
-    let busy = nodes.is_some_and(|n| n > 0)
-        || u.running_instances.is_some_and(|n| n > 0)
-        || u.scheduled_instances.is_some_and(|n| n > 0);
-    if busy {
+    let busy = |nodes: Option<u32>, u: &UsageStatus| {
+        nodes.is_some_and(|n| n > 0)
+            || u.running_instances.is_some_and(|n| n > 0)
+            || u.scheduled_instances.is_some_and(|n| n > 0)
+    };
+    let was_busy = busy(old.cml.as_ref().and_then(|c| c.running_nodes), &previous);
+    // The idle clock moves when activity starts and when it ends, not on every busy probe: a
+    // steady fleet makes no writes, and an idle worker's clock starts when it was last seen busy.
+    let is_busy = busy(nodes, &u);
+    if is_busy != was_busy || (is_busy && u.last_activity_time.is_none()) {
         u.last_activity_time = Some(Time(observed.facts.now));
     }
     (u != UsageStatus::default()).then_some(u)
