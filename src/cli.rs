@@ -198,7 +198,7 @@ pub struct SimulatedArgs {
     /// Boot time of instances of the simulated provider.
     #[arg(long, default_value = "5s")]
     pub sim_boot_delay: GoDuration,
-    /// Time the simulated workers' CML takes to report ready once running.
+    /// Time from a simulated instance's launch (or start) until its CML reports ready.
     #[arg(long, default_value = "5s")]
     pub sim_cml_boot: GoDuration,
     /// Keep the simulated cloud's instances in this file, so they outlive the process (a restart,

@@ -115,6 +115,27 @@ impl Harness {
         }
     }
 
+    /// Polls the template's status until `done` holds for it.
+    async fn wait_template(
+        &self,
+        name: &str,
+        what: &str,
+        done: impl Fn(&resource_controller::crd::WorkerTemplateStatus) -> bool,
+    ) -> resource_controller::crd::WorkerTemplateStatus {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let status = self.template_status(name).await;
+            if done(&status) {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "template {name} never {what}: {status:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn template_status(&self, name: &str) -> resource_controller::crd::WorkerTemplateStatus {
         self.templates()
             .get(name)
@@ -215,7 +236,12 @@ async fn demand_that_fits_goes_to_running_or_stopped_workers_and_max_workers_cap
     }
     h.announce("big").await;
     h.wait_owned("t", "two", |ws| ws.len() == 2).await;
-    let status = h.template_status("t").await;
+    // The status of the round that made the second worker may land just after it.
+    let status = h
+        .wait_template("t", "limited", |s| {
+            conditions::is_true(&s.conditions, "ScalingLimited")
+        })
+        .await;
     let limited = conditions::find(&status.conditions, "ScalingLimited").expect("condition");
     assert_eq!(
         (limited.status.as_str(), limited.reason.as_str()),

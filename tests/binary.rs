@@ -87,8 +87,27 @@ async fn a_restarted_controller_keeps_its_simulated_workers_on_their_instances()
         })
         .await;
     }
-    // Past two resyncs of the new controller: still the same instances, still Running.
+    // Every worker is ready: the simulated CML answers by its instance's launch time, whoever asks.
+    for name in &all {
+        wait_for(&workers, name, "CML ready", |w| {
+            w.status
+                .as_ref()
+                .and_then(|s| s.cml.as_ref())
+                .is_some_and(|c| c.ready)
+        })
+        .await;
+    }
+    // Past two resyncs of the new controller: still the same instances, still Running, and
+    // nothing written (steady state makes no writes).
+    let versions = |list: Vec<Worker>| {
+        list.into_iter()
+            .map(|w| w.metadata.resource_version.unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+    let steady = versions(workers.list(&Default::default()).await.expect("list").items);
     tokio::time::sleep(Duration::from_secs(5)).await;
+    let later = versions(workers.list(&Default::default()).await.expect("list").items);
+    assert_eq!(later, steady, "writes in steady state");
     assert_eq!(
         fleet(&workers, &up).await,
         before,

@@ -17,6 +17,7 @@ async fn server() -> (CmlServer, tempfile::TempDir) {
 
 fn target(server: &CmlServer, tls: TlsPolicy, password: &str) -> CmlTarget {
     CmlTarget {
+        booted_at: None,
         endpoint: format!("https://127.0.0.1:{}", server.port),
         credentials: Some(CmlCredentials {
             username: USERNAME.into(),

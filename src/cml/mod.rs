@@ -15,6 +15,9 @@ pub struct CmlTarget {
     pub endpoint: String,
     pub credentials: Option<CmlCredentials>,
     pub tls: TlsPolicy,
+    /// When the machine last started, as the cloud says (EC2's LaunchTime). Only the simulated
+    /// stand-in reads it: its CML answers ready a set time after that.
+    pub booted_at: Option<k8s_openapi::jiff::Timestamp>,
 }
 
 #[derive(Clone, PartialEq, Eq)]

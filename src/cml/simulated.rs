@@ -1,9 +1,11 @@
-//! A CML stand-in for workers of the simulated cloud: ready a while after it is first asked,
-//! idle, licensed. It sends nothing over the network.
+//! A CML stand-in for workers of the simulated cloud: ready a while after its machine started
+//! (or, when the cloud did not say, after it was first asked), idle, licensed. It sends nothing
+//! over the network, and any process probing the same instance gets the same answer.
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use async_trait::async_trait;
+use k8s_openapi::jiff::Timestamp;
 use tokio::time::Instant;
 
 use super::{CmlError, CmlProbe, CmlReport, CmlTarget, LicenseReport};
@@ -25,14 +27,22 @@ impl SimulatedCml {
 #[async_trait]
 impl CmlProbe for SimulatedCml {
     async fn probe(&self, target: &CmlTarget) -> Result<CmlReport, CmlError> {
-        let now = Instant::now();
-        let first = *self
-            .first_seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(target.endpoint.clone())
-            .or_insert(now);
-        let ready = now.duration_since(first) >= self.boot;
+        let ready = match target.booted_at {
+            Some(booted) => {
+                let up = Timestamp::now().duration_since(booted);
+                !up.is_negative() && up.unsigned_abs() >= self.boot
+            }
+            None => {
+                let now = Instant::now();
+                let first = *self
+                    .first_seen
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(target.endpoint.clone())
+                    .or_insert(now);
+                now.duration_since(first) >= self.boot
+            }
+        };
         Ok(CmlReport {
             ready,
             version: Some("2.9.1+simulated".into()),

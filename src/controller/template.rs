@@ -9,7 +9,7 @@ use kube::{Api, ResourceExt, runtime::controller::Action};
 use super::{
     Context,
     error::{Error, Result},
-    status::apply_status,
+    status::{apply_status, as_stored},
 };
 use crate::{
     controller::reasons,
@@ -89,6 +89,7 @@ pub async fn reconcile(template: Arc<WorkerTemplate>, ctx: Arc<Context>) -> Resu
         }
     };
     status.observed_generation = generation;
+    let status = as_stored(status);
     if template.status.as_ref() != Some(&status) {
         apply_status(&api, template.as_ref(), &status).await?;
     }

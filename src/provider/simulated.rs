@@ -589,6 +589,8 @@ impl CloudApi for SimulatedCloud {
         self.transition(Operation::StartInstances, ids, |sim, now| {
             if sim.instance.state == InstanceState::Stopped {
                 sim.instance.state = InstanceState::Pending;
+                // As EC2 does: LaunchTime is the last start.
+                sim.instance.launch_time = Some(Timestamp::now());
                 sim.next = Some((InstanceState::Running, now + boot));
             }
         })

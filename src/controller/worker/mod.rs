@@ -28,11 +28,11 @@ use tracing::{info, warn};
 use super::{
     Context,
     error::{Error, Result},
-    status::apply_status,
+    status::{apply_status, as_stored},
 };
 use crate::{
     crd::{Worker, WorkerStatus, conditions},
-    lifecycle::worker::{Recheck, Step, plan},
+    lifecycle::worker::{Reason, Recheck, Step, plan},
 };
 
 pub const FINALIZER: &str = "ccm.dev/terminate-instance";
@@ -84,10 +84,13 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action>
     } else {
         sync::push(&worker, &observed, &mut next, &ctx).await
     };
+    let next = as_stored(next);
     if worker.status.as_ref() != Some(&next) {
         apply_status(&api, worker.as_ref(), &next).await?;
     }
-    if let Some((reason, message)) = &plan.event {
+    // A launch's own Event (Launched, Adopted, LaunchFailed) says more than `Launching` would.
+    let said_by_act = |r: &Reason| *r == Reason::Launching && !acted.events.is_empty();
+    if let Some((reason, message)) = plan.event.as_ref().filter(|(r, _)| !said_by_act(r)) {
         info!(worker = %status::name(&worker), reason = reason.as_str(), %message, "transition");
         ctx.event(
             worker.as_ref(),

@@ -256,6 +256,7 @@ async fn ask_cml(
             insecure_skip_verify: access.insecure_skip_tls_verify,
             ca_pem,
         },
+        booted_at: instance.launch_time,
     };
     let report = ctx.cml(kind).probe(&target).await;
     if let (Err(e), Some(r)) = (&report, &access.credentials_secret_ref)
