@@ -6,10 +6,7 @@ use std::{
     time::Duration,
 };
 
-use kube::{
-    Client, Resource,
-    runtime::events::{Event, EventType, Recorder, Reporter},
-};
+use kube::{Client, Resource};
 use tokio::sync::watch;
 use tracing::warn;
 
@@ -17,6 +14,7 @@ use kube::runtime::reflector::Store;
 
 use super::{
     autoscaler::{Expectations, ScalingHistory},
+    events::EventSink,
     fleet::FleetCache,
     secrets::SecretCache,
     template_cache::TemplateCache,
@@ -121,7 +119,7 @@ pub struct Context {
     unplaceable: Mutex<HashMap<String, Vec<String>>>,
     cml_http: Arc<dyn CmlProbe>,
     cml_simulated: Arc<dyn CmlProbe>,
-    recorder: Recorder,
+    recorder: EventSink,
     /// Consecutive transient failures per object UID, for the backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -135,13 +133,7 @@ impl Context {
         providers: ProviderRegistry,
         instance_id: &str,
     ) -> Context {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: CONTROLLER_NAME.into(),
-                instance: Some(instance_id.to_owned()),
-            },
-        );
+        let recorder = EventSink::new(client.clone(), CONTROLLER_NAME, instance_id);
         Context {
             cml_http: Arc::new(HttpCml::new(settings.cml_timeout)),
             fleet: FleetCache::new(settings.poll_interval),
@@ -262,18 +254,12 @@ impl Context {
         action: &str,
         note: String,
     ) {
-        let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.to_owned(),
-            note: Some(note.chars().take(1000).collect()),
-            action: action.to_owned(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+        let note: String = note.chars().take(1000).collect();
+        if let Err(e) = self
+            .recorder
+            .publish(obj.object_ref(&()), warning, reason, action, note)
+            .await
+        {
             warn!(%reason, error = %e, "could not publish an Event");
         }
     }
