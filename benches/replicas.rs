@@ -73,7 +73,7 @@ async fn measure(count: usize, window: Duration) {
 
     let workers: Api<Worker> = Api::namespaced(client.clone(), &ns.name);
     let started = Instant::now();
-    create_workers(&workers, numbered(count), 16).await;
+    create_workers(&workers, "sim", numbered(count), 16).await;
     loop {
         let list = workers.list(&ListParams::default()).await.expect("list");
         let running = list

@@ -183,7 +183,7 @@ async fn run(n: usize, raised: bool, window: Duration) {
     let writes_before = writes(&client).await;
     let cpu_before = usage(controller.pid()).0;
     let started = Instant::now();
-    create_workers(&workers, numbered(n), 32).await;
+    create_workers(&workers, "sim", numbered(n), 32).await;
     let applied = started.elapsed();
     loop {
         let running = store

@@ -64,7 +64,7 @@ async fn a_restarted_controller_keeps_its_simulated_workers_on_their_instances()
     simulated_template(&client, &ns.name, json!({"maxWorkers": 10})).await;
     let workers: Api<Worker> = Api::namespaced(client.clone(), &ns.name);
     let (up, late) = (["w1", "w2", "w3"], ["w4", "w5"]);
-    create_workers(&workers, names(&up), 4).await;
+    create_workers(&workers, "sim", names(&up), 4).await;
     for name in up {
         wait_for(&workers, name, "Running", |w| {
             w.status.as_ref().and_then(|s| s.phase) == Some(WorkerPhase::Running)
@@ -73,7 +73,7 @@ async fn a_restarted_controller_keeps_its_simulated_workers_on_their_instances()
     }
     let before = fleet(&workers, &up).await;
     // Crash mid-fleet: two more workers are on their way.
-    create_workers(&workers, names(&late), 4).await;
+    create_workers(&workers, "sim", names(&late), 4).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     first.signal("KILL");
     drop(first);

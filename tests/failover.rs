@@ -18,7 +18,7 @@ use support::{
     process::scratch_dir,
     replica::{LEASE_TTL, RENEW_DEADLINE, Replica},
     tcp_proxy::TcpProxy,
-    workers::wait_for,
+    workers::{create_workers, wait_for},
 };
 
 /// A region of moto's no other test binary uses, so counts of instances are this file's own.
@@ -105,17 +105,8 @@ impl Fleet {
     }
 
     async fn create(&self, names: &[&str]) {
-        for name in names {
-            let w: Worker = serde_json::from_value(json!({
-                "apiVersion": "ccm.dev/v1alpha1", "kind": "Worker",
-                "metadata": {"name": name}, "spec": {"templateRef": {"name": "cml"}}
-            }))
-            .expect("worker");
-            self.workers
-                .create(&PostParams::default(), &w)
-                .await
-                .expect("create worker");
-        }
+        let names = names.iter().map(|n| n.to_string()).collect();
+        create_workers(&self.workers, "cml", names, 4).await;
     }
 
     async fn all_running(&self, names: &[&str]) {

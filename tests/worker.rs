@@ -985,13 +985,7 @@ async fn a_running_worker_is_probed_once_per_resync() {
     );
     h.cml.set_usage(1, 4);
     let busy = h
-        .wait_for("w1", "busy", |w| {
-            w.status
-                .as_ref()
-                .and_then(|s| s.cml.as_ref())
-                .and_then(|c| c.running_nodes)
-                == Some(4)
-        })
+        .wait_for("w1", "busy", |w| running_nodes(w) == Some(4))
         .await;
     let started = busy
         .status
@@ -1010,13 +1004,7 @@ async fn a_running_worker_is_probed_once_per_resync() {
     );
     h.cml.set_usage(0, 0);
     let ended = h
-        .wait_for("w1", "idle again", |w| {
-            w.status
-                .as_ref()
-                .and_then(|s| s.cml.as_ref())
-                .and_then(|c| c.running_nodes)
-                == Some(0)
-        })
+        .wait_for("w1", "idle again", |w| running_nodes(w) == Some(0))
         .await;
     let ended = ended
         .status

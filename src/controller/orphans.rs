@@ -16,7 +16,7 @@ pub async fn sweep_once(ctx: &Context, workers: &Store<Worker>) -> Vec<String> {
     let known: HashSet<String> = workers.state().iter().filter_map(|w| w.uid()).collect();
     let now = Timestamp::now();
     let mut terminated = Vec::new();
-    for (name, provider) in ctx.providers.in_use().await {
+    for (name, provider) in ctx.providers.in_use() {
         let instances = match provider.list_managed(&ctx.settings.cluster_id).await {
             Ok(list) => list,
             Err(e) => {

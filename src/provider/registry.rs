@@ -34,7 +34,7 @@ pub struct ProviderRegistry {
     simulated: Arc<Provider>,
     aws_regions: Mutex<HashMap<String, Arc<Provider>>>,
     settings: ProviderSettings,
-    /// Every provider made so far, readable without awaiting (metrics are collected in sync code).
+    /// Every provider made so far, readable without awaiting: sweeps and metrics list them here.
     made: std::sync::Mutex<Vec<(&'static str, String, Arc<Provider>)>>,
 }
 
@@ -100,15 +100,17 @@ impl ProviderRegistry {
     }
 
     /// Every provider in use so far, for sweeps: the simulated one and each AWS region asked for.
-    pub async fn in_use(&self) -> Vec<(String, Arc<dyn CloudProvider>)> {
-        let mut out: Vec<(String, Arc<dyn CloudProvider>)> = vec![(
-            "simulated".to_owned(),
-            self.simulated.clone() as Arc<dyn CloudProvider>,
-        )];
-        for (region, p) in self.aws_regions.lock().await.iter() {
-            out.push((format!("aws/{region}"), p.clone() as Arc<dyn CloudProvider>));
-        }
-        out
+    pub fn in_use(&self) -> Vec<(String, Arc<dyn CloudProvider>)> {
+        let made = self.made.lock().unwrap_or_else(|e| e.into_inner());
+        made.iter()
+            .map(|(kind, region, p)| {
+                let name = match *kind {
+                    "aws" => format!("aws/{region}"),
+                    other => other.to_owned(),
+                };
+                (name, p.clone() as Arc<dyn CloudProvider>)
+            })
+            .collect()
     }
 
     /// Cloud calls so far, by provider, region, operation and outcome.

@@ -147,6 +147,14 @@ impl Default for Metrics {
     }
 }
 
+/// Raises `counter` to `total`, a count kept elsewhere (counters never go down).
+fn raise_to(counter: &Counter, total: u64) {
+    let seen = counter.get();
+    if total > seen {
+        counter.inc_by(total - seen);
+    }
+}
+
 impl Metrics {
     pub fn reconciled(&self, controller: &'static str, ok: bool, took: Duration) {
         let result = if ok { "ok" } else { "error" };
@@ -172,11 +180,10 @@ impl Metrics {
 
     /// Brings a remote's failure counter up to the total counted where the pushes happen.
     pub fn sync_failures_total(&self, remote: &'static str, total: u64) {
-        let counter = self.sync_failures.get_or_create(&RemoteLabels { remote });
-        let seen = counter.get();
-        if total > seen {
-            counter.inc_by(total - seen);
-        }
+        raise_to(
+            &self.sync_failures.get_or_create(&RemoteLabels { remote }),
+            total,
+        );
     }
 
     /// Brings a cloud call counter up to the total the provider counted.
@@ -188,16 +195,13 @@ impl Metrics {
         outcome: &'static str,
         total: u64,
     ) {
-        let counter = self.cloud_calls.get_or_create(&CloudCallLabels {
+        let labels = CloudCallLabels {
             provider,
             region: region.to_owned(),
             operation,
             outcome,
-        });
-        let seen = counter.get();
-        if total > seen {
-            counter.inc_by(total - seen);
-        }
+        };
+        raise_to(&self.cloud_calls.get_or_create(&labels), total);
     }
 
     pub fn cml_probed(&self, outcome: &'static str) {
@@ -208,10 +212,7 @@ impl Metrics {
 
     /// Brings the dropped-audit counter up to the outbox's own count.
     pub fn audit_dropped_total(&self, total: u64) {
-        let seen = self.audit_dropped.get();
-        if total > seen {
-            self.audit_dropped.inc_by(total - seen);
-        }
+        raise_to(&self.audit_dropped, total);
     }
 
     /// The template's workers by phase, replacing what was there.

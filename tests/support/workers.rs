@@ -90,14 +90,19 @@ pub async fn simulated_template(
         .expect("create template");
 }
 
-/// Creates Workers of template `sim` named `names`, `concurrency` requests at a time.
-pub async fn create_workers(api: &Api<Worker>, names: Vec<String>, concurrency: usize) {
+/// Creates Workers of `template` named `names`, `concurrency` requests at a time.
+pub async fn create_workers(
+    api: &Api<Worker>,
+    template: &str,
+    names: Vec<String>,
+    concurrency: usize,
+) {
     use futures::StreamExt;
     futures::stream::iter(names)
         .for_each_concurrent(concurrency, |name| async move {
             let w: Worker = serde_json::from_value(serde_json::json!({
                 "apiVersion": "ccm.dev/v1alpha1", "kind": "Worker",
-                "metadata": {"name": name}, "spec": {"templateRef": {"name": "sim"}}
+                "metadata": {"name": name}, "spec": {"templateRef": {"name": template}}
             }))
             .expect("worker");
             api.create(&kube::api::PostParams::default(), &w)
