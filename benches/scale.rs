@@ -9,7 +9,9 @@
 //!
 //! `make bench-scale` runs N = 100 and 1,000 with EC2's default limits and with raised ones;
 //! `SCALE_N=100,1000,10000` and `SCALE_LIMITS=default|raised|both` choose, `WINDOW_SECS` sets the
-//! steady-state window (default 60). Under `cargo test` it runs N = 3 as a smoke test.
+//! steady-state window (default 60), and `SCALE_ENV="K=V K2=V2"` adds to the controller's
+//! environment (an allocator setting, a heap profiler's preload). Under `cargo test` it runs N = 3
+//! as a smoke test.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -20,9 +22,10 @@ use std::{
 };
 
 use futures::{StreamExt, TryStreamExt, stream};
+use k8s_openapi::api::events::v1::Event;
 use kube::{
     Api,
-    api::{Patch, PatchParams},
+    api::{Patch, PatchParams, PostParams},
     runtime::{WatchStreamExt, reflector, watcher},
 };
 use resource_controller::crd::{Worker, WorkerPhase};
@@ -145,6 +148,70 @@ fn mutating_calls(samples: &[openmetrics::Sample]) -> f64 {
     .sum()
 }
 
+/// `patches` status patches over Workers `w00000`.. (`n` of them), 32 in flight.
+async fn patch_statuses(workers: &Api<Worker>, n: usize, patches: usize) {
+    stream::iter(0..patches)
+        .for_each_concurrent(32, |i| {
+            let workers = workers.clone();
+            async move {
+                let body = json!({"status": {"observedGeneration": i % 1000}});
+                workers
+                    .patch_status(
+                        &format!("w{:05}", i % n),
+                        &PatchParams::default(),
+                        &Patch::Merge(&body),
+                    )
+                    .await
+                    .expect("patch status");
+            }
+        })
+        .await;
+}
+
+/// The API server's own time for every write a run makes: `n` Worker creates, `patches` status
+/// patches and `events` Event creates, each kind as fast as one client can (32 in flight), in a
+/// namespace no controller watches.
+async fn whole_run_floor(
+    client: &kube::Client,
+    n: usize,
+    patches: usize,
+    events: usize,
+) -> Duration {
+    let ns = TestNamespace::create(client, "floor").await;
+    let workers: Api<Worker> = Api::namespaced(client.clone(), &ns.name);
+    let event_api: Api<Event> = Api::namespaced(client.clone(), &ns.name);
+    let started = Instant::now();
+    create_workers(&workers, "sim", numbered(n), 32).await;
+    patch_statuses(&workers, n, patches).await;
+    stream::iter(0..events)
+        .for_each_concurrent(32, |i| {
+            let (event_api, ns) = (event_api.clone(), ns.name.clone());
+            async move {
+                let event: Event = serde_json::from_value(json!({
+                    "metadata": {"name": format!("w{:05}.{i:016x}", i % n), "namespace": ns},
+                    "eventTime": "2026-01-01T00:00:00.000000Z",
+                    "reportingController": "scale-bench",
+                    "reportingInstance": "scale-bench",
+                    "action": "Reconcile",
+                    "reason": "Launched",
+                    "type": "Normal",
+                    "note": "instance i-0123456789abcdef0 launched",
+                    "regarding": {"apiVersion": "ccm.dev/v1alpha1", "kind": "Worker",
+                                  "namespace": ns, "name": format!("w{:05}", i % n)}
+                }))
+                .expect("event");
+                event_api
+                    .create(&PostParams::default(), &event)
+                    .await
+                    .expect("create event");
+            }
+        })
+        .await;
+    let took = started.elapsed();
+    ns.delete().await;
+    took
+}
+
 async fn run(n: usize, raised: bool, window: Duration) {
     let cp = ControlPlane::shared();
     let client = cp.client().await;
@@ -152,6 +219,7 @@ async fn run(n: usize, raised: bool, window: Duration) {
     let dir = scratch_dir("scale-");
     simulated_template(&client, &ns.name, json!({"maxWorkers": 1000})).await;
     let half = format!("{}ms", BOOT.as_millis() / 2);
+    let concurrency = std::env::var("SCALE_CONCURRENCY").unwrap_or_else(|_| "16".to_owned());
     let mut args = vec![
         "--leader-lease-namespace",
         ns.name.as_str(),
@@ -164,12 +232,17 @@ async fn run(n: usize, raised: bool, window: Duration) {
         "--sim-cml-boot",
         half.as_str(),
         "--concurrency",
-        "16",
+        concurrency.as_str(),
     ];
     if raised {
         args.extend(RAISED.iter().flat_map(|(flag, value)| [*flag, *value]));
     }
-    let controller = Replica::start(&cp.kubeconfig, &ns.name, "scale", &dir, &args, &[]);
+    let extra_env = std::env::var("SCALE_ENV").unwrap_or_default();
+    let env: Vec<(&str, &str)> = extra_env
+        .split_whitespace()
+        .filter_map(|pair| pair.split_once('='))
+        .collect();
+    let controller = Replica::start(&cp.kubeconfig, &ns.name, "scale", &dir, &args, &env);
     controller.until_leader().await;
 
     let workers: Api<Worker> = Api::namespaced(client.clone(), &ns.name);
@@ -247,23 +320,9 @@ async fn run(n: usize, raised: bool, window: Duration) {
     // The API server's floor: the same number of status patches, as fast as one client can.
     let patches = worker_writes.round().max(1.0) as usize;
     let floor_started = Instant::now();
-    stream::iter(0..patches)
-        .for_each_concurrent(32, |i| {
-            let workers = workers.clone();
-            async move {
-                let body = json!({"status": {"observedGeneration": i % 1000}});
-                workers
-                    .patch_status(
-                        &format!("w{:05}", i % n),
-                        &PatchParams::default(),
-                        &Patch::Merge(&body),
-                    )
-                    .await
-                    .expect("patch status");
-            }
-        })
-        .await;
+    patch_statuses(&workers, n, patches).await;
     let api_floor = floor_started.elapsed();
+    let whole_floor = whole_run_floor(&client, n, patches, event_writes.round() as usize).await;
     let run_floor = if raised {
         None
     } else {
@@ -290,6 +349,13 @@ async fn run(n: usize, raised: bool, window: Duration) {
         event_writes / n as f64,
         api_floor.as_secs_f64(),
         all_running.as_secs_f64() / api_floor.as_secs_f64().max(0.001)
+    );
+    println!(
+        "  the API server alone for every write of the run ({n} creates, {patches} Worker writes, \
+         {:.0} Events): {:.1} s ({:.1}x)",
+        event_writes,
+        whole_floor.as_secs_f64(),
+        all_running.as_secs_f64() / whole_floor.as_secs_f64().max(0.001)
     );
     println!(
         "  controller: {:.2} CPU s to Running; RSS peak {:.1} MiB to Running, {:.1} MiB by the \

@@ -164,6 +164,14 @@ async fn the_binary_serves_health_readiness_and_metrics() {
     })
     .await;
 
+    // The fleet gauge is the autoscaler's count, which follows Worker changes within a second.
+    only.until("/metrics", |s, b| {
+        s == 200
+            && openmetrics::parse(b).is_ok_and(|samples| {
+                openmetrics::value(&samples, "ccm_workers", &[("phase", "Running")]) == 1.0
+            })
+    })
+    .await;
     let (status, kind, body) = only.get("/metrics").await.expect("metrics");
     assert_eq!(status, 200);
     assert!(kind.starts_with("application/openmetrics-text"), "{kind}");

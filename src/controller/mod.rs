@@ -17,7 +17,7 @@ pub mod worker;
 
 use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt, channel::mpsc};
 use kube::{
     Api, ResourceExt,
     runtime::{
@@ -54,12 +54,16 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         return;
     };
     let config = Config::default().concurrency(ctx.settings.concurrency);
-    // The worker's own status writes do not wake it again: that would double every probe.
+    // One watch of Workers feeds the worker cache, the worker reconciles and the autoscalers
+    // (a second watch for the templates would double what the API server sends and we decode).
+    let (wake_templates, template_wakes) = mpsc::unbounded();
     let (store, writer) = reflector::store();
+    // The worker's own status writes do not wake it again: that would double every probe.
     let worker_watch = watcher(api::<Worker>(&ctx), watcher::Config::default())
         .default_backoff()
         .modify(strip_for_cache)
         .reflect(writer)
+        .inspect_ok(move |event| wake_template_of(event, &wake_templates))
         .touched_objects()
         .predicate_filter(worker::wakes_reconcile, Default::default());
     let workers = Controller::for_stream(worker_watch, store.clone()).with_config(config.clone());
@@ -95,7 +99,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         rx.changed().await.ok().map(|()| ((), rx))
     });
     let templates = Controller::new(api::<WorkerTemplate>(&ctx), watcher::Config::default())
-        .owns(api::<Worker>(&ctx), watcher::Config::default())
+        .reconcile_on(coalesced(template_wakes, TEMPLATE_WAKE_PERIOD))
         .reconcile_all_on(demand_changes)
         .with_config(config);
 
@@ -171,6 +175,64 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
     }
 }
 
+/// How often Worker changes may wake a template's autoscaler. Each run reads every Worker of
+/// the template, so one per change would cost O(workers²) while a large fleet comes up.
+const TEMPLATE_WAKE_PERIOD: Duration = Duration::from_secs(1);
+
+/// The distinct templates woken during each `period`, at its end.
+fn coalesced(
+    mut wakes: mpsc::UnboundedReceiver<ObjectRef<WorkerTemplate>>,
+    period: Duration,
+) -> impl futures::Stream<Item = ObjectRef<WorkerTemplate>> + Send + 'static {
+    let (out, coalesced) = mpsc::unbounded();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut woken = std::collections::HashSet::new();
+        loop {
+            tokio::select! {
+                wake = wakes.next() => match wake {
+                    Some(template) => {
+                        woken.insert(template);
+                    }
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    for template in woken.drain() {
+                        if out.unbounded_send(template).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        for template in woken {
+            let _ = out.unbounded_send(template);
+        }
+    });
+    coalesced
+}
+
+/// A template's autoscaler counts the Workers built from it: any change to one, its deletion
+/// included, wakes the template it names (owned by it or not).
+fn wake_template_of(
+    event: &watcher::Event<Worker>,
+    wake: &mpsc::UnboundedSender<ObjectRef<WorkerTemplate>>,
+) {
+    let (watcher::Event::Apply(w) | watcher::Event::InitApply(w) | watcher::Event::Delete(w)) =
+        event
+    else {
+        return;
+    };
+    let template = ObjectRef::new(&w.spec.template_ref.name);
+    let template = match w.namespace() {
+        Some(ns) => template.within(&ns),
+        None => template,
+    };
+    // Fails only once the template controller has stopped, when nothing needs waking.
+    let _ = wake.unbounded_send(template);
+}
+
 /// What the cache never reads: server-side apply's bookkeeping and kubectl's copy of the last
 /// applied object, often most of a cached Worker's bytes.
 fn strip_for_cache(worker: &mut Worker) {
@@ -200,4 +262,65 @@ async fn timed<T>(
     ctx.metrics
         .reconciled(controller, result.is_ok(), started.elapsed());
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn worker(namespace: &str, name: &str, template: &str) -> Worker {
+        serde_json::from_value(json!({
+            "apiVersion": "ccm.dev/v1alpha1", "kind": "Worker",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"templateRef": {"name": template}}
+        }))
+        .expect("worker")
+    }
+
+    #[test]
+    fn a_worker_change_or_deletion_wakes_the_template_it_names() {
+        let (tx, mut rx) = mpsc::unbounded();
+        let w = worker("labs", "w1", "big");
+        for event in [
+            watcher::Event::Apply(w.clone()),
+            watcher::Event::InitApply(w.clone()),
+            watcher::Event::Delete(w),
+            watcher::Event::Init,
+            watcher::Event::InitDone,
+        ] {
+            wake_template_of(&event, &tx);
+        }
+        drop(tx);
+        let woken: Vec<_> = futures::executor::block_on(rx.by_ref().collect());
+        assert_eq!(woken, vec![ObjectRef::new("big").within("labs"); 3]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn template_wakes_come_at_most_once_a_period_each() {
+        let (tx, rx) = mpsc::unbounded();
+        let mut out = Box::pin(coalesced(rx, Duration::from_secs(1)));
+        // The interval's first tick is immediate; let it pass with nothing woken.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let (a, b) = (
+            ObjectRef::<WorkerTemplate>::new("a").within("ns"),
+            ObjectRef::<WorkerTemplate>::new("b").within("ns"),
+        );
+        for _ in 0..1000 {
+            tx.unbounded_send(a.clone()).expect("send");
+        }
+        tx.unbounded_send(b.clone()).expect("send");
+        let mut first = vec![
+            out.next().await.expect("a wake"),
+            out.next().await.expect("a wake"),
+        ];
+        first.sort_by_key(|r| r.name.clone());
+        assert_eq!(first, vec![a.clone(), b]);
+        // Nothing more until something changes again.
+        let quiet = tokio::time::timeout(Duration::from_secs(5), out.next()).await;
+        assert!(quiet.is_err(), "woken with nothing changed: {quiet:?}");
+        tx.unbounded_send(a.clone()).expect("send");
+        assert_eq!(out.next().await, Some(a));
+    }
 }

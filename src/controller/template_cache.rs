@@ -1,7 +1,8 @@
 //! The WorkerTemplates that worker reconciles read, kept by a watch instead of a GET each time.
 //!
-//! The same watch wakes the workers of a changed template; the reflector updates the cache
-//! before the change is passed on, so the woken reconcile already sees the new template.
+//! The same watch wakes the workers of a template when what they read from it changes; the
+//! reflector updates the cache before the change is passed on, so the woken reconcile already
+//! sees the new template.
 
 use std::sync::Mutex;
 
@@ -15,7 +16,7 @@ use kube::{
     },
 };
 
-use crate::crd::WorkerTemplate;
+use crate::{controller::worker::template_wakes_workers, crd::WorkerTemplate};
 
 pub struct TemplateCache {
     store: Store<WorkerTemplate>,
@@ -33,7 +34,8 @@ impl Default for TemplateCache {
 }
 
 impl TemplateCache {
-    /// The watch that fills the cache, yielding each changed template; whoever polls it keeps
+    /// The watch that fills the cache, yielding each template whose workers should look again
+    /// (see [`template_wakes_workers`]); whoever polls it keeps
     /// the cache current. There is one per cache: `None` once taken.
     pub fn take_watch(
         &self,
@@ -48,7 +50,8 @@ impl TemplateCache {
             watcher(api, watcher::Config::default())
                 .default_backoff()
                 .reflect(writer)
-                .touched_objects(),
+                .touched_objects()
+                .predicate_filter(template_wakes_workers, Default::default()),
         )
     }
 

@@ -9,7 +9,7 @@
 mod journal;
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::{
         Mutex,
         atomic::{AtomicU64, Ordering},
@@ -28,6 +28,7 @@ use super::{
     },
     glob,
     ratelimit::{Ec2Limits, Operation, RateLimits},
+    types::tag,
 };
 
 /// How the simulated cloud behaves.
@@ -126,6 +127,9 @@ struct Faults {
 #[derive(Default)]
 struct State {
     instances: BTreeMap<String, SimInstance>,
+    /// Instance ids by their worker-uid tag (tags never change here), so the lookup every
+    /// launch makes does not scan the whole fleet, as EC2's own filters would not.
+    by_worker_uid: HashMap<String, BTreeSet<String>>,
     tokens: HashMap<String, String>,
     launched: u64,
     faults: Faults,
@@ -151,6 +155,7 @@ impl State {
         let records = match journal.read_new()? {
             journal::Replay::Reset(records) => {
                 self.instances.clear();
+                self.by_worker_uid.clear();
                 self.tokens.clear();
                 self.launched = 0;
                 records
@@ -166,9 +171,19 @@ impl State {
                     .insert(token.to_owned(), sim.instance.id.clone());
             }
             self.launched = self.launched.max(record.launched());
-            self.instances.insert(sim.instance.id.clone(), sim);
+            self.insert(sim);
         }
         Ok(())
+    }
+
+    fn insert(&mut self, sim: SimInstance) {
+        if let Some(uid) = sim.instance.tag(tag::WORKER_UID) {
+            self.by_worker_uid
+                .entry(uid.to_owned())
+                .or_default()
+                .insert(sim.instance.id.clone());
+        }
+        self.instances.insert(sim.instance.id.clone(), sim);
     }
 
     /// Writes the instances `ids` to the state file (with the token that launched `token.1`).
@@ -517,16 +532,13 @@ impl CloudApi for SimulatedCloud {
         state
             .tokens
             .insert(request.client_token.to_owned(), id.clone());
-        state.instances.insert(
-            id.clone(),
-            SimInstance {
-                instance: instance.clone(),
-                next: Some((
-                    InstanceState::Running,
-                    Instant::now() + self.config.boot_delay,
-                )),
-            },
-        );
+        state.insert(SimInstance {
+            instance: instance.clone(),
+            next: Some((
+                InstanceState::Running,
+                Instant::now() + self.config.boot_delay,
+            )),
+        });
         state
             .persist(
                 std::slice::from_ref(&id),
@@ -561,9 +573,22 @@ impl CloudApi for SimulatedCloud {
     ) -> Result<Page<Instance>> {
         let state = self.admit(Operation::DescribeInstances)?;
         let after = next_token.unwrap_or_default();
+        let by_uid = filter
+            .tags
+            .iter()
+            .find(|(k, _)| k == tag::WORKER_UID)
+            .map(|(_, uid)| state.by_worker_uid.get(uid));
+        let candidates: Box<dyn Iterator<Item = (&String, &SimInstance)>> = match by_uid {
+            Some(ids) => Box::new(
+                ids.into_iter()
+                    .flat_map(|ids| ids.range(after.clone()..))
+                    .filter_map(|id| state.instances.get_key_value(id)),
+            ),
+            None => Box::new(state.instances.range(after.clone()..)),
+        };
         let mut items = Vec::new();
         let mut next = None;
-        for (id, sim) in state.instances.range(after.clone()..) {
+        for (id, sim) in candidates {
             if *id == after {
                 continue;
             }

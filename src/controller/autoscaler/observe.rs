@@ -8,7 +8,8 @@ use kube::ResourceExt;
 
 use crate::{
     crd::{
-        DO_NOT_DISRUPT_ANNOTATION, DesiredState, Worker, WorkerPhase, WorkerTemplate, conditions,
+        DO_NOT_DISRUPT_ANNOTATION, DesiredState, UsageStatus, Worker, WorkerPhase, WorkerStatus,
+        WorkerTemplate, conditions,
     },
     demand::DemandSnapshot,
     lifecycle::autoscale::{
@@ -53,8 +54,9 @@ pub fn owned_by(w: &Worker, t: &WorkerTemplate) -> bool {
 /// The planner's view of one worker. Busy is `Some(false)` only when every configured usage
 /// source reads zero: CML's running nodes and, with a Control Plane API, its instance counts.
 pub fn worker_view(w: &Worker, t: &WorkerTemplate, platform: bool) -> WorkerView {
-    let status = w.status.clone().unwrap_or_default();
-    let usage = status.usage.clone().unwrap_or_default();
+    let (no_status, no_usage) = (WorkerStatus::default(), UsageStatus::default());
+    let status = w.status.as_ref().unwrap_or(&no_status);
+    let usage = status.usage.as_ref().unwrap_or(&no_usage);
     let nodes = status
         .cml
         .as_ref()
@@ -87,6 +89,7 @@ pub fn worker_view(w: &Worker, t: &WorkerTemplate, platform: bool) -> WorkerView
         .map(|c| c.last_transition_time.0);
     let idle_since = usage
         .last_activity_time
+        .as_ref()
         .map(|t| t.0)
         .into_iter()
         .chain(ready_since)
@@ -104,7 +107,7 @@ pub fn worker_view(w: &Worker, t: &WorkerTemplate, platform: bool) -> WorkerView
             .is_some_and(|v| v == "true"),
         busy,
         allocated,
-        next_timeslot_start: usage.next_timeslot_start.map(|t| t.0),
+        next_timeslot_start: usage.next_timeslot_start.as_ref().map(|t| t.0),
         idle_since,
     }
 }

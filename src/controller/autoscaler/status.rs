@@ -18,11 +18,11 @@ pub fn counts(workers: &[&Worker], expected: u32) -> WorkerCounts {
         ..WorkerCounts::default()
     };
     for w in workers {
-        let status = w.status.clone().unwrap_or_default();
-        if conditions::is_true(&status.conditions, "Ready") {
+        let status = w.status.as_ref();
+        if status.is_some_and(|s| conditions::is_true(&s.conditions, "Ready")) {
             c.ready += 1;
         }
-        match status.phase.unwrap_or(WorkerPhase::Pending) {
+        match status.and_then(|s| s.phase).unwrap_or(WorkerPhase::Pending) {
             WorkerPhase::Pending => c.pending += 1,
             WorkerPhase::Provisioning => c.provisioning += 1,
             WorkerPhase::Running => c.running += 1,

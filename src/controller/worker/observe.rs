@@ -149,7 +149,9 @@ pub async fn observe(worker: &Worker, ctx: &Context) -> Result<Observed> {
 }
 
 fn template_readiness(t: &WorkerTemplate) -> TemplateFacts {
-    let status = t.status.clone().unwrap_or_default();
+    let Some(status) = &t.status else {
+        return TemplateFacts::Unresolved;
+    };
     let ready = conditions::find(&status.conditions, "Ready");
     match (ready, &status.resolved_image_id) {
         (Some(c), Some(_))
