@@ -23,15 +23,28 @@ struct Snapshot {
     stale: HashSet<String>,
 }
 
+/// How fresh a snapshot an observation needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// The worker's instance is on the move (or should be): the poll interval.
+    InMotion,
+    /// The worker is settled (Running or Stopped, as asked): a snapshot up to half a resync
+    /// old, so a settled fleet is listed a few times a resync, not every poll interval.
+    Settled,
+}
+
 pub struct FleetCache {
     max_age: Duration,
+    settled_max_age: Duration,
     snapshots: Mutex<HashMap<String, Snapshot>>,
 }
 
 impl FleetCache {
-    pub fn new(max_age: Duration) -> FleetCache {
+    /// `max_age` for instances in motion, `settled_max_age` for settled ones.
+    pub fn new(max_age: Duration, settled_max_age: Duration) -> FleetCache {
         FleetCache {
             max_age,
+            settled_max_age: settled_max_age.max(max_age),
             snapshots: Mutex::new(HashMap::new()),
         }
     }
@@ -45,13 +58,18 @@ impl FleetCache {
         provider: &dyn CloudProvider,
         cluster_id: &str,
         id: &str,
+        freshness: Freshness,
     ) -> Result<Option<Instance>> {
+        let max_age = match freshness {
+            Freshness::InMotion => self.max_age,
+            Freshness::Settled => self.settled_max_age,
+        };
         {
             // Held across the refresh, so concurrent reconciles share one listing.
             let mut snapshots = self.snapshots.lock().await;
             let fresh = snapshots
                 .get(key)
-                .is_some_and(|s| s.taken.elapsed() < self.max_age);
+                .is_some_and(|s| s.taken.elapsed() < max_age);
             if !fresh {
                 // The old snapshot goes first, so that at most one listing is in memory.
                 snapshots.remove(key);
@@ -131,10 +149,14 @@ mod tests {
         for n in 0..20 {
             ids.push(launch(&p, &format!("w{n}")).await);
         }
-        let cache = FleetCache::new(Duration::from_secs(5));
+        let cache = FleetCache::new(Duration::from_secs(5), Duration::from_secs(15));
         let before = p.calls().of(Operation::DescribeInstances);
         for id in &ids {
-            let seen = cache.instance("sim", &p, "c", id).await.unwrap().unwrap();
+            let seen = cache
+                .instance("sim", &p, "c", id, Freshness::InMotion)
+                .await
+                .unwrap()
+                .unwrap();
             assert!(seen.tags.is_empty(), "a snapshot keeps no tags");
         }
         assert_eq!(
@@ -144,11 +166,29 @@ mod tests {
         );
 
         tokio::time::advance(Duration::from_secs(6)).await;
-        cache.instance("sim", &p, "c", &ids[0]).await.unwrap();
+        let settled = cache.instance("sim", &p, "c", &ids[0], Freshness::Settled);
+        settled.await.unwrap();
+        assert_eq!(
+            p.calls().of(Operation::DescribeInstances) - before,
+            1,
+            "a settled worker takes a listing up to its own age"
+        );
+        cache
+            .instance("sim", &p, "c", &ids[0], Freshness::InMotion)
+            .await
+            .unwrap();
         assert_eq!(
             p.calls().of(Operation::DescribeInstances) - before,
             2,
             "refreshed when old"
+        );
+        tokio::time::advance(Duration::from_secs(16)).await;
+        let settled = cache.instance("sim", &p, "c", &ids[0], Freshness::Settled);
+        settled.await.unwrap();
+        assert_eq!(
+            p.calls().of(Operation::DescribeInstances) - before,
+            3,
+            "refreshed when old even for a settled worker"
         );
     }
 
@@ -156,13 +196,20 @@ mod tests {
     async fn instances_we_touched_or_do_not_list_are_described() {
         let p = Provider::new(Arc::new(SimulatedCloud::new(SimulatedConfig::default())));
         let id = launch(&p, "w").await;
-        let cache = FleetCache::new(Duration::from_secs(60));
-        cache.instance("sim", &p, "c", &id).await.unwrap();
+        let cache = FleetCache::new(Duration::from_secs(60), Duration::from_secs(60));
+        cache
+            .instance("sim", &p, "c", &id, Freshness::InMotion)
+            .await
+            .unwrap();
         let before = p.calls().of(Operation::DescribeInstances);
 
         p.stop(&id).await.unwrap();
         cache.touched("sim", &id).await;
-        let seen = cache.instance("sim", &p, "c", &id).await.unwrap().unwrap();
+        let seen = cache
+            .instance("sim", &p, "c", &id, Freshness::InMotion)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             seen.state,
             crate::provider::InstanceState::Stopping,
@@ -171,7 +218,7 @@ mod tests {
         assert_eq!(p.calls().of(Operation::DescribeInstances) - before, 1);
 
         let unknown = cache
-            .instance("sim", &p, "c", "i-00000000000000bad")
+            .instance("sim", &p, "c", "i-00000000000000bad", Freshness::InMotion)
             .await
             .unwrap();
         assert!(unknown.is_none());

@@ -103,7 +103,12 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action>
     } else {
         sync::push(&worker, &observed, &mut next, &ctx).await
     };
-    let next = as_stored(next);
+    // Most reconciles change nothing: only a status that differs pays for the round trip.
+    let next = if worker.status.as_ref() == Some(&next) {
+        next
+    } else {
+        as_stored(next)
+    };
     if worker.status.as_ref() != Some(&next) {
         apply_status(&api, worker.as_ref(), &next).await?;
     }

@@ -8,8 +8,15 @@ use kube::ResourceExt;
 use crate::{
     cml::{CmlError, CmlErrorKind, CmlReport, CmlTarget, TlsPolicy},
     control_plane::WorkerCapacity,
-    controller::{Context, error::Result, fleet::provider_key},
-    crd::{ProviderKind, SKIP_DRAIN_ANNOTATION, Worker, WorkerTemplate, conditions},
+    controller::{
+        Context,
+        error::Result,
+        fleet::{Freshness, provider_key},
+    },
+    crd::{
+        DesiredState, ProviderKind, SKIP_DRAIN_ANNOTATION, Worker, WorkerPhase, WorkerStatus,
+        WorkerTemplate, conditions,
+    },
     lifecycle::worker::{
         CmlFacts, InstanceFacts, LaunchFacts, PlatformFacts, TemplateFacts, Timeouts, WorkerFacts,
     },
@@ -32,7 +39,8 @@ pub struct Observed {
 
 pub async fn observe(worker: &Worker, ctx: &Context) -> Result<Observed> {
     let namespace = worker.namespace().unwrap_or_default();
-    let status = worker.status.clone().unwrap_or_default();
+    let no_status = WorkerStatus::default();
+    let status = worker.status.as_ref().unwrap_or(&no_status);
     let template = ctx
         .templates
         .get(&ctx.client, &namespace, &worker.spec.template_ref.name)
@@ -63,7 +71,13 @@ pub async fn observe(worker: &Worker, ctx: &Context) -> Result<Observed> {
             let key = provider_key(*kind, region.as_deref(), ctx.providers.default_region());
             match ctx
                 .fleet
-                .instance(&key, p.as_ref(), &ctx.settings.cluster_id, &rec.id)
+                .instance(
+                    &key,
+                    p.as_ref(),
+                    &ctx.settings.cluster_id,
+                    &rec.id,
+                    freshness(worker, status),
+                )
                 .await?
             {
                 Some(i) => InstanceFacts::Seen(i),
@@ -118,7 +132,7 @@ pub async fn observe(worker: &Worker, ctx: &Context) -> Result<Observed> {
         },
     };
 
-    let launch = status.launch.clone().unwrap_or_default();
+    let launch = status.launch.as_ref().cloned().unwrap_or_default();
     let facts = WorkerFacts {
         now: Timestamp::now(),
         deleting: worker.metadata.deletion_timestamp.is_some(),
@@ -137,7 +151,7 @@ pub async fn observe(worker: &Worker, ctx: &Context) -> Result<Observed> {
         instance,
         cml: cml_facts,
         platform,
-        drain_started_at: status.drain_started_at.map(|t| t.0),
+        drain_started_at: status.drain_started_at.as_ref().map(|t| t.0),
     };
     Ok(Observed {
         facts,
@@ -146,6 +160,21 @@ pub async fn observe(worker: &Worker, ctx: &Context) -> Result<Observed> {
         cml,
         usage,
     })
+}
+
+/// Settled: Running or Stopped as asked, and not being deleted. Anything else is in motion and
+/// needs the instance as of the poll interval.
+fn freshness(worker: &Worker, status: &WorkerStatus) -> Freshness {
+    let settled = matches!(
+        (status.phase, worker.spec.desired_state),
+        (Some(WorkerPhase::Running), DesiredState::Running)
+            | (Some(WorkerPhase::Stopped), DesiredState::Stopped)
+    );
+    if settled && worker.metadata.deletion_timestamp.is_none() {
+        Freshness::Settled
+    } else {
+        Freshness::InMotion
+    }
 }
 
 fn template_readiness(t: &WorkerTemplate) -> TemplateFacts {

@@ -32,7 +32,11 @@ fn instance_status(
         private_ip: i.private_ip.clone(),
         public_ip: i.public_ip.clone(),
         image_id: i.image_id.clone(),
-        launch_time: i.launch_time.map(Time),
+        // As the API server stores it, so an unchanged instance compares equal.
+        launch_time: i
+            .launch_time
+            .and_then(|t| Timestamp::from_second(t.as_second()).ok())
+            .map(Time),
         state: Some(i.state.as_str().to_owned()),
     }
 }
