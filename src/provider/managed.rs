@@ -106,8 +106,14 @@ pub struct Provider {
     capacity: CapacityCache,
     known_types: Mutex<HashSet<String>>,
     subnet_zones: Mutex<HashMap<String, String>>,
+    /// Images found by id, and when: every launch asks for its image's root device name, which
+    /// an AMI id never changes, so for a while one answer serves them all.
+    images_by_id: Mutex<HashMap<String, (Image, tokio::time::Instant)>>,
     calls: CallCounts,
 }
+
+/// How long an image found by id is taken as still there without asking again.
+const IMAGE_BY_ID_TTL: Duration = Duration::from_secs(60);
 
 impl Provider {
     pub fn new(api: Arc<dyn CloudApi>) -> Provider {
@@ -121,6 +127,7 @@ impl Provider {
             capacity: CapacityCache::new(settings.capacity_ttl),
             settings,
             known_types: Mutex::new(HashSet::new()),
+            images_by_id: Mutex::new(HashMap::new()),
             subnet_zones: Mutex::new(HashMap::new()),
             calls: CallCounts::default(),
         }
@@ -132,6 +139,39 @@ impl Provider {
 
     pub fn capacity_cache(&self) -> &CapacityCache {
         &self.capacity
+    }
+
+    /// The newest image matching `query`, asked of the cloud.
+    async fn describe_image(&self, query: &ImageQuery) -> Result<Image> {
+        let images = self
+            .call(Operation::DescribeImages, || {
+                self.api.describe_images(query)
+            })
+            .await?;
+        let newest = images.into_iter().max_by(|a, b| {
+            a.creation_date
+                .cmp(&b.creation_date)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        newest.ok_or_else(|| {
+            let what = match query {
+                ImageQuery::Id(id) => format!("image {id} does not exist or is not available"),
+                ImageQuery::NamePattern { pattern, owners } if owners.is_empty() => {
+                    format!("no image matches name pattern {pattern:?}")
+                }
+                ImageQuery::NamePattern { pattern, owners } => {
+                    format!(
+                        "no image owned by {} matches name pattern {pattern:?}",
+                        owners.join(", ")
+                    )
+                }
+            };
+            ProviderError::new(
+                ErrorKind::NotFound,
+                "DescribeImages",
+                format!("{what} in {}", self.api.region()),
+            )
+        })
     }
 
     /// One cloud call through its bucket, retried with backoff while throttled.
@@ -292,35 +332,22 @@ impl Provider {
 #[async_trait]
 impl CloudProvider for Provider {
     async fn resolve_image(&self, query: &ImageQuery) -> Result<Image> {
-        let images = self
-            .call(Operation::DescribeImages, || {
-                self.api.describe_images(query)
-            })
-            .await?;
-        let newest = images.into_iter().max_by(|a, b| {
-            a.creation_date
-                .cmp(&b.creation_date)
-                .then_with(|| a.id.cmp(&b.id))
-        });
-        newest.ok_or_else(|| {
-            let what = match query {
-                ImageQuery::Id(id) => format!("image {id} does not exist or is not available"),
-                ImageQuery::NamePattern { pattern, owners } if owners.is_empty() => {
-                    format!("no image matches name pattern {pattern:?}")
-                }
-                ImageQuery::NamePattern { pattern, owners } => {
-                    format!(
-                        "no image owned by {} matches name pattern {pattern:?}",
-                        owners.join(", ")
-                    )
-                }
-            };
-            ProviderError::new(
-                ErrorKind::NotFound,
-                "DescribeImages",
-                format!("{what} in {}", self.api.region()),
-            )
-        })
+        if let ImageQuery::Id(id) = query {
+            let cached = self.images_by_id.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((image, at)) = cached.get(id)
+                && at.elapsed() < IMAGE_BY_ID_TTL
+            {
+                return Ok(image.clone());
+            }
+        }
+        let found = self.describe_image(query).await;
+        if let (ImageQuery::Id(id), Ok(image)) = (query, &found) {
+            self.images_by_id
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.clone(), (image.clone(), tokio::time::Instant::now()));
+        }
+        found
     }
 
     async fn launch(&self, request: &LaunchRequest) -> Result<Launched> {
@@ -469,5 +496,26 @@ mod tests {
         let named = ids_named_in("The instance ID 'i-2' does not exist", &asked);
         assert_eq!(named, HashSet::from(["i-2".to_owned()]));
         assert!(ids_named_in("something else", &asked).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_image_found_by_id_is_asked_for_again_only_after_a_while() {
+        use crate::provider::simulated::{SimulatedCloud, SimulatedConfig};
+        let config = SimulatedConfig::default();
+        let id = config.images[0].id.clone();
+        let p = Provider::new(Arc::new(SimulatedCloud::new(config)));
+        let by_id = ImageQuery::Id(id.clone());
+        for _ in 0..3 {
+            assert_eq!(p.resolve_image(&by_id).await.unwrap().id, id);
+        }
+        assert_eq!(p.calls().of(Operation::DescribeImages), 1);
+        tokio::time::advance(IMAGE_BY_ID_TTL).await;
+        p.resolve_image(&by_id).await.unwrap();
+        assert_eq!(p.calls().of(Operation::DescribeImages), 2);
+        // A missing image is never remembered, and a name pattern always asks.
+        let missing = ImageQuery::Id("ami-00000000000000bad".into());
+        assert!(p.resolve_image(&missing).await.is_err());
+        assert!(p.resolve_image(&missing).await.is_err());
+        assert_eq!(p.calls().of(Operation::DescribeImages), 4);
     }
 }
