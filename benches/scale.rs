@@ -10,8 +10,8 @@
 //! `make bench-scale` runs N = 100 and 1,000 with EC2's default limits and with raised ones;
 //! `SCALE_N=100,1000,10000` and `SCALE_LIMITS=default|raised|both` choose, `WINDOW_SECS` sets the
 //! steady-state window (default 60), and `SCALE_ENV="K=V K2=V2"` adds to the controller's
-//! environment (an allocator setting, a heap profiler's preload). Under `cargo test` it runs N = 3
-//! as a smoke test.
+//! environment (an allocator setting, a heap profiler's preload), `SCALE_CONCURRENCY` sets its
+//! `--concurrency` (default 16). Under `cargo test` it runs N = 3 as a smoke test.
 
 #[path = "../tests/support/mod.rs"]
 mod support;

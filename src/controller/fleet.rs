@@ -151,42 +151,30 @@ mod tests {
         }
         let cache = FleetCache::new(Duration::from_secs(5), Duration::from_secs(15));
         let before = p.calls().of(Operation::DescribeInstances);
+        let listings = || p.calls().of(Operation::DescribeInstances) - before;
+        let look = |id: &str, freshness| {
+            let (cache, p, id) = (&cache, &p, id.to_owned());
+            async move { cache.instance("sim", p, "c", &id, freshness).await.unwrap() }
+        };
         for id in &ids {
-            let seen = cache
-                .instance("sim", &p, "c", id, Freshness::InMotion)
-                .await
-                .unwrap()
-                .unwrap();
+            let seen = look(id, Freshness::InMotion).await.unwrap();
             assert!(seen.tags.is_empty(), "a snapshot keeps no tags");
         }
-        assert_eq!(
-            p.calls().of(Operation::DescribeInstances) - before,
-            1,
-            "one listing for 20 workers"
-        );
+        assert_eq!(listings(), 1, "one listing for 20 workers");
 
         tokio::time::advance(Duration::from_secs(6)).await;
-        let settled = cache.instance("sim", &p, "c", &ids[0], Freshness::Settled);
-        settled.await.unwrap();
+        look(&ids[0], Freshness::Settled).await;
         assert_eq!(
-            p.calls().of(Operation::DescribeInstances) - before,
+            listings(),
             1,
             "a settled worker takes a listing up to its own age"
         );
-        cache
-            .instance("sim", &p, "c", &ids[0], Freshness::InMotion)
-            .await
-            .unwrap();
-        assert_eq!(
-            p.calls().of(Operation::DescribeInstances) - before,
-            2,
-            "refreshed when old"
-        );
+        look(&ids[0], Freshness::InMotion).await;
+        assert_eq!(listings(), 2, "refreshed when old");
         tokio::time::advance(Duration::from_secs(16)).await;
-        let settled = cache.instance("sim", &p, "c", &ids[0], Freshness::Settled);
-        settled.await.unwrap();
+        look(&ids[0], Freshness::Settled).await;
         assert_eq!(
-            p.calls().of(Operation::DescribeInstances) - before,
+            listings(),
             3,
             "refreshed when old even for a settled worker"
         );
