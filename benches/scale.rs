@@ -1,5 +1,5 @@
 //! The controller at fleet scale on a real API server: the built binary, one replica, the
-//! simulated provider (1 s boot, 1 s CML start), 30 s resync. For each fleet size and each set of
+//! simulated provider (1 s boot; CML ready 1 s after launch), 30 s resync. For each fleet size and each set of
 //! EC2 limits it applies N Workers and reports the time to all Running, the API-server writes per
 //! worker (from the API server's own request counters), the controller's CPU seconds and peak
 //! RSS, and then, over a window of steady state, its CPU, its reconciles per worker per resync,
@@ -17,14 +17,15 @@
 mod support;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use futures::{StreamExt, TryStreamExt, stream};
 use k8s_openapi::api::events::v1::Event;
 use kube::{
-    Api,
+    Api, ResourceExt,
     api::{Patch, PatchParams, PostParams},
     runtime::{WatchStreamExt, reflector, watcher},
 };
@@ -48,8 +49,9 @@ const RAISED: [(&str, &str); 5] = [
 /// EC2's default RunInstances bucket.
 const RUN_BURST: f64 = 5.0;
 const RUN_PER_SECOND: f64 = 2.0;
-/// Instance boot plus CML start-up, split evenly.
-const BOOT: Duration = Duration::from_secs(2);
+/// The simulated instance's boot, and its CML's start-up counted from launch: a worker can be
+/// Running this long after its launch, and no sooner.
+const BOOT: Duration = Duration::from_secs(1);
 
 fn main() {
     let benching = std::env::args().any(|a| a == "--bench");
@@ -81,6 +83,77 @@ fn main() {
             }
         }
     }
+}
+
+/// When the bench first saw each Worker in the phases of a launch.
+#[derive(Default)]
+struct Timeline {
+    seen: HashMap<String, [Option<Instant>; 3]>,
+}
+
+impl Timeline {
+    fn saw(&mut self, worker: &Worker) {
+        let slot = match worker.status.as_ref().and_then(|s| s.phase) {
+            None | Some(WorkerPhase::Pending) => 0,
+            Some(WorkerPhase::Provisioning) => 1,
+            Some(WorkerPhase::Running) => 2,
+            _ => return,
+        };
+        let times = self.seen.entry(worker.name_any()).or_default();
+        times[slot].get_or_insert_with(Instant::now);
+    }
+
+    /// Quantiles of the time from created to launched (Provisioning) and from launched to
+    /// Running, and when the last Worker was launched.
+    fn summary(&self, started: Instant) -> String {
+        let mut to_launch = Vec::new();
+        let mut to_running = Vec::new();
+        let mut last_launch = Duration::ZERO;
+        for [created, launched, running] in self.seen.values() {
+            if let (Some(c), Some(l)) = (created, launched) {
+                to_launch.push(l.duration_since(*c));
+                last_launch = last_launch.max(l.duration_since(started));
+            }
+            if let (Some(l), Some(r)) = (launched, running) {
+                to_running.push(r.duration_since(*l));
+            }
+        }
+        format!(
+            "created -> Provisioning {}; Provisioning -> Running {}; last launch seen at {:.1} s",
+            quantiles(&mut to_launch),
+            quantiles(&mut to_running),
+            last_launch.as_secs_f64()
+        )
+    }
+}
+
+/// "p50 / p90 / max" of `times`, in seconds.
+fn quantiles(times: &mut [Duration]) -> String {
+    if times.is_empty() {
+        return "(none seen)".to_owned();
+    }
+    times.sort();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize].as_secs_f64();
+    format!(
+        "p50 {:.2} / p90 {:.2} / max {:.2} s",
+        at(0.5),
+        at(0.9),
+        at(1.0)
+    )
+}
+
+/// The controller's EC2 calls between two scrapes, by operation.
+fn cloud_calls(before: &[openmetrics::Sample], after: &[openmetrics::Sample]) -> String {
+    ["RunInstances", "DescribeInstances", "DescribeImages"]
+        .iter()
+        .map(|op| {
+            let calls = |samples| {
+                openmetrics::value(samples, "ccm_cloud_api_calls_total", &[("operation", op)])
+            };
+            format!("{op} {}", calls(after) - calls(before))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The API server's request counters: writes (POST, PUT, PATCH, server-side APPLY, DELETE) by
@@ -218,7 +291,7 @@ async fn run(n: usize, raised: bool, window: Duration) {
     let ns = TestNamespace::create(&client, "scale").await;
     let dir = scratch_dir("scale-");
     simulated_template(&client, &ns.name, json!({"maxWorkers": 1000})).await;
-    let half = format!("{}ms", BOOT.as_millis() / 2);
+    let boot = format!("{}ms", BOOT.as_millis());
     let concurrency = std::env::var("SCALE_CONCURRENCY").unwrap_or_else(|_| "16".to_owned());
     let mut args = vec![
         "--leader-lease-namespace",
@@ -228,9 +301,9 @@ async fn run(n: usize, raised: bool, window: Duration) {
         "--poll-interval",
         "2s",
         "--sim-boot-delay",
-        half.as_str(),
+        boot.as_str(),
         "--sim-cml-boot",
-        half.as_str(),
+        boot.as_str(),
         "--concurrency",
         concurrency.as_str(),
     ];
@@ -247,13 +320,19 @@ async fn run(n: usize, raised: bool, window: Duration) {
 
     let workers: Api<Worker> = Api::namespaced(client.clone(), &ns.name);
     let (store, writer) = reflector::store::<Worker>();
-    let watch = tokio::spawn(
+    let timeline = Arc::new(Mutex::new(Timeline::default()));
+    let watch = tokio::spawn({
+        let timeline = timeline.clone();
         watcher(workers.clone(), watcher::Config::default())
             .reflect(writer)
             .applied_objects()
-            .try_for_each(|_| async { Ok(()) }),
-    );
+            .try_for_each(move |w| {
+                timeline.lock().expect("timeline").saw(&w);
+                async { Ok(()) }
+            })
+    });
     let writes_before = writes(&client).await;
+    let calls_before = controller_metrics(&controller).await;
     let cpu_before = usage(controller.pid()).0;
     let started = Instant::now();
     create_workers(&workers, "sim", numbered(n), 32).await;
@@ -274,7 +353,9 @@ async fn run(n: usize, raised: bool, window: Duration) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let all_running = started.elapsed();
+    let phases = timeline.lock().expect("timeline").summary(started);
     let (cpu_at_running, _, peak_at_running) = usage(controller.pid());
+    let calls_up = cloud_calls(&calls_before, &controller_metrics(&controller).await);
     // Writes made while the fleet came up, minus the bench's own creates.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let writes_up = writes(&client).await;
@@ -357,6 +438,8 @@ async fn run(n: usize, raised: bool, window: Duration) {
         whole_floor.as_secs_f64(),
         all_running.as_secs_f64() / whole_floor.as_secs_f64().max(0.001)
     );
+    println!("  {phases}");
+    println!("  EC2 calls to Running: {calls_up}");
     println!(
         "  controller: {:.2} CPU s to Running; RSS peak {:.1} MiB to Running, {:.1} MiB by the \
          end, {:.1} MiB now",

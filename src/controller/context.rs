@@ -136,7 +136,7 @@ impl Context {
         let recorder = EventSink::new(client.clone(), CONTROLLER_NAME, instance_id);
         Context {
             cml_http: Arc::new(HttpCml::new(settings.cml_timeout)),
-            fleet: FleetCache::new(settings.poll_interval, settings.resync_interval / 2),
+            fleet: FleetCache::new(settings.resync_interval / 2),
             templates: TemplateCache::default(),
             secrets: SecretCache::new(settings.secret_ttl),
             remotes: Arc::new(Remotes::none()),
