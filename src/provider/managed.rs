@@ -19,6 +19,7 @@ use super::{
     api::{CloudApi, InstanceFilter, MAX_IDS_PER_DESCRIBE, RunInstance},
     capacity::CapacityCache,
     ratelimit::{Ec2Limits, Operation, RateLimits},
+    turns::LaunchTurns,
     types::tag,
 };
 use crate::backoff::Backoff;
@@ -106,14 +107,16 @@ pub struct Provider {
     capacity: CapacityCache,
     known_types: Mutex<HashSet<String>>,
     subnet_zones: Mutex<HashMap<String, String>>,
-    /// Images found by id, and when: every launch asks for its image's root device name, which
-    /// an AMI id never changes, so for a while one answer serves them all.
-    images_by_id: Mutex<HashMap<String, (Image, tokio::time::Instant)>>,
+    /// Images found, by query, and when: every launch asks for its image's root device name
+    /// (which an AMI id never changes), and every template reconcile for the newest match of its
+    /// name pattern (which changes when an image is published, not every second).
+    images: Mutex<HashMap<ImageQuery, (Image, tokio::time::Instant)>>,
+    turns: LaunchTurns,
     calls: CallCounts,
 }
 
-/// How long an image found by id is taken as still there without asking again.
-const IMAGE_BY_ID_TTL: Duration = Duration::from_secs(60);
+/// How long an image found is taken as still the answer without asking again.
+const IMAGE_TTL: Duration = Duration::from_secs(60);
 
 impl Provider {
     pub fn new(api: Arc<dyn CloudApi>) -> Provider {
@@ -121,13 +124,15 @@ impl Provider {
     }
 
     pub fn with_settings(api: Arc<dyn CloudApi>, settings: ProviderSettings) -> Provider {
+        let run = settings.limits.run_instances;
         Provider {
             api,
             limits: RateLimits::new(&settings.limits),
             capacity: CapacityCache::new(settings.capacity_ttl),
             settings,
             known_types: Mutex::new(HashSet::new()),
-            images_by_id: Mutex::new(HashMap::new()),
+            images: Mutex::new(HashMap::new()),
+            turns: LaunchTurns::new(run.burst, run.per_second),
             subnet_zones: Mutex::new(HashMap::new()),
             calls: CallCounts::default(),
         }
@@ -332,22 +337,26 @@ impl Provider {
 #[async_trait]
 impl CloudProvider for Provider {
     async fn resolve_image(&self, query: &ImageQuery) -> Result<Image> {
-        if let ImageQuery::Id(id) = query {
-            let cached = self.images_by_id.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((image, at)) = cached.get(id)
-                && at.elapsed() < IMAGE_BY_ID_TTL
+        {
+            let cached = self.images.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((image, at)) = cached.get(query)
+                && at.elapsed() < IMAGE_TTL
             {
                 return Ok(image.clone());
             }
         }
         let found = self.describe_image(query).await;
-        if let (ImageQuery::Id(id), Ok(image)) = (query, &found) {
-            self.images_by_id
+        if let Ok(image) = &found {
+            self.images
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(id.clone(), (image.clone(), tokio::time::Instant::now()));
+                .insert(query.clone(), (image.clone(), tokio::time::Instant::now()));
         }
         found
+    }
+
+    fn launch_turn(&self, client_token: &str) -> Option<Duration> {
+        self.turns.turn(client_token)
     }
 
     async fn launch(&self, request: &LaunchRequest) -> Result<Launched> {
@@ -499,23 +508,32 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_image_found_by_id_is_asked_for_again_only_after_a_while() {
+    async fn an_image_found_is_asked_for_again_only_after_a_while() {
         use crate::provider::simulated::{SimulatedCloud, SimulatedConfig};
         let config = SimulatedConfig::default();
         let id = config.images[0].id.clone();
         let p = Provider::new(Arc::new(SimulatedCloud::new(config)));
+        let asked = || p.calls().of(Operation::DescribeImages);
         let by_id = ImageQuery::Id(id.clone());
         for _ in 0..3 {
             assert_eq!(p.resolve_image(&by_id).await.unwrap().id, id);
         }
-        assert_eq!(p.calls().of(Operation::DescribeImages), 1);
-        tokio::time::advance(IMAGE_BY_ID_TTL).await;
+        assert_eq!(asked(), 1);
+        let pattern = ImageQuery::NamePattern {
+            pattern: "CML-2.9.*".into(),
+            owners: Vec::new(),
+        };
+        let newest = p.resolve_image(&pattern).await.unwrap();
+        assert_eq!(p.resolve_image(&pattern).await.unwrap(), newest);
+        assert_eq!(asked(), 2, "a pattern is its own query, remembered too");
+        tokio::time::advance(IMAGE_TTL).await;
         p.resolve_image(&by_id).await.unwrap();
-        assert_eq!(p.calls().of(Operation::DescribeImages), 2);
-        // A missing image is never remembered, and a name pattern always asks.
+        p.resolve_image(&pattern).await.unwrap();
+        assert_eq!(asked(), 4, "asked again once old");
+        // A missing image is never remembered.
         let missing = ImageQuery::Id("ami-00000000000000bad".into());
         assert!(p.resolve_image(&missing).await.is_err());
         assert!(p.resolve_image(&missing).await.is_err());
-        assert_eq!(p.calls().of(Operation::DescribeImages), 4);
+        assert_eq!(asked(), 6);
     }
 }

@@ -9,6 +9,7 @@ mod managed;
 pub mod ratelimit;
 mod registry;
 pub mod simulated;
+mod turns;
 mod types;
 
 use async_trait::async_trait;
@@ -28,6 +29,12 @@ pub use types::{
 pub trait CloudProvider: Send + Sync {
     /// The image a template's image selector stands for now (the newest match of a pattern).
     async fn resolve_image(&self, query: &ImageQuery) -> Result<Image>;
+
+    /// Whether the launch with this ClientToken may go now (`None`), or how long until its turn
+    /// at the launch rate limit; the turn is kept for it. Waiting for a turn holds no reconcile.
+    fn launch_turn(&self, _client_token: &str) -> Option<std::time::Duration> {
+        None
+    }
 
     /// Launches the worker's instance, or adopts the one already tagged with its UID.
     async fn launch(&self, request: &LaunchRequest) -> Result<Launched>;

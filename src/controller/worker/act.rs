@@ -1,9 +1,10 @@
-//! Act: carry out the plan's one cloud step. A launch records its idempotency token in status
-//! before calling the cloud, so a restart in between retries the same token and adopts by tag.
+//! Act: carry out the plan's one cloud step. A launch first takes its turn at the launch rate
+//! limit (waiting for it outside the reconcile); its idempotency token is a function of the
+//! worker's UID and attempt, so a restart retries the same token and adopts by tag.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use tracing::info;
+use tracing::{debug, info};
 
 use super::observe::Observed;
 use crate::{
@@ -26,6 +27,8 @@ pub struct Acted {
     /// Events worth recording beyond the plan's own: (warning, reason, message).
     pub events: Vec<(bool, &'static str, String)>,
     pub error: Option<Error>,
+    /// The launch waits for its turn at the launch rate limit, this long: nothing was done.
+    pub queued: Option<std::time::Duration>,
 }
 
 impl Acted {
@@ -80,12 +83,20 @@ async fn launch(worker: &Worker, ctx: &Context, observed: &Observed, attempt: u3
         return Acted::default();
     };
     let uid = worker.uid().unwrap_or_default();
+    let token = client_token(&uid, attempt);
+    if let Some(wait) = provider.launch_turn(&token) {
+        debug!(worker = %worker.name_any(), ?wait, "launch waits for its turn at the rate limit");
+        return Acted {
+            queued: Some(wait),
+            ..Acted::default()
+        };
+    }
     let status = worker.status.clone().unwrap_or_default();
     let mut launch = status.launch.clone().unwrap_or_default();
     // The token is a function of the UID and the attempt, and the attempt one of what status
     // recorded, so a restart before the launch is written retries with the same token (and
     // adopts by tag first): it is written with the launch's outcome, not before, saving a write.
-    launch.client_token = Some(client_token(&uid, attempt));
+    launch.client_token = Some(token);
     launch.attempts = attempt;
     launch.started_at.get_or_insert(Time(observed.facts.now));
 
@@ -126,7 +137,7 @@ async fn launch(worker: &Worker, ctx: &Context, observed: &Observed, attempt: u3
                 launch: Some(launch),
                 phase: Some(WorkerPhase::Provisioning),
                 events: vec![(false, reason, message)],
-                error: None,
+                ..Acted::default()
             }
         }
         Err(e) => launch_failed(launch, e),

@@ -97,6 +97,10 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action>
     };
     let plan = plan(&observed.facts);
     let acted = act::act(&worker, &ctx, &plan, &observed).await;
+    if let Some(wait) = acted.queued {
+        // Nothing changed: no write, no Event; back when the launch's turn is due.
+        return Ok(Action::requeue(wait));
+    }
     let mut next = status::next(&worker, &observed, &plan, &acted);
     let sync_retry = if plan.step == Step::Release {
         None
