@@ -681,6 +681,42 @@ async fn an_orphan_instance_is_swept() {
 }
 
 #[tokio::test]
+async fn a_launch_backlog_waits_for_its_turns_outside_the_reconciles() {
+    // Two reconciles at once, EC2's default RunInstances limit (5, then 2 per second), and a
+    // cloud that answers at once: 25 launches take 10 s, all of it waiting for tokens.
+    let h = Harness::new("turns", |s| {
+        s.concurrency = 2;
+        // Rechecks of the launched workers stay well inside the describe bucket.
+        s.poll_interval = Duration::from_secs(2);
+    })
+    .await;
+    let mut spec = h.template_spec();
+    spec["provider"] = json!("simulated");
+    spec["image"] = json!({"id": "ami-0abcdef1234567890"});
+    spec["scaling"]["maxWorkers"] = json!(25);
+    h.create_template("t", spec).await;
+    let names: Vec<String> = (0..25).map(|i| format!("w{i:02}")).collect();
+    for name in &names {
+        h.worker(name, "t").await;
+    }
+    for name in &names {
+        h.wait_phase(name, WorkerPhase::Provisioning).await;
+    }
+    assert_eq!(h.sim.launched(), 25, "each launched once");
+    // Had the launches waited for their tokens inside their reconciles, both slots would have
+    // been taken all along: 20 s of reconcile time (measured: 19.7 s; 0.4 s with turns).
+    let ctx = h.ctx.clone().expect("controller context");
+    let samples = support::openmetrics::parse(&ctx.metrics.encode()).expect("metrics");
+    let busy = support::openmetrics::value(
+        &samples,
+        "ccm_reconcile_duration_seconds_sum",
+        &[("controller", "worker")],
+    );
+    assert!(busy < 8.0, "worker reconciles took {busy:.1} s in all");
+    h.finish().await;
+}
+
+#[tokio::test]
 async fn a_restart_in_the_middle_of_a_launch_makes_no_second_instance() {
     let mut h = Harness::new("restart", |_| {}).await;
     h.stop_controller().await;

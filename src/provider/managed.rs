@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use tracing::{info, warn};
 
 use super::{
-    CloudProvider, ErrorKind, Image, ImageQuery, Instance, LaunchRequest, Launched, ProviderError,
-    Result,
+    CloudProvider, ErrorKind, GatheredIds, Image, ImageQuery, Instance, LaunchRequest, Launched,
+    ProviderError, Result,
     api::{CloudApi, InstanceFilter, MAX_IDS_PER_DESCRIBE, RunInstance},
     capacity::CapacityCache,
     ratelimit::{Ec2Limits, Operation, RateLimits},
@@ -185,9 +185,25 @@ impl Provider {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T>>,
     {
+        self.call_with_token(op, false, f).await
+    }
+
+    /// [`Self::call`], its first attempt's token already taken when `token_taken`.
+    async fn call_with_token<T, F, Fut>(
+        &self,
+        op: Operation,
+        mut token_taken: bool,
+        f: F,
+    ) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
         let mut retries = 0;
         loop {
-            self.limits.acquire(op).await;
+            if !std::mem::take(&mut token_taken) {
+                self.limits.acquire(op).await;
+            }
             let result = f().await;
             self.calls.record(
                 op,
@@ -229,13 +245,20 @@ impl Provider {
         }
     }
 
-    /// Describes one batch; drops ids the cloud says do not exist and asks again.
-    async fn describe_batch(&self, mut ids: Vec<String>) -> Result<Vec<Instance>> {
+    /// Describes one batch; drops ids the cloud says do not exist and asks again. The first
+    /// call's token is already taken when `token_taken`.
+    async fn describe_batch(
+        &self,
+        mut ids: Vec<String>,
+        mut token_taken: bool,
+    ) -> Result<Vec<Instance>> {
         while !ids.is_empty() {
             let result = self
-                .call(Operation::DescribeInstances, || {
-                    self.api.describe_instances(&ids)
-                })
+                .call_with_token(
+                    Operation::DescribeInstances,
+                    std::mem::take(&mut token_taken),
+                    || self.api.describe_instances(&ids),
+                )
                 .await;
             match result {
                 Err(e) if e.is_not_found() => {
@@ -442,7 +465,17 @@ impl CloudProvider for Provider {
     async fn describe(&self, ids: &[String]) -> Result<Vec<Instance>> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_IDS_PER_DESCRIBE) {
-            out.extend(self.describe_batch(chunk.to_vec()).await?);
+            out.extend(self.describe_batch(chunk.to_vec(), false).await?);
+        }
+        Ok(out)
+    }
+
+    async fn describe_gathered(&self, take: GatheredIds<'_>) -> Result<Vec<Instance>> {
+        self.limits.acquire(Operation::DescribeInstances).await;
+        let ids = take();
+        let mut out = Vec::with_capacity(ids.len());
+        for (n, chunk) in ids.chunks(MAX_IDS_PER_DESCRIBE).enumerate() {
+            out.extend(self.describe_batch(chunk.to_vec(), n == 0).await?);
         }
         Ok(out)
     }

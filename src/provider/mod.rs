@@ -24,6 +24,9 @@ pub use types::{
     WorkerIdentity, client_token, tag,
 };
 
+/// Gives the ids to describe, asked once the call may go.
+pub type GatheredIds<'a> = Box<dyn FnOnce() -> Vec<String> + Send + 'a>;
+
 /// What the reconcilers ask of a cloud.
 #[async_trait]
 pub trait CloudProvider: Send + Sync {
@@ -41,6 +44,12 @@ pub trait CloudProvider: Send + Sync {
 
     /// Describes instances in as few calls as the cloud allows; unknown ids are left out.
     async fn describe(&self, ids: &[String]) -> Result<Vec<Instance>>;
+
+    /// [`Self::describe`] for the ids `take` gives once a call may go: ids asked for while the
+    /// call waits for the rate limit go with it, so a busy bucket makes bigger calls, not more.
+    async fn describe_gathered(&self, take: GatheredIds<'_>) -> Result<Vec<Instance>> {
+        self.describe(&take()).await
+    }
 
     /// Every instance of this cluster not yet terminated, found by tag.
     async fn list_managed(&self, cluster_id: &str) -> Result<Vec<Instance>>;

@@ -9,8 +9,9 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use tokio::time::Instant;
 
-/// A turn due this soon is waited for in place.
-pub const WAIT_IN_PLACE: Duration = Duration::from_secs(1);
+/// A turn due this soon is waited for in place (longer waits at 2 launches a second would keep
+/// reconcile slots busy all along).
+pub const WAIT_IN_PLACE: Duration = Duration::from_millis(100);
 /// A turn not taken this long after it was due is forgotten (its worker went away).
 const FORGOTTEN_AFTER: Duration = Duration::from_secs(300);
 
@@ -92,23 +93,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_burst_goes_then_turns_follow_the_refill_rate() {
         let turns = LaunchTurns::new(5, 2);
-        let waits: Vec<Option<Duration>> = (0..10).map(|i| turns.turn(&format!("t{i}"))).collect();
+        let waits: Vec<Option<Duration>> = (0..8).map(|i| turns.turn(&format!("t{i}"))).collect();
         let ms = |n| Some(Duration::from_millis(n));
         assert_eq!(
             waits,
-            vec![
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                None,
-                ms(1500),
-                ms(2000),
-                ms(2500)
-            ],
-            "5 free, the next two within a second are waited for in place, then 2 per second"
+            vec![None, None, None, None, None, ms(500), ms(1000), ms(1500)],
+            "5 at once, then 2 per second"
         );
         assert_eq!(turns.waiting(), 3);
     }
@@ -117,31 +107,29 @@ mod tests {
     async fn a_launch_keeps_its_turn_until_it_takes_it() {
         let turns = LaunchTurns::new(1, 1);
         assert_eq!(turns.turn("a"), None);
-        assert_eq!(turns.turn("b"), None, "one second away: in place");
-        assert_eq!(turns.turn("c"), Some(Duration::from_secs(2)));
+        assert_eq!(turns.turn("b"), Some(Duration::from_secs(1)));
         tokio::time::advance(Duration::from_millis(500)).await;
         assert_eq!(
-            turns.turn("c"),
-            Some(Duration::from_millis(1500)),
+            turns.turn("b"),
+            Some(Duration::from_millis(500)),
             "asking again does not lose the turn, nor take another"
         );
-        assert_eq!(turns.turn("d"), Some(Duration::from_millis(2500)));
-        tokio::time::advance(Duration::from_millis(1000)).await;
-        assert_eq!(turns.turn("c"), None, "due within a second: go");
+        assert_eq!(turns.turn("c"), Some(Duration::from_millis(1500)));
+        tokio::time::advance(Duration::from_millis(450)).await;
+        assert_eq!(turns.turn("b"), None, "due within the wait in place: go");
         assert_eq!(turns.waiting(), 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn turns_not_taken_are_forgotten() {
         let turns = LaunchTurns::new(1, 1);
-        for i in 0..5 {
+        for i in 0..4 {
             turns.turn(&format!("gone{i}"));
         }
         assert_eq!(turns.waiting(), 3);
         tokio::time::advance(FORGOTTEN_AFTER * 2 + Duration::from_secs(10)).await;
         turns.turn("x");
         turns.turn("y");
-        turns.turn("z");
         assert_eq!(turns.waiting(), 1, "only the new turn is kept");
     }
 }

@@ -8,7 +8,7 @@ use std::{
     sync::{Arc, Mutex, OnceLock},
 };
 
-use crate::provider::{CloudProvider, Instance, Result};
+use crate::provider::{CloudProvider, GatheredIds, Instance, Result};
 
 type Answer = Result<HashMap<String, Instance>>;
 
@@ -56,25 +56,28 @@ impl DescribeBatches {
         let described = match answer.get() {
             Some(described) => described,
             None => {
-                // The first to hold the flight while the batch is unsent sends it.
-                let ids = {
+                // The first to hold the flight while the batch is unsent sends it, with every id
+                // asked for until the call may go.
+                let mut alone = false;
+                let take: GatheredIds<'_> = Box::new(|| {
                     let mut gathering = self.gathering.lock().unwrap_or_else(|e| e.into_inner());
                     let ours = gathering
                         .get(key)
                         .is_some_and(|b| Arc::ptr_eq(&b.answer, &answer));
-                    if ours {
-                        gathering
-                            .remove(key)
-                            .map(|b| b.ids.into_iter().collect::<Vec<_>>())
-                    } else {
-                        None
+                    match ours.then(|| gathering.remove(key)).flatten() {
+                        Some(batch) => batch.ids.into_iter().collect(),
+                        None => {
+                            // Its sender gave up before answering (a cancelled reconcile).
+                            alone = true;
+                            vec![id.to_owned()]
+                        }
                     }
-                };
-                let Some(ids) = ids else {
-                    // Its sender gave up before answering (a cancelled reconcile): ask alone.
-                    return Ok(provider.describe(&[id.to_owned()]).await?.pop());
-                };
-                let instances = provider.describe(&ids).await.map(|instances| {
+                });
+                let instances = provider.describe_gathered(take).await;
+                if alone {
+                    return Ok(instances?.pop());
+                }
+                let instances = instances.map(|instances| {
                     instances
                         .into_iter()
                         .map(|i| (i.id.clone(), i))

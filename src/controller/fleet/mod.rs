@@ -277,6 +277,37 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_busy_describe_bucket_makes_bigger_calls_not_more() {
+        use crate::provider::{Ec2Limits, ProviderSettings, Rate};
+        let settings = ProviderSettings {
+            limits: Ec2Limits {
+                describe: Rate::new(1, 1),
+                ..Ec2Limits::default()
+            },
+            ..ProviderSettings::default()
+        };
+        let cloud = SimulatedCloud::new(SimulatedConfig::default());
+        let p = Provider::with_settings(Arc::new(cloud), settings);
+        let mut ids = Vec::new();
+        for n in 0..30 {
+            ids.push(launch(&p, &format!("w{n}")).await);
+        }
+        let before = p.calls().of(Operation::DescribeInstances);
+        let cache = FleetCache::new(Duration::from_secs(60));
+        let seen = futures::future::join_all(
+            ids.iter()
+                .map(|id| cache.instance("sim", &p, "c", id, Freshness::InMotion)),
+        )
+        .await;
+        assert!(seen.iter().all(|s| matches!(s, Ok(Some(_)))));
+        assert_eq!(
+            p.calls().of(Operation::DescribeInstances) - before,
+            1,
+            "the ids gathered while the call waited for its token went with it"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_batch_whose_sender_gave_up_is_asked_for_again() {
         let cloud = Arc::new(SlowDescribes {
             inner: simulated(),
