@@ -245,6 +245,19 @@ impl Provider {
         }
     }
 
+    /// Describes `ids` in batches of at most 1,000; the first call's token is already taken
+    /// when `token_taken`.
+    async fn describe_chunks(&self, ids: &[String], token_taken: bool) -> Result<Vec<Instance>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for (n, chunk) in ids.chunks(MAX_IDS_PER_DESCRIBE).enumerate() {
+            out.extend(
+                self.describe_batch(chunk.to_vec(), token_taken && n == 0)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
     /// Describes one batch; drops ids the cloud says do not exist and asks again. The first
     /// call's token is already taken when `token_taken`.
     async fn describe_batch(
@@ -463,21 +476,12 @@ impl CloudProvider for Provider {
     }
 
     async fn describe(&self, ids: &[String]) -> Result<Vec<Instance>> {
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(MAX_IDS_PER_DESCRIBE) {
-            out.extend(self.describe_batch(chunk.to_vec(), false).await?);
-        }
-        Ok(out)
+        self.describe_chunks(ids, false).await
     }
 
     async fn describe_gathered(&self, take: GatheredIds<'_>) -> Result<Vec<Instance>> {
         self.limits.acquire(Operation::DescribeInstances).await;
-        let ids = take();
-        let mut out = Vec::with_capacity(ids.len());
-        for (n, chunk) in ids.chunks(MAX_IDS_PER_DESCRIBE).enumerate() {
-            out.extend(self.describe_batch(chunk.to_vec(), n == 0).await?);
-        }
-        Ok(out)
+        self.describe_chunks(&take(), true).await
     }
 
     async fn list_managed(&self, cluster_id: &str) -> Result<Vec<Instance>> {
