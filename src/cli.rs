@@ -63,6 +63,31 @@ pub struct RunArgs {
     pub etcd: EtcdArgs,
     #[command(flatten)]
     pub election: ElectionArgs,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RuntimeArgs {
+    /// Threads running the controller's tasks. One thread (the default) spends least: its work
+    /// is waiting on the network, and a second thread costs a wake-up for each hand-over.
+    #[arg(long, env = "RUNTIME_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub runtime_threads: u16,
+}
+
+impl RuntimeArgs {
+    /// One thread runs everything on the thread that starts it; more share the work.
+    pub fn build(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let mut builder = match self.runtime_threads {
+            1 => tokio::runtime::Builder::new_current_thread(),
+            n => {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(usize::from(n));
+                b
+            }
+        };
+        builder.enable_all().build()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -318,6 +343,18 @@ impl RunArgs {
 }
 
 /// Runs the parsed command line.
+impl Cli {
+    /// The runtime the command runs on: `run`'s as configured, one thread for the others.
+    pub fn runtime(&self) -> anyhow::Result<tokio::runtime::Runtime> {
+        let one = RuntimeArgs { runtime_threads: 1 };
+        let args = match &self.command {
+            Command::Run(args) => &args.runtime,
+            Command::Crds(_) => &one,
+        };
+        args.build().context("starting the async runtime")
+    }
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crds(args) => print_crds(&args),
@@ -637,6 +674,27 @@ mod tests {
         assert_eq!(cli.expect("parse").log_format, LogFormat::Json);
         assert!(
             Cli::try_parse_from(["resource-controller", "run", "--log-format", "xml"]).is_err()
+        );
+    }
+
+    #[test]
+    fn one_runtime_thread_by_default_and_more_on_request() {
+        use tokio::runtime::RuntimeFlavor;
+        let flavor = |args: &[&str]| {
+            run_args(args)
+                .runtime
+                .build()
+                .expect("runtime")
+                .handle()
+                .runtime_flavor()
+        };
+        assert_eq!(flavor(&[]), RuntimeFlavor::CurrentThread);
+        assert_eq!(
+            flavor(&["--runtime-threads", "2"]),
+            RuntimeFlavor::MultiThread
+        );
+        assert!(
+            Cli::try_parse_from(["resource-controller", "run", "--runtime-threads", "0"]).is_err()
         );
     }
 }

@@ -4,9 +4,8 @@ use resource_controller::{
     telemetry,
 };
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init_logging(cli.log_format);
-    run(cli).await
+    cli.runtime()?.block_on(run(cli))
 }
