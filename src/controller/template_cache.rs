@@ -4,7 +4,7 @@
 //! reflector updates the cache before the change is passed on, so the woken reconcile already
 //! sees the new template.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures::Stream;
 use kube::{
@@ -62,18 +62,19 @@ impl TemplateCache {
         client: &Client,
         namespace: &str,
         name: &str,
-    ) -> Result<Option<WorkerTemplate>, kube::Error> {
+    ) -> Result<Option<Arc<WorkerTemplate>>, kube::Error> {
         let key = ObjectRef::new(name).within(namespace);
         if let Some(cached) = self.store.get(&key) {
-            return Ok(Some(cached.as_ref().clone()));
+            return Ok(Some(cached));
         }
-        Api::<WorkerTemplate>::namespaced(client.clone(), namespace)
+        Ok(Api::<WorkerTemplate>::namespaced(client.clone(), namespace)
             .get_opt(name)
-            .await
+            .await?
+            .map(Arc::new))
     }
 
     /// The templates of a namespace, as last watched.
-    pub fn in_namespace(&self, namespace: &str) -> Vec<std::sync::Arc<WorkerTemplate>> {
+    pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<WorkerTemplate>> {
         self.store
             .state()
             .into_iter()

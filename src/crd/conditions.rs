@@ -15,7 +15,8 @@ pub fn is_true(conditions: &[Condition], type_: &str) -> bool {
     find(conditions, type_).is_some_and(|c| c.status == "True")
 }
 
-/// Sets a condition; its transition time moves only when its status changes.
+/// Sets a condition; its transition time moves only when its status changes. A condition that
+/// already reads so is left as it is, without allocating (most reconciles change nothing).
 pub fn set(
     conditions: &mut Vec<Condition>,
     type_: &str,
@@ -25,27 +26,38 @@ pub fn set(
     generation: Option<i64>,
     now: Timestamp,
 ) {
-    let status = if status { "True" } else { "False" }.to_owned();
-    let message: String = message.into();
+    let status = if status { "True" } else { "False" };
+    let mut message: String = message.into();
     // The API server limits messages to 32 KiB; keep them short and readable.
-    let message: String = message.chars().take(1024).collect();
-    let transition = match find(conditions, type_) {
-        Some(old) if old.status == status => old.last_transition_time.clone(),
-        _ => Time(now),
-    };
-    let condition = Condition {
-        type_: type_.to_owned(),
-        status,
-        reason: reason.to_owned(),
-        message,
-        observed_generation: generation,
-        last_transition_time: transition,
-    };
+    if let Some((cut, _)) = message.char_indices().nth(MAX_MESSAGE_CHARS) {
+        message.truncate(cut);
+    }
     match conditions.iter_mut().find(|c| c.type_ == type_) {
-        Some(existing) => *existing = condition,
-        None => conditions.push(condition),
+        Some(c) => {
+            if c.status != status {
+                c.status = status.to_owned();
+                c.last_transition_time = Time(now);
+            }
+            if c.reason != reason {
+                c.reason = reason.to_owned();
+            }
+            if c.message != message {
+                c.message = message;
+            }
+            c.observed_generation = generation;
+        }
+        None => conditions.push(Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message,
+            observed_generation: generation,
+            last_transition_time: Time(now),
+        }),
     }
 }
+
+const MAX_MESSAGE_CHARS: usize = 1024;
 
 #[cfg(test)]
 mod tests {
@@ -73,5 +85,23 @@ mod tests {
         assert_eq!(cs[0].last_transition_time, Time(t1));
         assert!(is_true(&cs, "Ready"));
         assert!(!is_true(&cs, "Launched"));
+    }
+
+    #[test]
+    fn long_messages_are_cut_at_a_character_boundary() {
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let mut cs = Vec::new();
+        set(
+            &mut cs,
+            "Ready",
+            false,
+            "Broken",
+            "é".repeat(2000),
+            None,
+            now,
+        );
+        assert_eq!(cs[0].message, "é".repeat(1024));
+        set(&mut cs, "Ready", false, "Broken", "short", None, now);
+        assert_eq!(cs[0].message, "short");
     }
 }

@@ -77,11 +77,12 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action>
     let namespace = worker
         .namespace()
         .ok_or_else(|| Error::Invalid("a Worker must be namespaced".into()))?;
-    let api: Api<Worker> = Api::namespaced(ctx.client.clone(), &namespace);
+    // Built only for a write: most reconciles make none.
+    let api = || Api::<Worker>::namespaced(ctx.client.clone(), &namespace);
     let deleting = worker.metadata.deletion_timestamp.is_some();
     let has_finalizer = worker.finalizers().iter().any(|f| f == FINALIZER);
     if !deleting && !has_finalizer {
-        add_finalizer(&api, &worker).await?;
+        add_finalizer(&api(), &worker).await?;
         return Ok(Action::await_change());
     }
     if deleting && !has_finalizer {
@@ -91,7 +92,7 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action>
     let observed = match observe::observe(&worker, &ctx).await {
         Ok(o) => o,
         Err(e) => {
-            record_error(&api, &worker, &ctx, &e).await;
+            record_error(&api(), &worker, &ctx, &e).await;
             return Err(e);
         }
     };
@@ -114,7 +115,7 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action>
         as_stored(next)
     };
     if worker.status.as_ref() != Some(&next) {
-        apply_status(&api, worker.as_ref(), &next).await?;
+        apply_status(&api(), worker.as_ref(), &next).await?;
     }
     // A launch's own Event (Launched, Adopted, LaunchFailed) says more than `Launching` would.
     let said_by_act = |r: &Reason| *r == Reason::Launching && !acted.events.is_empty();
@@ -184,7 +185,7 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action>
     }
     if plan.step == Step::Release {
         forget_records(&worker, &ctx).await;
-        remove_finalizer(&api, &worker).await?;
+        remove_finalizer(&api(), &worker).await?;
         return Ok(Action::await_change());
     }
     ctx.reset_backoff(&worker.uid().unwrap_or_default());

@@ -28,7 +28,7 @@ use crate::{
 /// Everything observed for one reconcile.
 pub struct Observed {
     pub facts: WorkerFacts,
-    pub template: Option<WorkerTemplate>,
+    pub template: Option<Arc<WorkerTemplate>>,
     /// The provider the worker's instance lives in (or will).
     pub provider: Option<(ProviderKind, Option<String>, Arc<Provider>)>,
     pub cml: Option<(String, Result<CmlReport, CmlError>)>,

@@ -43,7 +43,8 @@ fn instance_status(
 
 /// The next status of `worker`.
 pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) -> WorkerStatus {
-    let old = worker.status.clone().unwrap_or_default();
+    let no_status = WorkerStatus::default();
+    let old = worker.status.as_ref().unwrap_or(&no_status);
     let now = observed.facts.now;
     let generation = worker.metadata.generation;
     let phase = acted.phase.unwrap_or(plan.phase);
@@ -76,7 +77,8 @@ pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) ->
         (None, InstanceFacts::NotLaunched) => {}
     }
     if let Some((endpoint, result)) = &observed.cml {
-        let previous = old.cml.clone().unwrap_or_default();
+        let no_cml = CmlStatus::default();
+        let previous = old.cml.as_ref().unwrap_or(&no_cml);
         let mut probed = match result {
             Ok(r) => CmlStatus {
                 endpoint: Some(endpoint.clone()),
@@ -100,21 +102,21 @@ pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) ->
             },
         };
         // A probe that found nothing new is not worth a write: the time moves with the answer.
-        if old.cml.is_some() && probed.last_probe_time.is_some() {
-            let unchanged = CmlStatus {
-                last_probe_time: previous.last_probe_time.clone(),
-                ..probed.clone()
-            };
-            if unchanged == previous {
-                probed = previous;
+        if old.cml.is_some() {
+            let probe_time = std::mem::replace(
+                &mut probed.last_probe_time,
+                previous.last_probe_time.clone(),
+            );
+            if probed != *previous {
+                probed.last_probe_time = probe_time;
             }
         }
         s.cml = Some(probed);
     }
 
-    s.usage = usage(&old, observed);
+    s.usage = usage(old, observed);
 
-    let mut cs = old.conditions.clone();
+    let mut cs = std::mem::take(&mut s.conditions);
     // Launched
     match (
         &s.instance,
@@ -277,7 +279,8 @@ pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) ->
 /// Usage as last observed: the Control Plane API's counts (absent when unknown) and the time the
 /// worker was last seen busy by either source.
 fn usage(old: &WorkerStatus, observed: &Observed) -> Option<UsageStatus> {
-    let previous = old.usage.clone().unwrap_or_default();
+    let no_usage = UsageStatus::default();
+    let previous = old.usage.as_ref().unwrap_or(&no_usage);
     let mut u = previous.clone();
     match &observed.usage {
         Some(Ok(Some(c))) => {
@@ -312,7 +315,7 @@ fn usage(old: &WorkerStatus, observed: &Observed) -> Option<UsageStatus> {
             || u.running_instances.is_some_and(|n| n > 0)
             || u.scheduled_instances.is_some_and(|n| n > 0)
     };
-    let was_busy = busy(old.cml.as_ref().and_then(|c| c.running_nodes), &previous);
+    let was_busy = busy(old.cml.as_ref().and_then(|c| c.running_nodes), previous);
     // The idle clock moves when activity starts and when it ends, not on every busy probe: a
     // steady fleet makes no writes, and an idle worker's clock starts when it was last seen busy.
     let is_busy = busy(nodes, &u);
