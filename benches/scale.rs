@@ -37,7 +37,7 @@ use resource_controller::crd::{Worker, WorkerPhase};
 use serde_json::json;
 use support::{
     ControlPlane, TestNamespace, openmetrics,
-    process::{scratch_dir, usage},
+    process::{CpuSplit, scratch_dir, usage},
     replica::Replica,
     workers::{create_workers, numbered, simulated_template},
 };
@@ -388,22 +388,33 @@ async fn run(n: usize, raised: bool, window: Duration) {
         controller_metrics(&controller).await,
         writes(&client).await,
     );
-    tokio::time::sleep(window).await;
+    // The window in slices, to tell a steady cost from bursts.
+    let split0 = CpuSplit::of(controller.pid());
+    let slices = 6u32;
+    let mut slice_cores = Vec::new();
+    let mut last = split0;
+    for _ in 0..slices {
+        tokio::time::sleep(window / slices).await;
+        let now = CpuSplit::of(controller.pid());
+        let d = now.since(&last);
+        slice_cores.push((d.user + d.system) / (window / slices).as_secs_f64());
+        last = now;
+    }
+    let split = last.since(&split0);
     let (cpu1, metrics1, writes1) = (
         usage(controller.pid()),
         controller_metrics(&controller).await,
         writes(&client).await,
     );
     let steady_cores = (cpu1.0 - cpu0) / window.as_secs_f64();
-    let reconciles = openmetrics::value(
-        &metrics1,
-        "ccm_reconciles_total",
-        &[("controller", "worker")],
-    ) - openmetrics::value(
-        &metrics0,
-        "ccm_reconciles_total",
-        &[("controller", "worker")],
-    );
+    let steady_reconciles = |controller: &str| {
+        let of = |m: &[openmetrics::Sample]| {
+            openmetrics::value(m, "ccm_reconciles_total", &[("controller", controller)])
+        };
+        of(&metrics1) - of(&metrics0)
+    };
+    let reconciles = steady_reconciles("worker");
+    let template_reconciles = steady_reconciles("template");
     let resyncs = window.as_secs_f64() / 30.0;
     let steady_writes: f64 = [
         "workers",
@@ -487,13 +498,26 @@ async fn run(n: usize, raised: bool, window: Duration) {
         cpu1.1
     );
     println!(
-        "  steady over {} s: {:.4} cores, {:.2} reconciles per worker per resync, {} writes, \
-         {} EC2 mutating calls",
+        "  steady over {} s: {:.4} cores, {:.2} reconciles per worker per resync ({} of the \
+         template), {} writes, {} EC2 mutating calls",
         window.as_secs(),
         steady_cores,
         reconciles / n as f64 / resyncs,
+        template_reconciles,
         steady_writes,
         steady_mutating
+    );
+    let slice_list: Vec<String> = slice_cores.iter().map(|c| format!("{c:.4}")).collect();
+    println!(
+        "    user {:.2} s, system {:.2} s, {:.0} minor faults, {:.0} waits and {:.0} preemptions \
+         per second; by {} s slice: [{}] cores",
+        split.user,
+        split.system,
+        split.minor_faults,
+        split.voluntary_switches / window.as_secs_f64(),
+        split.involuntary_switches / window.as_secs_f64(),
+        (window / slices).as_secs(),
+        slice_list.join(", ")
     );
     watch.abort();
     drop(controller);

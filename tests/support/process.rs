@@ -143,3 +143,59 @@ pub fn usage(pid: u32) -> (f64, f64, f64) {
         kib("VmHWM:") / 1024.0,
     )
 }
+
+/// Where a process's CPU went: user and system seconds, minor page faults, and context
+/// switches (voluntary: it waited; involuntary: it was preempted).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuSplit {
+    pub user: f64,
+    pub system: f64,
+    pub minor_faults: f64,
+    pub voluntary_switches: f64,
+    pub involuntary_switches: f64,
+}
+
+impl CpuSplit {
+    pub fn of(pid: u32) -> CpuSplit {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+        let after = &stat[stat.rfind(')').expect("comm") + 2..];
+        let fields: Vec<f64> = after.split(' ').map(|f| f.parse().unwrap_or(0.0)).collect();
+        // Switches are counted per thread: sum the threads alive now.
+        let mut switches = (0.0, 0.0);
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("proc tasks")
+            .flatten()
+        {
+            let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+                continue;
+            };
+            let count = |key: &str| -> f64 {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0.0)
+            };
+            switches.0 += count("voluntary_ctxt_switches:");
+            switches.1 += count("nonvoluntary_ctxt_switches:");
+        }
+        CpuSplit {
+            // After the command name: minflt is the 8th field, utime the 12th, stime the 13th.
+            minor_faults: fields[7],
+            user: fields[11] / 100.0,
+            system: fields[12] / 100.0,
+            voluntary_switches: switches.0,
+            involuntary_switches: switches.1,
+        }
+    }
+
+    pub fn since(&self, earlier: &CpuSplit) -> CpuSplit {
+        CpuSplit {
+            user: self.user - earlier.user,
+            system: self.system - earlier.system,
+            minor_faults: self.minor_faults - earlier.minor_faults,
+            voluntary_switches: self.voluntary_switches - earlier.voluntary_switches,
+            involuntary_switches: self.involuntary_switches - earlier.involuntary_switches,
+        }
+    }
+}
