@@ -18,6 +18,7 @@ use super::{
     fleet::FleetCache,
     secrets::SecretCache,
     template_cache::TemplateCache,
+    worker::UnseenLaunches,
 };
 use crate::{
     backoff::Backoff,
@@ -111,6 +112,8 @@ pub struct Context {
     leading: std::sync::atomic::AtomicBool,
     /// Workers created by the autoscaler that the Worker cache does not show yet.
     pub expectations: Expectations,
+    /// Launches written to Worker statuses that the Worker cache does not show yet.
+    pub unseen_launches: UnseenLaunches,
     /// Each template's last scale-up and scale-down, as last written.
     pub scaling_history: ScalingHistory,
     /// The Worker cache, once the controllers run.
@@ -146,6 +149,7 @@ impl Context {
             synced: std::sync::atomic::AtomicBool::new(false),
             leading: std::sync::atomic::AtomicBool::new(true),
             expectations: Expectations::default(),
+            unseen_launches: UnseenLaunches::default(),
             scaling_history: ScalingHistory::default(),
             workers: OnceLock::new(),
             unplaceable: Mutex::new(HashMap::new()),

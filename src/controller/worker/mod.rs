@@ -8,6 +8,7 @@ mod act;
 mod observe;
 mod status;
 mod sync;
+mod unseen;
 
 use std::{
     hash::{Hash, Hasher},
@@ -30,6 +31,8 @@ use super::{
     error::{Error, Result},
     status::{apply_status, as_stored},
 };
+pub use unseen::UnseenLaunches;
+
 use crate::{
     crd::{Worker, WorkerStatus, WorkerTemplate, conditions},
     lifecycle::worker::{Reason, Recheck, Step, plan},
@@ -88,6 +91,16 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action>
     if deleting && !has_finalizer {
         return Ok(Action::await_change());
     }
+    let uid = worker.uid().unwrap_or_default();
+    let cached_instance = worker
+        .status
+        .as_ref()
+        .and_then(|s| s.instance.as_ref())
+        .map(|i| i.id.as_str());
+    if ctx.unseen_launches.behind(&uid, cached_instance) {
+        // Our own launch is not in the cache yet: acting on it would launch again.
+        return Ok(Action::requeue(unseen::RECHECK));
+    }
 
     let observed = match observe::observe(&worker, &ctx).await {
         Ok(o) => o,
@@ -116,6 +129,9 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action>
     };
     if worker.status.as_ref() != Some(&next) {
         apply_status(&api(), worker.as_ref(), &next).await?;
+        if let Some(launched) = &acted.launched {
+            ctx.unseen_launches.wrote(&uid, &launched.instance.id);
+        }
     }
     // A launch's own Event (Launched, Adopted, LaunchFailed) says more than `Launching` would.
     let said_by_act = |r: &Reason| *r == Reason::Launching && !acted.events.is_empty();
@@ -185,10 +201,11 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action>
     }
     if plan.step == Step::Release {
         forget_records(&worker, &ctx).await;
+        ctx.unseen_launches.forget(&uid);
         remove_finalizer(&api(), &worker).await?;
         return Ok(Action::await_change());
     }
-    ctx.reset_backoff(&worker.uid().unwrap_or_default());
+    ctx.reset_backoff(&uid);
     let recheck = match plan.recheck {
         Recheck::Soon => ctx.settings.poll_interval,
         // Jittered, so a fleet created at once does not wake in the same second forever.
