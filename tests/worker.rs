@@ -942,7 +942,19 @@ async fn a_changed_launch_spec_marks_the_worker_drifted_and_leaves_it_running() 
     assert_eq!(drifted(&w), Some(("False".into(), "UpToDate".into())));
     // Worker reconciles read the template from the watch, not with a GET each.
     let ctx = h.ctx.clone().expect("controller context");
-    assert_eq!(ctx.templates.held(), 1);
+    // The watch may deliver the template after the worker read it with a GET (a cache miss),
+    // on a loaded machine even after the worker is Running; it must arrive all the same.
+    let filled = tokio::time::timeout(Duration::from_secs(10), async {
+        while ctx.templates.held() != 1 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        filled.is_ok(),
+        "the template cache holds {} templates",
+        ctx.templates.held()
+    );
     h.templates()
         .patch(
             "t",
