@@ -510,13 +510,13 @@ async fn run(n: usize, raised: bool, window: Duration) {
     let slice_list: Vec<String> = slice_cores.iter().map(|c| format!("{c:.4}")).collect();
     println!(
         "    user {:.2} s, system {:.2} s, {:.0} minor faults, {:.0} waits and {:.0} preemptions \
-         per second; by {} s slice: [{}] cores",
+         per second; by {:.1} s slice: [{}] cores",
         split.user,
         split.system,
         split.minor_faults,
         split.voluntary_switches / window.as_secs_f64(),
         split.involuntary_switches / window.as_secs_f64(),
-        (window / slices).as_secs(),
+        (window / slices).as_secs_f64(),
         slice_list.join(", ")
     );
     watch.abort();
