@@ -342,7 +342,6 @@ impl RunArgs {
     }
 }
 
-/// Runs the parsed command line.
 impl Cli {
     /// The runtime the command runs on: `run`'s as configured, one thread for the others.
     pub fn runtime(&self) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -355,6 +354,7 @@ impl Cli {
     }
 }
 
+/// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crds(args) => print_crds(&args),

@@ -120,22 +120,28 @@ pub fn tail(log: &Path) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
+/// The fields of /proc/<pid>/stat after the parenthesised command name, as numbers.
+fn stat_fields(pid: u32) -> Vec<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    let after = &stat[stat.rfind(')').expect("comm") + 2..];
+    after.split(' ').map(|f| f.parse().unwrap_or(0.0)).collect()
+}
+
+/// A numeric field of a /proc status file (sizes in kB).
+fn status_field(status: &str, key: &str) -> Option<f64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+}
+
 /// What a process used so far, from /proc: CPU seconds, current RSS and peak RSS in MiB.
 pub fn usage(pid: u32) -> (f64, f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let after = &stat[stat.rfind(')').expect("comm") + 2..];
-    let fields: Vec<&str> = after.split(' ').collect();
-    let ticks: f64 =
-        fields[11].parse::<f64>().expect("utime") + fields[12].parse::<f64>().expect("stime");
+    // utime and stime are the 12th and 13th fields after the command name.
+    let fields = stat_fields(pid);
+    let ticks = fields[11] + fields[12];
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let kib = |key: &str| -> f64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-            .expect("status field")
-    };
+    let kib = |key: &str| status_field(&status, key).expect("status field");
     // The kernel reports CPU time in USER_HZ, 100 on Linux.
     (
         ticks / 100.0,
@@ -157,9 +163,7 @@ pub struct CpuSplit {
 
 impl CpuSplit {
     pub fn of(pid: u32) -> CpuSplit {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
-        let after = &stat[stat.rfind(')').expect("comm") + 2..];
-        let fields: Vec<f64> = after.split(' ').map(|f| f.parse().unwrap_or(0.0)).collect();
+        let fields = stat_fields(pid);
         // Switches are counted per thread: sum the threads alive now.
         let mut switches = (0.0, 0.0);
         for task in std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -169,13 +173,7 @@ impl CpuSplit {
             let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
                 continue;
             };
-            let count = |key: &str| -> f64 {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix(key))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0.0)
-            };
+            let count = |key: &str| status_field(&status, key).unwrap_or(0.0);
             switches.0 += count("voluntary_ctxt_switches:");
             switches.1 += count("nonvoluntary_ctxt_switches:");
         }

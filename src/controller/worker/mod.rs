@@ -10,6 +10,8 @@ mod status;
 mod sync;
 mod unseen;
 
+pub use unseen::UnseenLaunches;
+
 use std::{
     hash::{Hash, Hasher},
     sync::Arc,
@@ -31,8 +33,6 @@ use super::{
     error::{Error, Result},
     status::{apply_status, as_stored},
 };
-pub use unseen::UnseenLaunches;
-
 use crate::{
     crd::{Worker, WorkerStatus, WorkerTemplate, conditions},
     lifecycle::worker::{Reason, Recheck, Step, plan},
