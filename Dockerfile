@@ -8,10 +8,9 @@ RUN apt-get update -qq \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
-COPY src ./src
-COPY benches ./benches
-COPY examples ./examples
-RUN cargo build --locked --release --bin resource-controller \
+COPY crates ./crates
+# The product alone: without the `simulator` feature, `provider: simulated` is refused.
+RUN cargo build --locked --release -p resource-controller --bin resource-controller \
  && cp target/release/resource-controller /resource-controller
 
 # glibc and CA roots, no shell, no package manager; uid 65532.

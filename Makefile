@@ -41,9 +41,9 @@ $(VENV)/.installed: tests/moto-requirements.txt
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r tests/moto-requirements.txt
 	@touch $@
 
-## build: the controller binary
+## build: the controller binary as released (no simulated provider)
 build:
-	cargo build --locked --release
+	cargo build --locked --release -p resource-controller
 
 ## image: the container image (Dockerfile: multi-stage, distroless, non-root); needs docker or
 ## podman and a registry to push to, neither of which the development machine has
@@ -52,52 +52,54 @@ CONTAINER_TOOL ?= docker
 image:
 	$(CONTAINER_TOOL) build -t $(IMAGE) .
 
-## run: a local control plane, the CRDs, the samples on the simulated provider, and the controller
+## run: the dev environment (local control plane, CRDs, samples, etcd, a Control Plane API
+## stand-in playing a lab schedule) and the real `resource-controller run` on the simulated
+## provider, leader election and /metrics on :8082 included; Ctrl-C stops everything
 run: apt-packages controlplane
-	@echo "building; then watch with: KUBECONFIG=target/local/kubeconfig $(CONTROLPLANE_DIR)/kubectl get wk -w"
-	cargo run --locked --example local -- $(ARGS)
+	cargo build --locked -p resource-controller -p ccm-harness --features resource-controller/simulator --bins
+	target/debug/dev-env $(ARGS)
 
-## test: unit and integration tests against the real control plane
+## test: unit and integration tests of every crate against the real control plane
 test: install
-	cargo test --locked --all-targets
+	cargo test --locked --workspace --all-targets
 
 ## bench: provider benchmark on the simulated cloud (results in README)
 bench:
-	cargo bench --locked --bench provider
+	cargo bench --locked -p resource-controller --bench provider
 
 ## bench-latency: etcd put of new demand -> Worker created, over 100 events (results in README)
 bench-latency: install
-	cargo bench --locked --bench scale_up_latency
+	cargo bench --locked -p resource-controller --bench scale_up_latency
 
 ## bench-replicas: two replicas of the release binary with 100 workers: time to Running, idle CPU
 ## and RSS of leader and standby (results in README)
 bench-replicas: install
-	cargo bench --locked --bench replicas
+	cargo bench --locked -p resource-controller --bench replicas
 
 ## bench-scale: N Workers on a real API server, default and raised EC2 limits: time to Running,
 ## writes per worker, CPU, RSS, steady state, and the floors (SCALE_N=100,1000,10000)
 bench-scale: install
-	cargo bench --locked --bench scale
+	cargo bench --locked -p resource-controller --bench scale
 
 toolchain:
 	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 	@rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 
-## lint: formatting and clippy, warnings are errors
-lint: toolchain
+## lint: formatting and clippy, warnings are errors (protoc first: etcd-client's build needs it)
+lint: toolchain apt-packages
 	cargo fmt --all -- --check
-	cargo clippy --locked --all-targets -- -D warnings
+	cargo clippy --locked --workspace --all-targets -- -D warnings
 
 fmt:
 	cargo fmt --all
 
 ## docs: regenerate the flag table in docs/operations.md from the CLI definition
 docs:
-	UPDATE_DOCS=1 cargo test --locked --test docs the_flag_table
+	UPDATE_DOCS=1 cargo test --locked -p resource-controller --test docs the_flag_table
 
 ## crds: regenerate crds/*.yaml from the Rust types
 crds:
-	cargo run --quiet --locked -- crds --out-dir crds
+	cargo run --quiet --locked -p resource-controller -- crds --out-dir crds
 
 clean:
 	cargo clean

@@ -1,0 +1,593 @@
+//! The Worker phase machine: from what was observed, the phase a worker is in and the one cloud
+//! step to take next.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use crate::{DesiredState, GoDuration, Instance, InstanceState, WorkerPhase};
+
+/// The template as the worker sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TemplateFacts {
+    Missing,
+    /// Not reconciled yet: wait quietly, it is not a problem.
+    Unresolved,
+    NotReady {
+        reason: String,
+        message: String,
+    },
+    Ready(Timeouts),
+}
+
+impl TemplateFacts {
+    fn timeouts(&self) -> Timeouts {
+        match self {
+            TemplateFacts::Ready(t) => *t,
+            _ => Timeouts::default(),
+        }
+    }
+}
+
+/// The template's timeouts that the phase machine enforces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub launch: Duration,
+    pub ready: Duration,
+    pub drain: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            launch: Duration::from_secs(600),
+            ready: Duration::from_secs(1800),
+            drain: Duration::from_secs(4 * 3600),
+        }
+    }
+}
+
+/// The cloud's view of the worker's instance.
+#[derive(Clone, Debug, PartialEq)]
+pub enum InstanceFacts {
+    /// No instance was ever recorded for the worker.
+    NotLaunched,
+    /// An instance was recorded but the cloud does not know it.
+    Missing {
+        id: String,
+    },
+    Seen(Instance),
+}
+
+/// What CML on the worker said, when it was asked.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CmlFacts {
+    NotProbed,
+    Ready { running_nodes: Option<u32> },
+    NotReady,
+    Unreachable { message: String },
+}
+
+/// What the Control Plane API says is placed on the worker.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PlatformFacts {
+    /// No Control Plane API configured: CML alone says whether the worker is busy.
+    NotConfigured,
+    /// Not asked (the instance is not running).
+    NotAsked,
+    Known {
+        running: u32,
+        scheduled: u32,
+    },
+    /// The API failed, or does not know the worker: usage unknown, never zero.
+    Unknown {
+        why: String,
+    },
+}
+
+/// Launch bookkeeping from status.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LaunchFacts {
+    pub attempts: u32,
+    /// A token is recorded for attempt `attempts` and no answer settled it: retry that attempt.
+    pub token_outstanding: bool,
+    pub started_at: Option<Timestamp>,
+}
+
+/// Everything the phase machine looks at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerFacts {
+    pub now: Timestamp,
+    pub deleting: bool,
+    pub skip_drain: bool,
+    pub desired: DesiredState,
+    pub phase: Option<WorkerPhase>,
+    pub template: TemplateFacts,
+    pub launch: LaunchFacts,
+    pub instance: InstanceFacts,
+    pub cml: CmlFacts,
+    pub platform: PlatformFacts,
+    pub drain_started_at: Option<Timestamp>,
+}
+
+/// The one cloud step to take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Wait,
+    /// Launch with the token of `attempt` (derived from the UID and the attempt).
+    Launch {
+        attempt: u32,
+    },
+    Start,
+    Stop,
+    Terminate,
+    /// Cleanup is complete: let the object go.
+    Release,
+}
+
+/// Why the worker changed, as an Event reason (a bounded set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    TemplateNotFound,
+    TemplateNotReady,
+    Launching,
+    Provisioned,
+    LaunchTimeout,
+    ReadyTimeout,
+    InstanceVanished,
+    DrainStarted,
+    DrainCancelled,
+    DrainCompleted,
+    DrainTimeout,
+    Stopping,
+    Stopped,
+    Starting,
+    Terminating,
+    Terminated,
+}
+
+impl Reason {
+    /// Every value, in declaration order.
+    pub const ALL: [Reason; 16] = [
+        Reason::TemplateNotFound,
+        Reason::TemplateNotReady,
+        Reason::Launching,
+        Reason::Provisioned,
+        Reason::LaunchTimeout,
+        Reason::ReadyTimeout,
+        Reason::InstanceVanished,
+        Reason::DrainStarted,
+        Reason::DrainCancelled,
+        Reason::DrainCompleted,
+        Reason::DrainTimeout,
+        Reason::Stopping,
+        Reason::Stopped,
+        Reason::Starting,
+        Reason::Terminating,
+        Reason::Terminated,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::TemplateNotFound => "TemplateNotFound",
+            Reason::TemplateNotReady => "TemplateNotReady",
+            Reason::Launching => "Launching",
+            Reason::Provisioned => "Provisioned",
+            Reason::LaunchTimeout => "LaunchTimeout",
+            Reason::ReadyTimeout => "ReadyTimeout",
+            Reason::InstanceVanished => "InstanceVanished",
+            Reason::DrainStarted => "DrainStarted",
+            Reason::DrainCancelled => "DrainCancelled",
+            Reason::DrainCompleted => "DrainCompleted",
+            Reason::DrainTimeout => "DrainTimeout",
+            Reason::Stopping => "Stopping",
+            Reason::Stopped => "Stopped",
+            Reason::Starting => "Starting",
+            Reason::Terminating => "Terminating",
+            Reason::Terminated => "Terminated",
+        }
+    }
+
+    /// Warnings call for a person's attention.
+    pub fn is_warning(self) -> bool {
+        matches!(
+            self,
+            Reason::TemplateNotFound
+                | Reason::TemplateNotReady
+                | Reason::LaunchTimeout
+                | Reason::ReadyTimeout
+                | Reason::InstanceVanished
+                | Reason::DrainTimeout
+        )
+    }
+}
+
+/// How soon to look again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recheck {
+    /// Something is in motion: poll.
+    Soon,
+    /// Steady state: the periodic resync.
+    Steady,
+}
+
+/// The outcome of the phase machine.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub phase: WorkerPhase,
+    pub step: Step,
+    /// A transition worth an Event, with its message.
+    pub event: Option<(Reason, String)>,
+    pub drain_started_at: Option<Timestamp>,
+    /// What a drain is waiting for, to show in status.
+    pub waiting: Option<String>,
+    pub recheck: Recheck,
+}
+
+impl Plan {
+    fn new(phase: WorkerPhase, step: Step, recheck: Recheck) -> Plan {
+        Plan {
+            phase,
+            step,
+            event: None,
+            drain_started_at: None,
+            waiting: None,
+            recheck,
+        }
+    }
+
+    fn because(mut self, reason: Reason, message: impl Into<String>) -> Plan {
+        self.event = Some((reason, message.into()));
+        self
+    }
+
+    fn draining_since(mut self, at: Option<Timestamp>) -> Plan {
+        self.drain_started_at = at;
+        self
+    }
+
+    fn waiting_for(mut self, what: String) -> Plan {
+        self.waiting = Some(what);
+        self
+    }
+}
+
+/// Why a drain is not complete: labs still running or placed, or a count that could not be
+/// read (which never counts as zero), and when `drainTimeout` will force it.
+fn drain_wait(f: &WorkerFacts, since: Timestamp, timeout: Duration) -> String {
+    let mut what = Vec::new();
+    match &f.cml {
+        CmlFacts::Ready {
+            running_nodes: Some(0),
+        } => {}
+        CmlFacts::Ready {
+            running_nodes: Some(n),
+        } => what.push(format!("{n} lab nodes still running")),
+        CmlFacts::Ready {
+            running_nodes: None,
+        } => what.push("running lab nodes unknown (CML did not report them)".to_owned()),
+        CmlFacts::NotReady => what.push("running lab nodes unknown (CML is not ready)".to_owned()),
+        CmlFacts::Unreachable { message } => {
+            what.push(format!("running lab nodes unknown ({message})"))
+        }
+        CmlFacts::NotProbed => {
+            what.push("running lab nodes unknown (CML not asked yet)".to_owned())
+        }
+    }
+    match &f.platform {
+        PlatformFacts::NotConfigured | PlatformFacts::Known { running: 0, scheduled: 0 } => {}
+        PlatformFacts::Known { running, scheduled } => what.push(format!(
+            "the Control Plane API has {running} lab instances running and {scheduled} scheduled here"
+        )),
+        PlatformFacts::NotAsked => {
+            what.push("lab instances unknown (Control Plane API not asked yet)".to_owned())
+        }
+        PlatformFacts::Unknown { why } => what.push(format!("lab instances unknown ({why})")),
+    }
+    let what = what.join("; ");
+    match since.checked_add(timeout) {
+        Ok(deadline) => {
+            let deadline = Timestamp::from_second(deadline.as_second()).unwrap_or(deadline);
+            format!("{what}; waiting, forced after drainTimeout at {deadline}")
+        }
+        Err(_) => format!("{what}; waiting"),
+    }
+}
+
+fn elapsed(now: Timestamp, since: Option<Timestamp>) -> Duration {
+    since
+        .and_then(|s| now.duration_since(s).try_into().ok())
+        .unwrap_or(Duration::ZERO)
+}
+
+fn human(d: Duration) -> String {
+    GoDuration::from(d).to_string()
+}
+
+/// Decides the phase and the next step. Only the phase machine's own transitions raise an event.
+pub fn plan(f: &WorkerFacts) -> Plan {
+    let phase = f.phase.unwrap_or(WorkerPhase::Pending);
+    let plan = if f.deleting {
+        plan_delete(f, phase)
+    } else {
+        plan_live(f, phase)
+    };
+    // An event only for a real change of phase or a warning worth repeating once.
+    match (&plan.event, f.phase) {
+        (Some((reason, _)), Some(old)) if old == plan.phase && !reason.is_warning() => Plan {
+            event: None,
+            ..plan
+        },
+        _ => plan,
+    }
+}
+
+fn terminated(instance: &InstanceFacts) -> bool {
+    match instance {
+        InstanceFacts::NotLaunched | InstanceFacts::Missing { .. } => true,
+        InstanceFacts::Seen(i) => i.state == InstanceState::Terminated,
+    }
+}
+
+/// Idle only when every source that counts says zero: CML's running nodes and, when configured,
+/// the Control Plane API's running and scheduled instances. Unknown is never idle.
+fn idle(f: &WorkerFacts) -> bool {
+    let cml_idle = matches!(
+        f.cml,
+        CmlFacts::Ready {
+            running_nodes: Some(0)
+        }
+    );
+    let platform_idle = matches!(
+        f.platform,
+        PlatformFacts::NotConfigured
+            | PlatformFacts::Known {
+                running: 0,
+                scheduled: 0
+            }
+    );
+    cml_idle && platform_idle
+}
+
+fn plan_delete(f: &WorkerFacts, phase: WorkerPhase) -> Plan {
+    use WorkerPhase::*;
+    if terminated(&f.instance) {
+        return Plan::new(Terminating, Step::Release, Recheck::Soon).because(
+            Reason::Terminated,
+            "instance terminated; removing the worker",
+        );
+    }
+    let InstanceFacts::Seen(instance) = &f.instance else {
+        return Plan::new(Terminating, Step::Release, Recheck::Soon);
+    };
+    let drain_timeout = f.template.timeouts().drain;
+    let drainable = !f.skip_drain
+        && matches!(phase, Running | Draining)
+        && instance.state == InstanceState::Running;
+    if drainable && !idle(f) {
+        let since = f.drain_started_at.unwrap_or(f.now);
+        if elapsed(f.now, Some(since)) < drain_timeout {
+            return Plan::new(Draining, Step::Wait, Recheck::Soon)
+                .because(
+                    Reason::DrainStarted,
+                    "worker deleted: draining before termination",
+                )
+                .draining_since(Some(since))
+                .waiting_for(drain_wait(f, since, drain_timeout));
+        }
+        return Plan::new(Terminating, Step::Terminate, Recheck::Soon).because(
+            Reason::DrainTimeout,
+            format!(
+                "labs still running after drainTimeout {}; terminating anyway",
+                human(drain_timeout)
+            ),
+        );
+    }
+    let why = if f.skip_drain {
+        "worker deleted with skip-drain"
+    } else {
+        "worker deleted"
+    };
+    Plan::new(Terminating, Step::Terminate, Recheck::Soon).because(
+        Reason::Terminating,
+        format!("{why}: terminating {}", instance.id),
+    )
+}
+
+fn plan_live(f: &WorkerFacts, phase: WorkerPhase) -> Plan {
+    use WorkerPhase::*;
+    let instance = match &f.instance {
+        InstanceFacts::NotLaunched => return plan_unlaunched(f, phase),
+        InstanceFacts::Missing { id } => {
+            return match phase {
+                Failed => Plan::new(Failed, Step::Wait, Recheck::Steady),
+                _ => Plan::new(Failed, Step::Wait, Recheck::Steady).because(
+                    Reason::InstanceVanished,
+                    format!("instance {id} no longer exists"),
+                ),
+            };
+        }
+        InstanceFacts::Seen(i) => i,
+    };
+    if phase == Failed {
+        let step = if instance.state.is_gone() {
+            Step::Wait
+        } else {
+            Step::Terminate
+        };
+        return Plan::new(Failed, step, Recheck::Steady);
+    }
+    if instance.state.is_gone() {
+        let why = instance
+            .state_reason
+            .as_deref()
+            .unwrap_or("no reason given");
+        return Plan::new(Failed, Step::Wait, Recheck::Steady).because(
+            Reason::InstanceVanished,
+            format!(
+                "instance {} is {} behind the controller's back: {why}",
+                instance.id,
+                instance.state.as_str()
+            ),
+        );
+    }
+    let timeouts = f.template.timeouts();
+    let cml_ready = matches!(f.cml, CmlFacts::Ready { .. });
+    match phase {
+        Pending | Provisioning => match instance.state {
+            InstanceState::Running if cml_ready => Plan::new(Running, Step::Wait, Recheck::Steady)
+                .because(Reason::Provisioned, "CML is ready"),
+            InstanceState::Running => {
+                let since = instance.launch_time.or(f.launch.started_at);
+                if elapsed(f.now, since) > timeouts.ready {
+                    Plan::new(Failed, Step::Terminate, Recheck::Steady).because(
+                        Reason::ReadyTimeout,
+                        format!(
+                            "CML not ready within readyTimeout {}",
+                            human(timeouts.ready)
+                        ),
+                    )
+                } else {
+                    Plan::new(Provisioning, Step::Wait, Recheck::Soon)
+                }
+            }
+            InstanceState::Pending => {
+                if elapsed(f.now, f.launch.started_at) > timeouts.launch {
+                    Plan::new(Failed, Step::Terminate, Recheck::Steady).because(
+                        Reason::LaunchTimeout,
+                        format!(
+                            "instance {} not running within launchTimeout {}",
+                            instance.id,
+                            human(timeouts.launch)
+                        ),
+                    )
+                } else {
+                    Plan::new(Provisioning, Step::Wait, Recheck::Soon)
+                }
+            }
+            InstanceState::Stopped => Plan::new(Starting, Step::Start, Recheck::Soon)
+                .because(Reason::Starting, "instance was stopped; starting it"),
+            _ => Plan::new(Provisioning, Step::Wait, Recheck::Soon),
+        },
+        Running => match f.desired {
+            DesiredState::Draining | DesiredState::Stopped => {
+                Plan::new(Draining, Step::Wait, Recheck::Soon)
+                    .because(Reason::DrainStarted, "draining: no new labs")
+                    .draining_since(Some(f.now))
+            }
+            DesiredState::Running => match instance.state {
+                InstanceState::Stopped => Plan::new(Starting, Step::Start, Recheck::Soon)
+                    .because(Reason::Starting, "instance was stopped; starting it"),
+                _ => Plan::new(Running, Step::Wait, Recheck::Steady),
+            },
+        },
+        Draining => plan_drain(f, instance, timeouts),
+        Stopping => match instance.state {
+            InstanceState::Stopped => Plan::new(Stopped, Step::Wait, Recheck::Steady)
+                .because(Reason::Stopped, "instance stopped"),
+            InstanceState::Running | InstanceState::Pending => {
+                Plan::new(Stopping, Step::Stop, Recheck::Soon)
+            }
+            _ => Plan::new(Stopping, Step::Wait, Recheck::Soon),
+        },
+        Stopped => match (f.desired, instance.state) {
+            (DesiredState::Running, InstanceState::Stopped) => {
+                Plan::new(Starting, Step::Start, Recheck::Soon)
+                    .because(Reason::Starting, "starting the stopped instance")
+            }
+            (DesiredState::Running, InstanceState::Stopping) => {
+                Plan::new(Stopped, Step::Wait, Recheck::Soon)
+            }
+            (_, InstanceState::Running | InstanceState::Pending) => {
+                Plan::new(Starting, Step::Wait, Recheck::Soon)
+            }
+            _ => Plan::new(Stopped, Step::Wait, Recheck::Steady),
+        },
+        Starting => match instance.state {
+            InstanceState::Running if cml_ready => Plan::new(Running, Step::Wait, Recheck::Steady)
+                .because(Reason::Provisioned, "started; CML is ready"),
+            InstanceState::Stopped => Plan::new(Starting, Step::Start, Recheck::Soon),
+            _ => Plan::new(Starting, Step::Wait, Recheck::Soon),
+        },
+        Terminating => Plan::new(Terminating, Step::Terminate, Recheck::Soon),
+        Failed => Plan::new(Failed, Step::Wait, Recheck::Steady),
+    }
+}
+
+fn plan_drain(f: &WorkerFacts, instance: &Instance, timeouts: Timeouts) -> Plan {
+    use WorkerPhase::*;
+    let started = f.drain_started_at.unwrap_or(f.now);
+    let since = Some(started);
+    if f.desired == DesiredState::Running {
+        return Plan::new(Running, Step::Wait, Recheck::Steady)
+            .because(Reason::DrainCancelled, "desiredState is Running again");
+    }
+    if instance.state != InstanceState::Running {
+        return Plan::new(Stopping, Step::Stop, Recheck::Soon)
+            .because(Reason::Stopping, "instance not running; nothing to drain");
+    }
+    if idle(f) {
+        return Plan::new(Stopping, Step::Stop, Recheck::Soon).because(
+            Reason::DrainCompleted,
+            "no labs running or placed; stopping the instance",
+        );
+    }
+    if elapsed(f.now, since) >= timeouts.drain {
+        return Plan::new(Stopping, Step::Stop, Recheck::Soon).because(
+            Reason::DrainTimeout,
+            format!(
+                "labs still running after drainTimeout {}; stopping anyway",
+                human(timeouts.drain)
+            ),
+        );
+    }
+    Plan::new(Draining, Step::Wait, Recheck::Soon)
+        .draining_since(since)
+        .waiting_for(drain_wait(f, started, timeouts.drain))
+}
+
+fn plan_unlaunched(f: &WorkerFacts, phase: WorkerPhase) -> Plan {
+    use WorkerPhase::*;
+    if phase == Failed {
+        return Plan::new(Failed, Step::Wait, Recheck::Steady);
+    }
+    if f.desired != DesiredState::Running {
+        // Nothing runs, so nothing to drain or stop.
+        return Plan::new(Stopped, Step::Wait, Recheck::Steady);
+    }
+    let timeouts = match &f.template {
+        TemplateFacts::Missing => {
+            return Plan::new(Pending, Step::Wait, Recheck::Steady).because(
+                Reason::TemplateNotFound,
+                "the WorkerTemplate does not exist",
+            );
+        }
+        TemplateFacts::Unresolved => return Plan::new(Pending, Step::Wait, Recheck::Soon),
+        TemplateFacts::NotReady { reason, message } => {
+            return Plan::new(Pending, Step::Wait, Recheck::Steady).because(
+                Reason::TemplateNotReady,
+                format!("the WorkerTemplate is not Ready ({reason}): {message}"),
+            );
+        }
+        TemplateFacts::Ready(t) => *t,
+    };
+    if elapsed(f.now, f.launch.started_at) > timeouts.launch {
+        return Plan::new(Failed, Step::Wait, Recheck::Steady).because(
+            Reason::LaunchTimeout,
+            format!(
+                "no instance launched within launchTimeout {}",
+                human(timeouts.launch)
+            ),
+        );
+    }
+    let attempt = if f.launch.token_outstanding {
+        f.launch.attempts.max(1)
+    } else {
+        f.launch.attempts + 1
+    };
+    Plan::new(Pending, Step::Launch { attempt }, Recheck::Soon)
+        .because(Reason::Launching, "launching an instance")
+}
+
+#[cfg(test)]
+mod tests;

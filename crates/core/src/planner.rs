@@ -1,0 +1,635 @@
+//! The autoscaler's planner: from a template, its workers and the demand assigned to it, the
+//! scaling actions to take now, each with its reason. Pure: no I/O, no clock.
+//!
+//! Rules: demand within the lead time is packed first-fit-decreasing (by nodes) into the free
+//! capacity of running workers and the whole capacity of workers on their way; what does not fit
+//! reopens capacity in this order: cancel a drain, start a stopped worker, create a worker. Never
+//! more than `maxWorkers` workers that are not stopped; at least `minWorkers`, plus `warmWorkers`
+//! idle running ones. Idle workers (every usage source reads zero, nothing due within the grace
+//! period, idle for the grace period, not do-not-disrupt, owned) beyond what is needed are
+//! drained, longest idle first, at most `maxConcurrentDrains` at once, never within the grace
+//! period after a scale-up and never while demand is unknown. A drained worker joins the stopped
+//! pool while it has room, else it is deleted. Failed owned workers are deleted (and so replaced).
+//! Workers made by hand count as capacity and are never touched.
+
+use std::{cmp::Ordering, collections::BTreeMap, time::Duration};
+
+use jiff::Timestamp;
+
+use crate::{DesiredState, GoDuration, License, WorkerPhase};
+
+/// An amount of capacity (per worker, or what a lab needs).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Resources {
+    pub cpu: f64,
+    pub memory_gb: f64,
+    pub storage_gb: f64,
+    pub nodes: f64,
+}
+
+impl Resources {
+    pub fn fits(&self, need: &Resources) -> bool {
+        need.cpu <= self.cpu
+            && need.memory_gb <= self.memory_gb
+            && need.storage_gb <= self.storage_gb
+            && need.nodes <= self.nodes
+    }
+
+    pub fn minus(&self, other: &Resources) -> Resources {
+        Resources {
+            cpu: (self.cpu - other.cpu).max(0.0),
+            memory_gb: (self.memory_gb - other.memory_gb).max(0.0),
+            storage_gb: (self.storage_gb - other.storage_gb).max(0.0),
+            nodes: (self.nodes - other.nodes).max(0.0),
+        }
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.cpu <= 0.0 && self.memory_gb <= 0.0 && self.storage_gb <= 0.0 && self.nodes <= 0.0
+    }
+}
+
+/// The template as the planner sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TemplateView {
+    pub license: License,
+    /// Declared capacity of one worker.
+    pub capacity: Resources,
+    pub min_workers: u32,
+    pub max_workers: u32,
+    pub warm_workers: u32,
+    pub max_stopped_workers: u32,
+    pub grace: Duration,
+    pub max_concurrent_drains: u32,
+    pub last_scale_up: Option<Timestamp>,
+}
+
+/// One worker of the template as the planner sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerView {
+    pub name: String,
+    /// Made by this template's autoscaler (an ownerReference to it).
+    pub owned: bool,
+    pub phase: WorkerPhase,
+    pub desired: DesiredState,
+    pub deleting: bool,
+    pub do_not_disrupt: bool,
+    /// `Some(false)` only when every usage source reads zero; `None` when any is unknown.
+    pub busy: Option<bool>,
+    /// What the platform has placed on it; `None` when unknown.
+    pub allocated: Option<Resources>,
+    pub next_timeslot_start: Option<Timestamp>,
+    /// Since when it has been idle (its last activity, or when it came up).
+    pub idle_since: Option<Timestamp>,
+}
+
+/// One lab instance this template should hold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DemandItem {
+    pub id: String,
+    pub timeslot_start: Timestamp,
+    pub needs: Resources,
+}
+
+pub struct Inputs<'a> {
+    pub template: &'a TemplateView,
+    pub workers: &'a [WorkerView],
+    /// This template's share of the unplaced demand; `None` when demand is unknown.
+    pub demand: Option<&'a [DemandItem]>,
+    pub lead_time: Duration,
+    pub now: Timestamp,
+}
+
+/// A change to make.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Action {
+    /// New Workers owned by the template.
+    Create { count: u32 },
+    /// `desiredState: Running` on a stopped worker.
+    Start { worker: String },
+    /// `desiredState: Running` on a draining worker.
+    CancelDrain { worker: String },
+    /// `desiredState: Draining`.
+    Drain { worker: String },
+    /// `desiredState: Stopped` on a drained worker: it joins the stopped pool.
+    Stop { worker: String },
+    /// Delete the Worker (its finalizer terminates the instance).
+    Delete { worker: String },
+}
+
+impl Action {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Create { .. } => "create",
+            Action::Start { .. } => "start",
+            Action::CancelDrain { .. } => "cancel_drain",
+            Action::Drain { .. } => "drain",
+            Action::Stop { .. } => "stop",
+            Action::Delete { .. } => "delete",
+        }
+    }
+
+    pub fn worker(&self) -> Option<&str> {
+        match self {
+            Action::Create { .. } => None,
+            Action::Start { worker }
+            | Action::CancelDrain { worker }
+            | Action::Drain { worker }
+            | Action::Stop { worker }
+            | Action::Delete { worker } => Some(worker),
+        }
+    }
+
+    /// Whether it adds capacity.
+    pub fn is_scale_up(&self) -> bool {
+        matches!(
+            self,
+            Action::Create { .. } | Action::Start { .. } | Action::CancelDrain { .. }
+        )
+    }
+}
+
+/// What prompted a decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    Demand,
+    MinWorkers,
+    WarmWorkers,
+    Idle,
+    Failed,
+    StoppedPool,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Demand => "demand",
+            Trigger::MinWorkers => "min_workers",
+            Trigger::WarmWorkers => "warm_workers",
+            Trigger::Idle => "idle",
+            Trigger::Failed => "failed",
+            Trigger::StoppedPool => "stopped_pool",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub action: Action,
+    pub trigger: Trigger,
+    pub reason: String,
+}
+
+/// The planner's output.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    pub decisions: Vec<Decision>,
+    /// Workers that should be up (not stopped) once the decisions are carried out.
+    pub desired_workers: u32,
+    /// Unplaced lab instances assigned to the template.
+    pub demand: u32,
+    pub within_lead_time: u32,
+    /// Lab instances within the lead time that no capacity will hold (maxWorkers reached, or
+    /// too big for one worker).
+    pub unplaceable: u32,
+    /// Why the plan holds back, if it does (e.g. maxWorkers reached, demand unknown).
+    pub held: Option<String>,
+}
+
+fn elapsed(now: Timestamp, since: Timestamp) -> Duration {
+    now.duration_since(since)
+        .try_into()
+        .unwrap_or(Duration::ZERO)
+}
+
+fn human(d: Duration) -> String {
+    GoDuration::from(d).to_string()
+}
+
+/// A worker counting toward `maxWorkers`: not stopped, failed or going away.
+fn is_up(w: &WorkerView) -> bool {
+    // A stopped worker asked to run again is on its way up.
+    let starting = w.desired == DesiredState::Running;
+    let down = match w.phase {
+        WorkerPhase::Failed => true,
+        WorkerPhase::Stopped | WorkerPhase::Stopping => !starting,
+        _ => false,
+    };
+    !(w.deleting || down)
+}
+
+/// Capacity a bin offers to demand.
+struct Bin {
+    /// `None` for a worker to be created.
+    worker: Option<usize>,
+    free: Resources,
+    used: bool,
+}
+
+/// Packs `items` first-fit-decreasing into `bins`; returns the items that did not fit.
+fn pack<'a>(bins: &mut [Bin], items: &[&'a DemandItem]) -> Vec<&'a DemandItem> {
+    let mut left = Vec::new();
+    for item in items {
+        match bins.iter_mut().find(|b| b.free.fits(&item.needs)) {
+            Some(bin) => {
+                bin.free = bin.free.minus(&item.needs);
+                bin.used = true;
+            }
+            None => left.push(*item),
+        }
+    }
+    left
+}
+
+fn by_size_desc(a: &&DemandItem, b: &&DemandItem) -> Ordering {
+    b.needs
+        .nodes
+        .total_cmp(&a.needs.nodes)
+        .then(b.needs.cpu.total_cmp(&a.needs.cpu))
+        .then(b.needs.memory_gb.total_cmp(&a.needs.memory_gb))
+        .then(a.id.cmp(&b.id))
+}
+
+/// Decisions as they are made, and the count of workers up that they lead to.
+struct Draft {
+    decisions: Vec<Decision>,
+    up: u32,
+    max: u32,
+    /// Stopped workers that may be started, in the order to start them.
+    startable: Vec<String>,
+}
+
+impl Draft {
+    fn decide(&mut self, action: Action, trigger: Trigger, reason: String) {
+        self.decisions.push(Decision {
+            action,
+            trigger,
+            reason,
+        });
+    }
+
+    fn room(&self) -> bool {
+        self.up < self.max
+    }
+
+    /// One more worker up: a stopped one started if there is one, else a new one (counted by
+    /// the caller, who decides once for all of them). `None` at maxWorkers.
+    fn add_one(&mut self, trigger: Trigger, why: &str) -> Option<bool> {
+        if !self.room() {
+            return None;
+        }
+        self.up += 1;
+        if self.startable.is_empty() {
+            return Some(true);
+        }
+        let worker = self.startable.remove(0);
+        let reason = format!("{why}: starting stopped {worker}");
+        self.decide(Action::Start { worker }, trigger, reason);
+        Some(false)
+    }
+
+    /// Adds up to `n` workers up; decides the creations among them at once.
+    fn add(&mut self, n: u32, trigger: Trigger, why: &str) -> u32 {
+        let mut created = 0;
+        for _ in 0..n {
+            match self.add_one(trigger, why) {
+                Some(true) => created += 1,
+                Some(false) => {}
+                None => break,
+            }
+        }
+        if created > 0 {
+            self.decide(Action::Create { count: created }, trigger, why.to_owned());
+        }
+        created
+    }
+}
+
+pub fn plan(i: &Inputs) -> Plan {
+    let t = i.template;
+    let ws = i.workers;
+    let mut d = Draft {
+        decisions: Vec::new(),
+        up: ws.iter().filter(|w| is_up(w)).count() as u32,
+        max: t.max_workers,
+        startable: Vec::new(),
+    };
+
+    // Failed workers the autoscaler owns go (their finalizer terminates the instance); the
+    // capacity they leave is made up below like any other.
+    for w in ws
+        .iter()
+        .filter(|w| w.owned && !w.deleting && w.phase == WorkerPhase::Failed)
+    {
+        d.decide(
+            Action::Delete {
+                worker: w.name.clone(),
+            },
+            Trigger::Failed,
+            format!("{} failed; replacing it", w.name),
+        );
+    }
+
+    // The stopped pool (workers stopped or on their way there): drained workers stay stopped
+    // while it has room, the rest go once stopped.
+    let mut stopped: Vec<&WorkerView> = ws
+        .iter()
+        .filter(|w| w.owned && !w.deleting && w.desired != DesiredState::Running)
+        .filter(|w| matches!(w.phase, WorkerPhase::Stopped | WorkerPhase::Stopping))
+        .collect();
+    // Those already in the pool first, then by name, for a stable choice.
+    stopped.sort_by(|a, b| {
+        (a.desired != DesiredState::Stopped, &a.name)
+            .cmp(&(b.desired != DesiredState::Stopped, &b.name))
+    });
+    for (n, w) in stopped.iter().enumerate() {
+        if (n as u32) < t.max_stopped_workers {
+            d.startable.push(w.name.clone());
+            if w.desired == DesiredState::Draining && w.phase == WorkerPhase::Stopped {
+                d.decide(
+                    Action::Stop {
+                        worker: w.name.clone(),
+                    },
+                    Trigger::StoppedPool,
+                    format!(
+                        "{} drained; kept stopped ({} of maxStoppedWorkers {})",
+                        w.name,
+                        n + 1,
+                        t.max_stopped_workers
+                    ),
+                );
+            }
+        } else if w.phase == WorkerPhase::Stopped {
+            d.decide(
+                Action::Delete {
+                    worker: w.name.clone(),
+                },
+                Trigger::StoppedPool,
+                format!(
+                    "{} stopped and the stopped pool is full (maxStoppedWorkers {})",
+                    w.name, t.max_stopped_workers
+                ),
+            );
+        }
+    }
+
+    // Demand within the lead time, biggest first.
+    let horizon = i.now.checked_add(i.lead_time).unwrap_or(i.now);
+    let mut due: Vec<&DemandItem> = i
+        .demand
+        .unwrap_or_default()
+        .iter()
+        .filter(|x| x.timeslot_start <= horizon)
+        .collect();
+    due.sort_by(by_size_desc);
+    let within_lead_time = due.len() as u32;
+
+    // Capacity that takes demand now: running workers accepting labs (what is free on them)
+    // and workers on their way (all of it).
+    let mut bins: Vec<Bin> = Vec::new();
+    for (k, w) in ws.iter().enumerate() {
+        if w.deleting || w.desired != DesiredState::Running {
+            continue;
+        }
+        let free = match w.phase {
+            // Unknown allocation: count it full, so demand is never left unserved.
+            WorkerPhase::Running => w
+                .allocated
+                .map_or(Resources::default(), |a| t.capacity.minus(&a)),
+            // On their way, including stopped ones asked to run again.
+            WorkerPhase::Pending
+            | WorkerPhase::Provisioning
+            | WorkerPhase::Starting
+            | WorkerPhase::Stopped
+            | WorkerPhase::Stopping => t.capacity,
+            _ => continue,
+        };
+        bins.push(Bin {
+            worker: Some(k),
+            free,
+            used: false,
+        });
+    }
+    let mut left = pack(&mut bins, &due);
+
+    // Reopen capacity for what is left: cancel drains first.
+    let mut draining: Vec<(usize, &WorkerView)> = ws
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| {
+            w.owned
+                && !w.deleting
+                && w.desired == DesiredState::Draining
+                && matches!(w.phase, WorkerPhase::Running | WorkerPhase::Draining)
+        })
+        .collect();
+    draining.sort_by(|a, b| a.1.name.cmp(&b.1.name));
+    let mut cancelled = Vec::new();
+    for (k, w) in &draining {
+        if left.is_empty() {
+            break;
+        }
+        let free = w
+            .allocated
+            .map_or(Resources::default(), |a| t.capacity.minus(&a));
+        let mut bin = [Bin {
+            worker: Some(*k),
+            free,
+            used: false,
+        }];
+        let rest = pack(&mut bin, &left);
+        if bin[0].used {
+            left = rest;
+            cancelled.push(*k);
+            d.decide(
+                Action::CancelDrain {
+                    worker: w.name.clone(),
+                },
+                Trigger::Demand,
+                format!("new demand fits draining {}", w.name),
+            );
+        }
+    }
+    // Then start stopped workers, then create.
+    let why = format!(
+        "{within_lead_time} lab instances due within {} do not fit the workers up",
+        human(i.lead_time)
+    );
+    let mut created = 0u32;
+    let mut capped = 0u32;
+    let mut too_big = 0u32;
+    while let Some(first) = left.first() {
+        if !t.capacity.fits(&first.needs) {
+            too_big += 1;
+            left.remove(0);
+            continue;
+        }
+        match d.add_one(Trigger::Demand, &why) {
+            None => {
+                capped = left.len() as u32;
+                break;
+            }
+            Some(new) => {
+                created += u32::from(new);
+                let mut bin = [Bin {
+                    worker: None,
+                    free: t.capacity,
+                    used: false,
+                }];
+                left = pack(&mut bin, &left);
+            }
+        }
+    }
+    if created > 0 {
+        d.decide(Action::Create { count: created }, Trigger::Demand, why);
+    }
+    let mut held = (capped > 0).then(|| {
+        format!(
+            "maxWorkers {} reached: {capped} lab instances due within {} wait for capacity",
+            t.max_workers,
+            human(i.lead_time)
+        )
+    });
+
+    // Floors: minWorkers up, then warmWorkers idle ones (idle capacity left after packing, on
+    // workers up or coming up).
+    let before_floor = d.up;
+    if d.up < t.min_workers {
+        let why = format!("fewer than minWorkers {} up", t.min_workers);
+        d.add(t.min_workers - d.up, Trigger::MinWorkers, &why);
+    }
+    let unused = bins
+        .iter()
+        .filter(|b| !b.used)
+        .filter(|b| {
+            b.worker.is_none_or(|k| {
+                let w = &ws[k];
+                w.phase != WorkerPhase::Running || w.busy == Some(false)
+            })
+        })
+        .count() as u32;
+    let idle_up = unused + (d.up - before_floor);
+    if idle_up < t.warm_workers {
+        let why = format!("fewer than warmWorkers {} idle", t.warm_workers);
+        d.add(t.warm_workers - idle_up, Trigger::WarmWorkers, &why);
+    }
+
+    // Scale down: never while demand is unknown, after a scale-up, or within the grace period
+    // of the last one.
+    let scaled_up = d.decisions.iter().any(|x| x.action.is_scale_up());
+    let in_grace = t
+        .last_scale_up
+        .is_some_and(|at| elapsed(i.now, at) < t.grace);
+    let used: Vec<usize> = bins
+        .iter()
+        .filter(|b| b.used)
+        .filter_map(|b| b.worker)
+        .collect();
+    let mut idle: Vec<&WorkerView> = ws
+        .iter()
+        .enumerate()
+        .filter(|(k, w)| !used.contains(k) && drainable(w, t, i.now))
+        .map(|(_, w)| w)
+        .collect();
+    idle.sort_by(|a, b| (a.idle_since, &a.name).cmp(&(b.idle_since, &b.name)));
+    let draining_now = (draining.len() - cancelled.len()) as u32;
+    if i.demand.is_none() {
+        held.get_or_insert_with(|| "demand unknown: no scale-up for demand, no scale-down".into());
+    } else if !scaled_up && !in_grace && !idle.is_empty() {
+        let keep_warm = t.warm_workers.min(idle.len() as u32);
+        let above_min = d.up.saturating_sub(t.min_workers);
+        let surplus = (idle.len() as u32 - keep_warm).min(above_min);
+        let slots = t.max_concurrent_drains.saturating_sub(draining_now);
+        for w in idle.iter().take(surplus.min(slots) as usize) {
+            d.up -= 1;
+            let since = w
+                .idle_since
+                .map(|s| human(elapsed(i.now, s)))
+                .unwrap_or_default();
+            d.decide(
+                Action::Drain {
+                    worker: w.name.clone(),
+                },
+                Trigger::Idle,
+                format!("{} idle for {since}, beyond what is needed", w.name),
+            );
+        }
+    }
+    Plan {
+        desired_workers: d.up,
+        decisions: d.decisions,
+        demand: i.demand.map_or(0, |x| x.len() as u32),
+        within_lead_time,
+        unplaceable: capped + too_big,
+        held,
+    }
+}
+
+/// Idle and safe to drain: owned, running, wanted running, not protected, every usage source
+/// reads zero (unknown is never idle), nothing due on it within the grace period, and idle for
+/// the grace period.
+fn drainable(w: &WorkerView, t: &TemplateView, now: Timestamp) -> bool {
+    let nothing_due = w
+        .next_timeslot_start
+        .is_none_or(|s| s > now.checked_add(t.grace).unwrap_or(now));
+    let nothing_allocated = w.allocated.is_none_or(|a| a.is_zero());
+    w.owned
+        && !w.deleting
+        && !w.do_not_disrupt
+        && w.phase == WorkerPhase::Running
+        && w.desired == DesiredState::Running
+        && w.busy == Some(false)
+        && nothing_allocated
+        && nothing_due
+        && w.idle_since.is_some_and(|s| elapsed(now, s) >= t.grace)
+}
+
+/// A template on offer for demand, for the choice of template.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Offer {
+    pub name: String,
+    pub license: License,
+    pub capacity: Resources,
+}
+
+/// One unplaced lab instance with what it needs and which licenses may hold it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Wanted {
+    pub item: DemandItem,
+    pub affinity: Vec<License>,
+}
+
+/// Assigns each lab instance to the smallest template (cpu, then memory, then name) whose
+/// license it accepts and whose one worker holds it; returns the assignment by template name
+/// and the ids no template can hold.
+pub fn assign(
+    wanted: &[Wanted],
+    offers: &[Offer],
+) -> (BTreeMap<String, Vec<DemandItem>>, Vec<String>) {
+    let mut sorted: Vec<&Offer> = offers.iter().collect();
+    sorted.sort_by(|a, b| {
+        a.capacity
+            .cpu
+            .total_cmp(&b.capacity.cpu)
+            .then(a.capacity.memory_gb.total_cmp(&b.capacity.memory_gb))
+            .then(a.name.cmp(&b.name))
+    });
+    let mut by_template: BTreeMap<String, Vec<DemandItem>> = BTreeMap::new();
+    let mut unplaceable = Vec::new();
+    for w in wanted {
+        match sorted
+            .iter()
+            .find(|o| w.affinity.contains(&o.license) && o.capacity.fits(&w.item.needs))
+        {
+            Some(o) => by_template
+                .entry(o.name.clone())
+                .or_default()
+                .push(w.item.clone()),
+            None => unplaceable.push(w.item.id.clone()),
+        }
+    }
+    (by_template, unplaceable)
+}
+
+#[cfg(test)]
+mod tests;

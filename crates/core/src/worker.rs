@@ -1,0 +1,39 @@
+//! The states a worker is asked to be in and the phases it passes through.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The state an operator or the autoscaler asks a worker to be in.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum DesiredState {
+    /// Serving labs.
+    #[default]
+    Running,
+    /// Taking no new labs; stops or goes away once the running ones end.
+    Draining,
+    /// Instance stopped: no compute cost, quick to start again.
+    Stopped,
+}
+
+/// Where a worker is in its life.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WorkerPhase {
+    /// Accepted, no instance yet.
+    Pending,
+    /// Instance launched; waiting for EC2 `running` and the CML API to report ready.
+    Provisioning,
+    /// Ready and accepting labs.
+    Running,
+    /// Taking no new labs, waiting for running ones to end.
+    Draining,
+    /// Instance stopping.
+    Stopping,
+    /// Instance stopped.
+    Stopped,
+    /// Stopped instance starting again.
+    Starting,
+    /// Instance being terminated before the object goes.
+    Terminating,
+    /// Launch or readiness timed out, or the instance vanished.
+    Failed,
+}

@@ -1,0 +1,6 @@
+//! The CML API on each worker: the HTTP client of [`ccm_ports::cml::CmlProbe`].
+
+mod http;
+
+pub use ccm_ports::cml::*;
+pub use http::HttpCml;

@@ -1,0 +1,212 @@
+//! Act: carry out the planner's decisions on Worker objects, and tell about each one (log line,
+//! Events on the template and the worker, an audit record for the Control Plane API).
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::OwnerReference, jiff::Timestamp};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+};
+use serde_json::json;
+use tracing::info;
+
+use crate::{
+    control_plane::ScalingEvent,
+    controller::reasons,
+    controller::{Context, error::Error},
+    crd::{TEMPLATE_LABEL, TemplateRef, Worker, WorkerSpec, WorkerTemplate},
+    planner::{Action, Decision},
+};
+
+/// What acting changed: the decisions carried out and the Workers created.
+#[derive(Default)]
+pub struct Acted {
+    pub done: Vec<Decision>,
+    pub created: Vec<String>,
+    pub error: Option<Error>,
+}
+
+pub async fn act(
+    template: &WorkerTemplate,
+    ctx: &Context,
+    decisions: &[Decision],
+    workers: &[&Worker],
+    now: Timestamp,
+) -> Acted {
+    let namespace = template.namespace().unwrap_or_default();
+    let api: Api<Worker> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut acted = Acted::default();
+    for decision in decisions {
+        let result = match &decision.action {
+            Action::Create { count } => {
+                let mut result = Ok(());
+                for _ in 0..*count {
+                    match create(&api, template).await {
+                        Ok(name) => acted.created.push(name),
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                }
+                result
+            }
+            Action::Start { worker } | Action::CancelDrain { worker } => {
+                desire(&api, worker, "Running").await
+            }
+            Action::Drain { worker } => {
+                if !still_idle(ctx, workers, worker).await {
+                    continue;
+                }
+                desire(&api, worker, "Draining").await
+            }
+            Action::Stop { worker } => desire(&api, worker, "Stopped").await,
+            Action::Delete { worker } => api
+                .delete(worker, &DeleteParams::default())
+                .await
+                .map(drop)
+                .or_else(|e| match e {
+                    kube::Error::Api(ref s) if s.code == 404 => Ok(()),
+                    e => Err(e),
+                }),
+        };
+        if let Err(e) = result {
+            acted.error = Some(Error::Kube(e));
+            break;
+        }
+        ctx.metrics.scaled(decision.action.name());
+        tell(template, ctx, decision, &acted.created, now).await;
+        acted.done.push(decision.clone());
+    }
+    acted
+}
+
+/// The planner judged `name` idle from its status, which lags the platform by up to a resync:
+/// ask the Control Plane API again right before draining, and leave it be unless it says zero.
+async fn still_idle(ctx: &Context, workers: &[&Worker], name: &str) -> bool {
+    let Some(cp) = ctx.remotes.control_plane() else {
+        return true;
+    };
+    let Some(uid) = workers
+        .iter()
+        .find(|w| w.name_any() == name)
+        .and_then(|w| w.uid())
+    else {
+        return false;
+    };
+    let fresh = ctx
+        .remotes
+        .bounded(
+            crate::sync::RemoteName::ControlPlane,
+            cp.worker_capacity(&uid),
+        )
+        .await;
+    let idle = matches!(
+        &fresh,
+        Ok(Some(c)) if c.running_instances == 0 && c.scheduled_instances == 0 && c.allocated.nodes == 0
+    );
+    if !idle {
+        info!(worker = %name, usage = ?fresh.map(|c| c.map(|c| (c.running_instances, c.scheduled_instances))), "not draining after all: the platform does not report it idle");
+    }
+    idle
+}
+
+async fn create(api: &Api<Worker>, template: &WorkerTemplate) -> Result<String, kube::Error> {
+    let name = template.name_any();
+    let mut worker = Worker::new(
+        "",
+        WorkerSpec {
+            template_ref: TemplateRef { name: name.clone() },
+            desired_state: Default::default(),
+        },
+    );
+    worker.metadata.name = None;
+    worker.metadata.generate_name = Some(format!("{name}-"));
+    worker.metadata.labels = Some([(TEMPLATE_LABEL.to_owned(), name.clone())].into());
+    worker.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: WorkerTemplate::api_version(&()).into_owned(),
+        kind: WorkerTemplate::kind(&()).into_owned(),
+        name,
+        uid: template.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: None,
+    }]);
+    let created = api.create(&PostParams::default(), &worker).await?;
+    Ok(created.name_any())
+}
+
+async fn desire(api: &Api<Worker>, worker: &str, state: &str) -> Result<(), kube::Error> {
+    api.patch(
+        worker,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"desiredState": state}})),
+    )
+    .await
+    .map(drop)
+}
+
+/// A log line, an Event on the template (and on the worker concerned), and an audit record.
+async fn tell(
+    template: &WorkerTemplate,
+    ctx: &Context,
+    decision: &Decision,
+    created: &[String],
+    now: Timestamp,
+) {
+    let namespace = template.namespace().unwrap_or_default();
+    let full = format!("{namespace}/{}", template.name_any());
+    let action = decision.action.name();
+    let subject = match &decision.action {
+        Action::Create { count } => format!("{count} new ({})", created.join(", ")),
+        other => other.worker().unwrap_or_default().to_owned(),
+    };
+    info!(template = %full, action, worker = %subject, trigger = decision.trigger.as_str(), reason = %decision.reason, "scaling decision");
+    let reason = event_reason(&decision.action);
+    let note = format!("{action} {subject}: {}", decision.reason);
+    ctx.event(template, false, reason, "Scale", note.clone())
+        .await;
+    if let Some(worker) = decision.action.worker() {
+        let target = Worker::new(
+            worker,
+            WorkerSpec {
+                template_ref: TemplateRef {
+                    name: template.name_any(),
+                },
+                desired_state: Default::default(),
+            },
+        );
+        let mut target = target;
+        target.metadata.namespace = Some(namespace.clone());
+        ctx.event(&target, false, reason, "Scale", note).await;
+    }
+    let key = decision
+        .action
+        .worker()
+        .map(str::to_owned)
+        .unwrap_or_else(|| created.join("+"));
+    ctx.outbox.push(ScalingEvent {
+        id: format!(
+            "{}-{action}-{key}-{}",
+            template.uid().unwrap_or_default(),
+            now.as_second()
+        ),
+        action: action.to_owned(),
+        worker: decision.action.worker().map(|w| format!("{namespace}/{w}")),
+        template: full,
+        reason: decision.reason.clone(),
+        triggered_by: decision.trigger.as_str().to_owned(),
+        time: Timestamp::from_second(now.as_second())
+            .unwrap_or(now)
+            .to_string(),
+    });
+}
+
+pub fn event_reason(action: &Action) -> &'static str {
+    match action {
+        Action::Create { .. } => reasons::SCALED_UP,
+        Action::Start { .. } => reasons::WORKER_STARTED,
+        Action::CancelDrain { .. } => reasons::DRAIN_CANCELLED,
+        Action::Drain { .. } => reasons::SCALED_DOWN,
+        Action::Stop { .. } => reasons::WORKER_STOPPED,
+        Action::Delete { .. } => reasons::WORKER_DELETED,
+    }
+}

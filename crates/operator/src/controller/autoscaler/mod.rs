@@ -1,0 +1,101 @@
+//! The autoscaler, run by the WorkerTemplate reconciler once the template is Ready:
+//! observe (its workers and its share of demand) -> plan (pure, `planner`) -> act
+//! (create, patch `desiredState`, delete Workers) -> status.
+
+mod act;
+mod expectations;
+mod history;
+mod observe;
+mod status;
+
+use std::sync::Arc;
+
+use kube::ResourceExt;
+
+pub use expectations::Expectations;
+pub use history::ScalingHistory;
+
+use super::{Context, error::Result};
+use crate::{
+    controller::reasons,
+    crd::{Worker, WorkerTemplate, WorkerTemplateStatus},
+    planner::{self, Inputs},
+};
+
+/// Runs one round for `template`, writing into `status`. Returns `false` while the Worker cache
+/// is not synced yet (nothing is decided on a partial view).
+pub async fn reconcile(
+    template: &WorkerTemplate,
+    ctx: &Context,
+    status: &mut WorkerTemplateStatus,
+) -> Result<bool> {
+    let Some(store) = ctx.worker_cache() else {
+        return Ok(false);
+    };
+    let namespace = template.namespace().unwrap_or_default();
+    let name = template.name_any();
+    let key = format!("{namespace}/{name}");
+    let all: Vec<Arc<Worker>> = store.state();
+    let mine: Vec<&Worker> = all
+        .iter()
+        .map(Arc::as_ref)
+        .filter(|w| w.namespace().as_deref() == Some(namespace.as_str()))
+        .filter(|w| w.spec.template_ref.name == name)
+        .collect();
+    let platform = ctx.remotes.control_plane().is_some();
+    let mut views: Vec<_> = mine
+        .iter()
+        .map(|w| observe::worker_view(w, template, platform))
+        .collect();
+    let visible: Vec<String> = mine.iter().map(|w| w.name_any()).collect();
+    let expected = ctx.expectations.pending(&key, &visible);
+    views.extend(expected.iter().map(|n| observe::expected_view(n)));
+
+    let templates = ctx.templates.in_namespace(&namespace);
+    let snapshot = ctx.demand().borrow().clone();
+    let (demand, unplaceable) =
+        observe::demand_share(snapshot.as_deref(), platform, &name, &templates);
+    let now = k8s_openapi::jiff::Timestamp::now();
+    // The cached template can lag our own last status write: keep the newest scaling records.
+    let uid = template.uid().unwrap_or_default();
+    ctx.scaling_history.recall(&uid, status);
+    let view = observe::template_view(template, status.last_scale_up.as_ref().map(|r| r.time.0));
+    let plan = planner::plan(&Inputs {
+        template: &view,
+        workers: &views,
+        demand: demand.as_deref(),
+        lead_time: ctx.settings.scale_up_lead_time,
+        now,
+    });
+    let acted = act::act(template, ctx, &plan.decisions, &mine, now).await;
+    ctx.expectations.expect(&key, &acted.created);
+    if ctx.unplaceable_is_new(&namespace, &unplaceable) {
+        ctx.event(
+            template,
+            true,
+            reasons::UNPLACEABLE,
+            "Scale",
+            format!(
+                "no WorkerTemplate in {namespace} holds lab instances {} (license or size)",
+                unplaceable.join(", ")
+            ),
+        )
+        .await;
+    }
+    let counts = status::counts(&mine, expected.len() as u32 + acted.created.len() as u32);
+    ctx.metrics.fleet(&key, &status::by_phase(&counts));
+    status::apply(
+        status,
+        template,
+        &plan,
+        &acted.done,
+        counts,
+        unplaceable.len() as u32,
+        now,
+    );
+    ctx.scaling_history.remember(&uid, status);
+    match acted.error {
+        Some(e) => Err(e),
+        None => Ok(true),
+    }
+}

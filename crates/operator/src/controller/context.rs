@@ -1,0 +1,302 @@
+//! What every reconcile shares: clients, configuration, providers, CML probes, Events.
+
+use crate::lock::Locked;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, OnceLock},
+    time::Duration,
+};
+
+use kube::{Client, Resource};
+use tokio::sync::watch;
+use tracing::warn;
+
+use kube::runtime::reflector::Store;
+
+use super::{
+    autoscaler::{Expectations, ScalingHistory},
+    events::EventSink,
+    fleet::FleetCache,
+    secrets::SecretCache,
+    template_cache::TemplateCache,
+    worker::UnseenLaunches,
+};
+use crate::{
+    backoff::Backoff,
+    cml::{CmlProbe, HttpCml},
+    crd::{ProviderKind, Worker},
+    demand::DemandSnapshot,
+    provider::ProviderRegistry,
+    sync::{Remotes, outbox::Outbox},
+    telemetry::Metrics,
+};
+
+/// Controller settings, filled from flags and environment by the CLI.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Value of the `ccm:cluster` tag: which instances are this controller's.
+    pub cluster_id: String,
+    /// Reconcile only this namespace; all namespaces when `None`.
+    pub namespace: Option<String>,
+    /// Re-check interval while something is in motion.
+    pub poll_interval: Duration,
+    /// Re-check interval in steady state (`RECONCILE_INTERVAL`).
+    pub resync_interval: Duration,
+    /// Workers reconciled at once.
+    pub concurrency: u16,
+    /// Instances tagged for this cluster with no Worker are terminated after this age.
+    pub orphan_grace: Duration,
+    pub orphan_sweep_interval: Duration,
+    /// Per-object backoff of transient errors.
+    pub error_backoff: Backoff,
+    pub cml_timeout: Duration,
+    /// Reach every worker's CML API at this host instead of its IP (local testing only).
+    pub cml_host_override: Option<String>,
+    /// How long a Secret read for CML probes is reused (a refused login drops it at once).
+    pub secret_ttl: Duration,
+    /// Interval of the sweep of remote records whose Worker is gone.
+    pub record_sweep_interval: Duration,
+    /// How long the demand feed lets a burst of etcd changes settle before it reads.
+    pub demand_debounce: Duration,
+    /// The demand feed's backstop refresh, for changes etcd did not announce.
+    pub demand_resync: Duration,
+    /// How far ahead of a lab's timeslot the autoscaler makes room for it (worker boot plus lab
+    /// start-up).
+    pub scale_up_lead_time: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            cluster_id: "default".into(),
+            namespace: None,
+            poll_interval: Duration::from_secs(5),
+            resync_interval: Duration::from_secs(30),
+            concurrency: 16,
+            orphan_grace: Duration::from_secs(600),
+            orphan_sweep_interval: Duration::from_secs(60),
+            error_backoff: Backoff::new(Duration::from_secs(2), Duration::from_secs(300)),
+            cml_timeout: Duration::from_secs(10),
+            cml_host_override: None,
+            secret_ttl: Duration::from_secs(60),
+            record_sweep_interval: Duration::from_secs(60),
+            demand_debounce: Duration::from_millis(200),
+            demand_resync: Duration::from_secs(30),
+            scale_up_lead_time: Duration::from_secs(35 * 60),
+        }
+    }
+}
+
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub providers: ProviderRegistry,
+    /// Instances as last listed, shared by all worker reconciles.
+    pub fleet: FleetCache,
+    /// WorkerTemplates as last watched, shared by all worker reconciles.
+    pub templates: TemplateCache,
+    /// Secrets the CML probes read.
+    pub secrets: SecretCache,
+    /// The Control Plane API and etcd, when configured, and what each acknowledged.
+    pub remotes: Arc<Remotes>,
+    /// The latest demand snapshot (`None` until the first read, or without a Control Plane API).
+    demand: watch::Sender<Option<Arc<DemandSnapshot>>>,
+    /// Scaling audit records on their way to the Control Plane API.
+    pub outbox: Arc<Outbox>,
+    pub metrics: Arc<Metrics>,
+    /// The Worker cache has synced.
+    synced: std::sync::atomic::AtomicBool,
+    /// This replica leads (always, without leader election).
+    leading: std::sync::atomic::AtomicBool,
+    /// Workers created by the autoscaler that the Worker cache does not show yet.
+    pub expectations: Expectations,
+    /// Launches written to Worker statuses that the Worker cache does not show yet.
+    pub unseen_launches: UnseenLaunches,
+    /// Each template's last scale-up and scale-down, as last written.
+    pub scaling_history: ScalingHistory,
+    /// The Worker cache, once the controllers run.
+    workers: OnceLock<Store<Worker>>,
+    /// Lab instances already reported as unplaceable, per namespace.
+    unplaceable: Mutex<HashMap<String, Vec<String>>>,
+    cml_http: Arc<dyn CmlProbe>,
+    recorder: EventSink,
+    /// Consecutive transient failures per object UID, for the backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+pub const CONTROLLER_NAME: &str = "resource-controller";
+
+impl Context {
+    pub fn new(
+        client: Client,
+        settings: Settings,
+        providers: ProviderRegistry,
+        instance_id: &str,
+    ) -> Context {
+        let recorder = EventSink::new(client.clone(), CONTROLLER_NAME, instance_id);
+        Context {
+            cml_http: Arc::new(HttpCml::new(settings.cml_timeout)),
+            fleet: FleetCache::new(settings.resync_interval / 2),
+            templates: TemplateCache::default(),
+            secrets: SecretCache::new(settings.secret_ttl),
+            remotes: Arc::new(Remotes::none()),
+            demand: watch::channel(None).0,
+            outbox: Arc::new(Outbox::new(1000)),
+            metrics: Arc::new(Metrics::default()),
+            synced: std::sync::atomic::AtomicBool::new(false),
+            leading: std::sync::atomic::AtomicBool::new(true),
+            expectations: Expectations::default(),
+            unseen_launches: UnseenLaunches::default(),
+            scaling_history: ScalingHistory::default(),
+            workers: OnceLock::new(),
+            unplaceable: Mutex::new(HashMap::new()),
+            client,
+            settings,
+            providers,
+            recorder,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sets the platform's remotes (none by default: a kubectl-only fleet).
+    pub fn with_remotes(mut self, remotes: Remotes) -> Context {
+        self.remotes = Arc::new(remotes);
+        self
+    }
+
+    /// The Worker cache, once it holds the first full listing: a decision on a partial view
+    /// (e.g. right after taking over the Lease) would count too few Workers and make more.
+    pub fn worker_cache(&self) -> Option<&Store<Worker>> {
+        self.workers
+            .get()
+            .filter(|_| self.synced.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    pub(super) fn set_worker_cache(&self, store: Store<Worker>) {
+        let _ = self.workers.set(store);
+    }
+
+    /// Whether `ids` differ from what was last reported unplaceable in `namespace` (and
+    /// remembers them): one Event per new set, not one per reconcile.
+    pub fn unplaceable_is_new(&self, namespace: &str, ids: &[String]) -> bool {
+        let mut seen = self.unplaceable.locked();
+        let before = seen.insert(namespace.to_owned(), ids.to_vec());
+        !ids.is_empty() && before.as_deref() != Some(ids)
+    }
+
+    /// Starts as a standby, until the elector says otherwise.
+    pub fn stand_by(&self) {
+        self.leading
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether this replica leads; a change counts as a lease transition.
+    pub fn set_leading(&self, leading: bool) {
+        let was = self
+            .leading
+            .swap(leading, std::sync::atomic::Ordering::Relaxed);
+        if was != leading {
+            self.metrics.lease_transition();
+        }
+    }
+
+    /// Pulls counters kept elsewhere into the metrics, before a scrape.
+    pub fn collect_metrics(&self) {
+        self.metrics
+            .leading(self.leading.load(std::sync::atomic::Ordering::Relaxed));
+        self.metrics.audit_dropped_total(self.outbox.dropped());
+        for (remote, total) in self.remotes.failures() {
+            self.metrics.sync_failures_total(remote.as_str(), total);
+        }
+        for (provider, region, operation, outcome, total) in self.providers.call_totals() {
+            self.metrics
+                .cloud_calls_total(provider, &region, operation, outcome, total);
+        }
+    }
+
+    /// Ready once the Worker cache is synced; the text says which.
+    pub fn readiness(&self) -> (bool, String) {
+        if self.synced.load(std::sync::atomic::Ordering::Relaxed) {
+            (true, "ready: caches synced".into())
+        } else {
+            (false, "not ready: caches syncing".into())
+        }
+    }
+
+    pub(super) fn mark_synced(&self) {
+        self.synced
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Follows the demand snapshot.
+    pub fn demand(&self) -> watch::Receiver<Option<Arc<DemandSnapshot>>> {
+        self.demand.subscribe()
+    }
+
+    /// The sender the demand feed publishes on.
+    pub fn demand_feed(&self) -> watch::Sender<Option<Arc<DemandSnapshot>>> {
+        self.demand.clone()
+    }
+
+    /// The CML client for workers of `provider`; `None` for a provider this build lacks.
+    pub fn cml(&self, provider: ProviderKind) -> Option<&dyn CmlProbe> {
+        match provider {
+            ProviderKind::Aws => Some(self.cml_http.as_ref()),
+            ProviderKind::Simulated => self.providers.simulated_cml(),
+        }
+    }
+
+    /// Publishes an Event on `obj`; a failure to publish is logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let note: String = note.chars().take(1000).collect();
+        if let Err(e) = self
+            .recorder
+            .publish(obj.object_ref(&()), warning, reason, action, note)
+            .await
+        {
+            warn!(%reason, error = %e, "could not publish an Event");
+        }
+    }
+
+    /// The delay before retrying `uid` after another transient failure.
+    pub fn next_backoff(&self, uid: &str) -> Duration {
+        let mut failures = self.failures.locked();
+        let n = failures.entry(uid.to_owned()).or_insert(0);
+        let delay = self.settings.error_backoff.delay(*n);
+        *n = n.saturating_add(1);
+        delay
+    }
+
+    /// Forgets the failures of `uid` after a successful reconcile.
+    pub fn reset_backoff(&self, uid: &str) {
+        self.failures.locked().remove(uid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::reflector;
+
+    use super::*;
+    use crate::provider::aws_default_chain;
+
+    #[tokio::test]
+    async fn the_worker_cache_is_not_decided_on_before_its_first_listing() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        let client = Client::try_from(config).expect("client");
+        let providers = ProviderRegistry::new("us-east-1", aws_default_chain(None), None);
+        let ctx = Context::new(client, Settings::default(), providers, "test");
+        let (store, _writer) = reflector::store::<Worker>();
+        ctx.set_worker_cache(store);
+        assert!(ctx.worker_cache().is_none(), "hidden while syncing");
+        ctx.mark_synced();
+        assert!(ctx.worker_cache().is_some());
+    }
+}

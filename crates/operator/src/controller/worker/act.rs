@@ -1,0 +1,158 @@
+//! Act: carry out the plan's one cloud step. A launch first takes its turn at the launch rate
+//! limit (waiting for it outside the reconcile); its idempotency token is a function of the
+//! worker's UID and attempt, so a restart retries the same token and adopts by tag.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use tracing::{debug, info};
+
+use super::observe::Observed;
+use crate::{
+    controller::reasons,
+    controller::{Context, error::Error, fleet::provider_key},
+    crd::{LaunchStatus, Worker, WorkerPhase},
+    phase_machine::{Plan, Step},
+    provider::{
+        CloudProvider, ErrorKind, ImageQuery, LaunchRequest, Launched, ProviderError,
+        WorkerIdentity, client_token, launch_spec,
+    },
+};
+
+/// What acting changed.
+#[derive(Default)]
+pub struct Acted {
+    pub launched: Option<Launched>,
+    pub launch: Option<LaunchStatus>,
+    pub phase: Option<WorkerPhase>,
+    /// Events worth recording beyond the plan's own: (warning, reason, message).
+    pub events: Vec<(bool, &'static str, String)>,
+    pub error: Option<Error>,
+    /// The launch waits for its turn at the launch rate limit, this long: nothing was done.
+    pub queued: Option<std::time::Duration>,
+}
+
+impl Acted {
+    fn failed(error: Error) -> Acted {
+        Acted {
+            error: Some(error),
+            ..Acted::default()
+        }
+    }
+}
+
+pub async fn act(worker: &Worker, ctx: &Context, plan: &Plan, observed: &Observed) -> Acted {
+    let Some((kind, region, provider)) = &observed.provider else {
+        return Acted::default();
+    };
+    let instance_id = worker
+        .status
+        .as_ref()
+        .and_then(|s| s.instance.as_ref())
+        .map(|i| i.id.clone());
+    let result = match (plan.step, &instance_id) {
+        (Step::Launch { attempt }, _) => return launch(worker, ctx, observed, attempt).await,
+        (Step::Start, Some(id)) => provider.start(id).await,
+        (Step::Stop, Some(id)) => provider.stop(id).await,
+        (Step::Terminate, Some(id)) => provider.terminate(id).await,
+        _ => return Acted::default(),
+    };
+    if let Some(id) = &instance_id {
+        let key = provider_key(*kind, region.as_deref(), ctx.providers.default_region());
+        ctx.fleet.touched(&key, id).await;
+    }
+    match result {
+        // Already gone is what stop or terminate wanted; the next observation will say so.
+        Ok(())
+        | Err(ProviderError {
+            kind: ErrorKind::NotFound,
+            ..
+        }) => Acted::default(),
+        Err(e) => Acted::failed(e.into()),
+    }
+}
+
+async fn launch(worker: &Worker, ctx: &Context, observed: &Observed, attempt: u32) -> Acted {
+    let (Some(template), Some((_, _, provider))) = (&observed.template, &observed.provider) else {
+        return Acted::default();
+    };
+    let Some(image_id) = template
+        .status
+        .as_ref()
+        .and_then(|s| s.resolved_image_id.clone())
+    else {
+        return Acted::default();
+    };
+    let uid = worker.uid().unwrap_or_default();
+    let token = client_token(&uid, attempt);
+    if let Some(wait) = provider.launch_turn(&token) {
+        debug!(worker = %worker.name_any(), ?wait, "launch waits for its turn at the rate limit");
+        return Acted {
+            queued: Some(wait),
+            ..Acted::default()
+        };
+    }
+    let status = worker.status.clone().unwrap_or_default();
+    let mut launch = status.launch.clone().unwrap_or_default();
+    // The token is a function of the UID and the attempt, and the attempt one of what status
+    // recorded, so a restart before the launch is written retries with the same token (and
+    // adopts by tag first): it is written with the launch's outcome, not before, saving a write.
+    launch.client_token = Some(token);
+    launch.attempts = attempt;
+    launch.started_at.get_or_insert(Time(observed.facts.now));
+
+    // The image's root device name shapes the block device mapping.
+    let image = match provider.resolve_image(&ImageQuery::Id(image_id)).await {
+        Ok(image) => image,
+        Err(e) => return launch_failed(launch, e),
+    };
+    let request = LaunchRequest {
+        worker: WorkerIdentity {
+            cluster_id: ctx.settings.cluster_id.clone(),
+            namespace: worker.namespace().unwrap_or_default(),
+            name: worker.name_any(),
+            uid,
+            template: template.name_any(),
+        },
+        spec: launch_spec(&template.spec, &image),
+        attempt,
+    };
+    match provider.launch(&request).await {
+        Ok(launched) => {
+            info!(worker = %worker.name_any(), instance = %launched.instance.id, adopted = launched.adopted, "instance launched");
+            launch.last_error = None;
+            let (reason, verb) = if launched.adopted {
+                (reasons::ADOPTED, "adopted")
+            } else {
+                (reasons::LAUNCHED, "launched")
+            };
+            let i = &launched.instance;
+            let message = format!(
+                "{verb} instance {} ({}) in {}",
+                i.id,
+                i.instance_type,
+                i.availability_zone.as_deref().unwrap_or("an unknown zone")
+            );
+            Acted {
+                launched: Some(launched),
+                launch: Some(launch),
+                phase: Some(WorkerPhase::Provisioning),
+                events: vec![(false, reason, message)],
+                ..Acted::default()
+            }
+        }
+        Err(e) => launch_failed(launch, e),
+    }
+}
+
+fn launch_failed(mut launch: LaunchStatus, e: ProviderError) -> Acted {
+    launch.last_error = Some(e.to_string());
+    // A transient failure may hide a launch that happened: keep the token so the retry reuses it.
+    if e.kind != ErrorKind::Transient {
+        launch.client_token = None;
+    }
+    Acted {
+        launch: Some(launch),
+        events: vec![(true, reasons::LAUNCH_FAILED, e.to_string())],
+        ..Acted::failed(e.into())
+    }
+}

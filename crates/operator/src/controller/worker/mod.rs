@@ -1,0 +1,436 @@
+//! The Worker reconciler: observe -> plan (pure, `phase_machine`) -> act -> status.
+//!
+//! The finalizer is managed here rather than with `kube::runtime::finalizer` because cleanup
+//! (drain, then terminate, then wait for EC2 to confirm) spans many reconciles, each of which
+//! must report progress in status.
+
+mod act;
+mod observe;
+mod status;
+mod sync;
+mod unseen;
+
+pub use unseen::UnseenLaunches;
+
+use std::{
+    hash::{Hash, Hasher},
+    sync::Arc,
+    time::Duration,
+};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::controller::Action,
+};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::{
+    Context,
+    error::{Error, Result},
+    status::{apply_status, as_stored},
+};
+use crate::{
+    crd::{Worker, WorkerStatus, WorkerTemplate, conditions},
+    phase_machine::{Reason, Recheck, Step, plan},
+};
+
+pub const FINALIZER: &str = "ccm.dev/terminate-instance";
+
+/// What in a Worker is worth a reconcile when it changes: its spec (generation; deletion bumps
+/// it too), annotations such as skip-drain, finalizers, and the deletion mark. Status is not:
+/// the controller writes it, and motion is followed by requeues.
+pub fn wakes_reconcile(worker: &Worker) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    worker.metadata.generation.hash(&mut h);
+    worker.annotations().hash(&mut h);
+    worker.finalizers().hash(&mut h);
+    worker
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .hash(&mut h);
+    Some(h.finish())
+}
+
+/// What in a WorkerTemplate its workers read, so what is worth waking them all when it changes:
+/// its spec (generation), its deletion, its resolved image and launch spec, and its Ready
+/// condition. Not the autoscaler's counts, which change with every worker: waking every worker
+/// on each would cost O(workers²) while a fleet comes up.
+pub fn template_wakes_workers(template: &WorkerTemplate) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    template.metadata.generation.hash(&mut h);
+    template.metadata.deletion_timestamp.is_some().hash(&mut h);
+    if let Some(s) = &template.status {
+        s.observed_generation.hash(&mut h);
+        s.resolved_image_id.hash(&mut h);
+        s.launch_spec_hash.hash(&mut h);
+        if let Some(c) = conditions::find(&s.conditions, "Ready") {
+            (&c.status, &c.reason, &c.message).hash(&mut h);
+        }
+    }
+    Some(h.finish())
+}
+
+pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = worker
+        .namespace()
+        .ok_or_else(|| Error::Invalid("a Worker must be namespaced".into()))?;
+    // Built only for a write: most reconciles make none.
+    let api = || Api::<Worker>::namespaced(ctx.client.clone(), &namespace);
+    let deleting = worker.metadata.deletion_timestamp.is_some();
+    let has_finalizer = worker.finalizers().iter().any(|f| f == FINALIZER);
+    if !deleting && !has_finalizer {
+        add_finalizer(&api(), &worker).await?;
+        return Ok(Action::await_change());
+    }
+    if deleting && !has_finalizer {
+        return Ok(Action::await_change());
+    }
+    let uid = worker.uid().unwrap_or_default();
+    let cached_instance = worker
+        .status
+        .as_ref()
+        .and_then(|s| s.instance.as_ref())
+        .map(|i| i.id.as_str());
+    if ctx.unseen_launches.behind(&uid, cached_instance) {
+        // Our own launch is not in the cache yet: acting on it would launch again.
+        return Ok(Action::requeue(unseen::RECHECK));
+    }
+
+    let observed = match observe::observe(&worker, &ctx).await {
+        Ok(o) => o,
+        Err(e) => {
+            record_error(&api(), &worker, &ctx, &e).await;
+            return Err(e);
+        }
+    };
+    let plan = plan(&observed.facts);
+    let acted = act::act(&worker, &ctx, &plan, &observed).await;
+    if let Some(wait) = acted.queued {
+        // Nothing changed: no write, no Event; back when the launch's turn is due.
+        return Ok(Action::requeue(wait));
+    }
+    let mut next = status::next(&worker, &observed, &plan, &acted);
+    let sync_retry = if plan.step == Step::Release {
+        None
+    } else {
+        sync::push(&worker, &observed, &mut next, &ctx).await
+    };
+    // Most reconciles change nothing: only a status that differs pays for the round trip.
+    let next = if worker.status.as_ref() == Some(&next) {
+        next
+    } else {
+        as_stored(next)
+    };
+    if worker.status.as_ref() != Some(&next) {
+        apply_status(&api(), worker.as_ref(), &next).await?;
+        if let Some(launched) = &acted.launched {
+            ctx.unseen_launches.wrote(&uid, &launched.instance.id);
+        }
+    }
+    // A launch's own Event (Launched, Adopted, LaunchFailed) says more than `Launching` would.
+    let said_by_act = |r: &Reason| *r == Reason::Launching && !acted.events.is_empty();
+    if let Some((reason, message)) = plan.event.as_ref().filter(|(r, _)| !said_by_act(r)) {
+        info!(worker = %status::name(&worker), reason = reason.as_str(), %message, "transition");
+        ctx.event(
+            worker.as_ref(),
+            reason.is_warning(),
+            reason.as_str(),
+            "Reconcile",
+            message.clone(),
+        )
+        .await;
+    }
+    // A CML failure shows in the Ready condition; an Event marks each new kind of failure.
+    if let Some((_, Err(e))) = &observed.cml {
+        let before = worker
+            .status
+            .as_ref()
+            .and_then(|s| conditions::find(&s.conditions, "Ready"))
+            .map(|c| c.reason.clone());
+        if before.as_deref() != Some(e.kind.as_str()) {
+            ctx.event(
+                worker.as_ref(),
+                true,
+                e.kind.as_str(),
+                "ProbeCml",
+                e.message.clone(),
+            )
+            .await;
+        }
+    }
+    // A CML endpoint that stops answering, or a remote that does not hold the record: an Event
+    // marks each new kind.
+    for (type_, failing, action) in [
+        ("CmlDegraded", "True", "ProbeCml"),
+        ("Synced", "False", "Sync"),
+    ] {
+        if let Some(c) = newly_failing(worker.status.as_ref(), &next, type_, failing) {
+            warn!(worker = %status::name(&worker), condition = type_, reason = %c.reason, message = %c.message, "degraded");
+            ctx.event(worker.as_ref(), true, &c.reason, action, c.message.clone())
+                .await;
+        }
+    }
+    for (warning, reason, message) in &acted.events {
+        ctx.event(
+            worker.as_ref(),
+            *warning,
+            reason,
+            "Reconcile",
+            message.clone(),
+        )
+        .await;
+    }
+    if let Some(e) = acted.error {
+        if acted.events.is_empty() {
+            ctx.event(
+                worker.as_ref(),
+                true,
+                e.category(),
+                "Reconcile",
+                e.to_string(),
+            )
+            .await;
+        }
+        return Err(e);
+    }
+    if plan.step == Step::Release {
+        forget_records(&worker, &ctx).await;
+        ctx.unseen_launches.forget(&uid);
+        remove_finalizer(&api(), &worker).await?;
+        return Ok(Action::await_change());
+    }
+    ctx.reset_backoff(&uid);
+    let recheck = match plan.recheck {
+        Recheck::Soon => ctx.settings.poll_interval,
+        // Jittered, so a fleet created at once does not wake in the same second forever.
+        Recheck::Steady => ctx
+            .settings
+            .resync_interval
+            .mul_f64(0.9 + 0.2 * fastrand::f64()),
+    };
+    let retry = sync_retry.map(|d| d.max(Duration::from_millis(100)));
+    Ok(Action::requeue(retry.map_or(recheck, |r| r.min(recheck))))
+}
+
+/// After termination the remotes' records go; a remote that is down does not hold the object:
+/// the record sweep removes what is left once it answers.
+async fn forget_records(worker: &Worker, ctx: &Context) {
+    let Some(uid) = worker.uid() else { return };
+    for (remote, result) in ctx.remotes.remove(&uid).await {
+        if let Err(e) = result {
+            warn!(worker = %status::name(worker), remote = remote.as_str(), error = %e,
+                "could not remove the worker's record; the record sweep will");
+        }
+    }
+}
+
+/// The condition `type_` of `next` when it is in its `failing` status with a reason it did not
+/// have before: a new kind of failure, worth one Event.
+fn newly_failing<'a>(
+    old: Option<&WorkerStatus>,
+    next: &'a WorkerStatus,
+    type_: &str,
+    failing: &str,
+) -> Option<&'a Condition> {
+    let now = conditions::find(&next.conditions, type_).filter(|c| c.status == failing)?;
+    let before = old
+        .and_then(|s| conditions::find(&s.conditions, type_))
+        .filter(|c| c.status == failing)
+        .map(|c| c.reason.as_str());
+    (before != Some(now.reason.as_str())).then_some(now)
+}
+
+/// Shows an error that stopped the reconcile early in the Ready condition and as an Event.
+async fn record_error(api: &Api<Worker>, worker: &Worker, ctx: &Context, error: &Error) {
+    let mut status = worker.status.clone().unwrap_or_default();
+    let now = k8s_openapi::jiff::Timestamp::now();
+    conditions::set(
+        &mut status.conditions,
+        "Ready",
+        false,
+        error.category(),
+        error.to_string(),
+        worker.metadata.generation,
+        now,
+    );
+    if let Err(e) = apply_status(api, worker, &status).await {
+        warn!(worker = %status::name(worker), error = %e, "could not record an error in status");
+    }
+    ctx.event(
+        worker,
+        true,
+        error.category(),
+        "Reconcile",
+        error.to_string(),
+    )
+    .await;
+}
+
+async fn add_finalizer(api: &Api<Worker>, worker: &Worker) -> Result<(), kube::Error> {
+    let patch = if worker.metadata.finalizers.is_none() {
+        json!([{"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}])
+    } else {
+        json!([{"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}])
+    };
+    patch_json(api, worker, patch).await
+}
+
+async fn remove_finalizer(api: &Api<Worker>, worker: &Worker) -> Result<(), kube::Error> {
+    let Some(index) = worker.finalizers().iter().position(|f| f == FINALIZER) else {
+        return Ok(());
+    };
+    let path = format!("/metadata/finalizers/{index}");
+    // The test guards against removing another finalizer if the list changed meanwhile.
+    let patch =
+        json!([{"op": "test", "path": path, "value": FINALIZER}, {"op": "remove", "path": path}]);
+    patch_json(api, worker, patch).await
+}
+
+async fn patch_json(
+    api: &Api<Worker>,
+    worker: &Worker,
+    patch: serde_json::Value,
+) -> Result<(), kube::Error> {
+    let patch: json_patch::Patch =
+        serde_json::from_value(patch).map_err(kube::Error::SerdeError)?;
+    api.patch(
+        &worker.name_any(),
+        &PatchParams::default(),
+        &Patch::Json::<()>(patch),
+    )
+    .await
+    .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+    use crate::crd::WorkerPhase;
+
+    fn worker() -> Worker {
+        let mut w: Worker = serde_json::from_value(json!({
+            "apiVersion": "ccm.dev/v1alpha1", "kind": "Worker",
+            "metadata": {"name": "w1", "namespace": "ns", "generation": 1},
+            "spec": {"templateRef": {"name": "t"}}
+        }))
+        .expect("worker");
+        w.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        w
+    }
+
+    fn ready_template() -> WorkerTemplate {
+        let mut t: WorkerTemplate = serde_json::from_value(json!({
+            "apiVersion": "ccm.dev/v1alpha1", "kind": "WorkerTemplate",
+            "metadata": {"name": "t", "namespace": "ns", "generation": 1},
+            "spec": {
+                "instanceType": "m5zn.metal", "image": {"id": "ami-1"},
+                "capacity": {"cpuCores": 48, "memoryGiB": 192, "storageGiB": 500, "maxNodes": 20},
+                "licenseType": "Enterprise", "scaling": {"maxWorkers": 3}
+            }
+        }))
+        .expect("template");
+        let mut status = crate::crd::WorkerTemplateStatus {
+            observed_generation: Some(1),
+            resolved_image_id: Some("ami-1".into()),
+            launch_spec_hash: Some("h1".into()),
+            ..Default::default()
+        };
+        let now = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).expect("time");
+        conditions::set(
+            &mut status.conditions,
+            "Ready",
+            true,
+            "ImageResolved",
+            "ami-1",
+            Some(1),
+            now,
+        );
+        t.status = Some(status);
+        t
+    }
+
+    #[test]
+    fn the_autoscalers_counts_do_not_wake_a_templates_workers_but_what_they_read_does() {
+        let before = ready_template();
+        let base = template_wakes_workers(&before);
+
+        let mut counted = before.clone();
+        let status = counted.status.as_mut().expect("status");
+        status.workers = Some(crate::crd::WorkerCounts {
+            total: 10_000,
+            running: 9_000,
+            ..Default::default()
+        });
+        status.desired_workers = Some(10_000);
+        counted.metadata.resource_version = Some("42".into());
+        assert_eq!(template_wakes_workers(&counted), base);
+
+        let mut spec = before.clone();
+        spec.metadata.generation = Some(2);
+        let mut image = before.clone();
+        image.status.as_mut().expect("status").resolved_image_id = Some("ami-2".into());
+        let mut launch_spec = before.clone();
+        launch_spec
+            .status
+            .as_mut()
+            .expect("status")
+            .launch_spec_hash = Some("h2".into());
+        let mut not_ready = before.clone();
+        let now = k8s_openapi::jiff::Timestamp::from_second(1_800_000_100).expect("time");
+        conditions::set(
+            &mut not_ready.status.as_mut().expect("status").conditions,
+            "Ready",
+            false,
+            "ImageNotFound",
+            "no image",
+            Some(1),
+            now,
+        );
+        for changed in [spec, image, launch_spec, not_ready] {
+            assert_ne!(
+                template_wakes_workers(&changed),
+                base,
+                "{:?}",
+                changed.status
+            );
+        }
+    }
+
+    #[test]
+    fn status_writes_do_not_wake_a_worker_but_its_spec_annotations_and_deletion_do() {
+        let before = worker();
+        let base = wakes_reconcile(&before);
+
+        let mut status_only = before.clone();
+        status_only.status = Some(WorkerStatus {
+            phase: Some(WorkerPhase::Running),
+            ..WorkerStatus::default()
+        });
+        status_only.metadata.resource_version = Some("42".into());
+        assert_eq!(wakes_reconcile(&status_only), base);
+
+        let mut spec = before.clone();
+        spec.metadata.generation = Some(2);
+        let mut annotated = before.clone();
+        annotated
+            .annotations_mut()
+            .insert(crate::crd::SKIP_DRAIN_ANNOTATION.into(), "true".into());
+        let mut unfinalized = before.clone();
+        unfinalized.metadata.finalizers = None;
+        let mut deleted = before.clone();
+        deleted.metadata.deletion_timestamp = Some(Time(
+            k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).expect("time"),
+        ));
+        for changed in [spec, annotated, unfinalized, deleted] {
+            assert_ne!(wakes_reconcile(&changed), base, "{:?}", changed.metadata);
+        }
+    }
+}

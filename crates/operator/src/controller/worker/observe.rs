@@ -1,0 +1,306 @@
+//! Observe: gather what the phase machine needs from Kubernetes, the cloud and CML.
+
+use std::sync::Arc;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::{
+    cml::{CmlError, CmlErrorKind, CmlReport, CmlTarget, TlsPolicy},
+    control_plane::WorkerCapacity,
+    controller::{
+        Context,
+        error::Result,
+        fleet::{Freshness, provider_key},
+    },
+    crd::{
+        DesiredState, ProviderKind, SKIP_DRAIN_ANNOTATION, Worker, WorkerPhase, WorkerStatus,
+        WorkerTemplate, conditions,
+    },
+    phase_machine::{
+        CmlFacts, InstanceFacts, LaunchFacts, PlatformFacts, TemplateFacts, Timeouts, WorkerFacts,
+    },
+    provider::{Instance, InstanceState, Provider, ProviderUnavailable},
+    remote::RemoteError,
+    sync::RemoteName,
+};
+
+/// Everything observed for one reconcile.
+pub struct Observed {
+    pub facts: WorkerFacts,
+    pub template: Option<Arc<WorkerTemplate>>,
+    /// The provider the worker's instance lives in (or will).
+    pub provider: Option<(ProviderKind, Option<String>, Arc<Provider>)>,
+    pub cml: Option<(String, Result<CmlReport, CmlError>)>,
+    /// The Control Plane API's view of the worker's usage, when it was asked: `Ok(None)` when
+    /// it does not know the worker.
+    pub usage: Option<Result<Option<WorkerCapacity>, RemoteError>>,
+}
+
+pub async fn observe(worker: &Worker, ctx: &Context) -> Result<Observed> {
+    let namespace = worker.namespace().unwrap_or_default();
+    let no_status = WorkerStatus::default();
+    let status = worker.status.as_ref().unwrap_or(&no_status);
+    let template = ctx
+        .templates
+        .get(&ctx.client, &namespace, &worker.spec.template_ref.name)
+        .await?;
+    let template_facts = match &template {
+        None => TemplateFacts::Missing,
+        Some(t) => template_readiness(t),
+    };
+
+    // The instance's own record wins: the template may have been deleted or moved region since.
+    let recorded = status.instance.as_ref();
+    let (kind, region) = match (recorded.and_then(|i| i.provider), &template) {
+        (Some(kind), _) => (Some(kind), recorded.and_then(|i| i.region.clone())),
+        (None, Some(t)) => (Some(t.spec.provider), t.spec.region.clone()),
+        (None, None) => (None, None),
+    };
+    let provider = match kind {
+        Some(kind) => Some((
+            kind,
+            region.clone(),
+            ctx.providers.get(kind, region.as_deref()).await?,
+        )),
+        None => None,
+    };
+
+    let instance = match (recorded, &provider) {
+        (Some(rec), Some((kind, region, p))) => {
+            let key = provider_key(*kind, region.as_deref(), ctx.providers.default_region());
+            match ctx
+                .fleet
+                .instance(
+                    &key,
+                    p.as_ref(),
+                    &ctx.settings.cluster_id,
+                    &rec.id,
+                    freshness(worker, status),
+                )
+                .await?
+            {
+                Some(i) => InstanceFacts::Seen(i),
+                None => InstanceFacts::Missing { id: rec.id.clone() },
+            }
+        }
+        _ => InstanceFacts::NotLaunched,
+    };
+
+    let running = matches!(&instance, InstanceFacts::Seen(i) if i.state == InstanceState::Running);
+    let probe = async {
+        match (&instance, &template, &provider) {
+            (InstanceFacts::Seen(i), Some(t), Some((kind, _, _))) if running => {
+                Some(probe_cml(ctx, &namespace, t, *kind, i).await)
+            }
+            _ => None,
+        }
+    };
+    let ask_platform = async {
+        match (ctx.remotes.control_plane(), worker.uid()) {
+            (Some(cp), Some(uid)) if running => Some(
+                ctx.remotes
+                    .bounded(RemoteName::ControlPlane, cp.worker_capacity(&uid))
+                    .await,
+            ),
+            _ => None,
+        }
+    };
+    let (cml, usage) = tokio::join!(probe, ask_platform);
+    let platform = match (&usage, ctx.remotes.control_plane()) {
+        (_, None) => PlatformFacts::NotConfigured,
+        (None, Some(_)) => PlatformFacts::NotAsked,
+        (Some(Ok(Some(c))), _) => PlatformFacts::Known {
+            running: c.running_instances,
+            scheduled: c.scheduled_instances,
+        },
+        (Some(Ok(None)), _) => PlatformFacts::Unknown {
+            why: "the Control Plane API does not know the worker".into(),
+        },
+        (Some(Err(e)), _) => PlatformFacts::Unknown {
+            why: format!("Control Plane API: {e}"),
+        },
+    };
+    let cml_facts = match &cml {
+        None => CmlFacts::NotProbed,
+        Some((_, Ok(r))) if r.ready => CmlFacts::Ready {
+            running_nodes: r.running_nodes,
+        },
+        Some((_, Ok(_))) => CmlFacts::NotReady,
+        Some((_, Err(e))) => CmlFacts::Unreachable {
+            message: e.to_string(),
+        },
+    };
+
+    let launch = status.launch.as_ref().cloned().unwrap_or_default();
+    let facts = WorkerFacts {
+        now: Timestamp::now(),
+        deleting: worker.metadata.deletion_timestamp.is_some(),
+        skip_drain: worker
+            .annotations()
+            .get(SKIP_DRAIN_ANNOTATION)
+            .is_some_and(|v| v == "true"),
+        desired: worker.spec.desired_state,
+        phase: status.phase,
+        template: template_facts,
+        launch: LaunchFacts {
+            attempts: launch.attempts,
+            token_outstanding: launch.client_token.is_some(),
+            started_at: launch.started_at.map(|t| t.0),
+        },
+        instance,
+        cml: cml_facts,
+        platform,
+        drain_started_at: status.drain_started_at.as_ref().map(|t| t.0),
+    };
+    Ok(Observed {
+        facts,
+        template,
+        provider,
+        cml,
+        usage,
+    })
+}
+
+/// Settled: Running or Stopped as asked, and not being deleted. Anything else is in motion and
+/// needs the instance as of the poll interval.
+fn freshness(worker: &Worker, status: &WorkerStatus) -> Freshness {
+    let settled = matches!(
+        (status.phase, worker.spec.desired_state),
+        (Some(WorkerPhase::Running), DesiredState::Running)
+            | (Some(WorkerPhase::Stopped), DesiredState::Stopped)
+    );
+    if settled && worker.metadata.deletion_timestamp.is_none() {
+        Freshness::Settled
+    } else {
+        Freshness::InMotion
+    }
+}
+
+fn template_readiness(t: &WorkerTemplate) -> TemplateFacts {
+    let Some(status) = &t.status else {
+        return TemplateFacts::Unresolved;
+    };
+    let ready = conditions::find(&status.conditions, "Ready");
+    match (ready, &status.resolved_image_id) {
+        (Some(c), Some(_))
+            if c.status == "True" && status.observed_generation == t.metadata.generation =>
+        {
+            let s = &t.spec.scaling;
+            TemplateFacts::Ready(Timeouts {
+                launch: s.launch_timeout.as_std(),
+                ready: s.ready_timeout.as_std(),
+                drain: s.drain_timeout.as_std(),
+            })
+        }
+        (Some(c), _) if c.status != "True" => TemplateFacts::NotReady {
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+        },
+        _ => TemplateFacts::Unresolved,
+    }
+}
+
+/// Asks the worker's CML API and counts the outcome.
+async fn probe_cml(
+    ctx: &Context,
+    namespace: &str,
+    template: &WorkerTemplate,
+    kind: ProviderKind,
+    instance: &Instance,
+) -> (String, Result<CmlReport, CmlError>) {
+    let (endpoint, report) = ask_cml(ctx, namespace, template, kind, instance).await;
+    ctx.metrics.cml_probed(match &report {
+        Ok(r) if r.failures.is_empty() => "ok",
+        Ok(_) => "degraded",
+        Err(e) => e.kind.label(),
+    });
+    (endpoint, report)
+}
+
+/// Asks the worker's CML API; failures to even build the request become facts too.
+async fn ask_cml(
+    ctx: &Context,
+    namespace: &str,
+    template: &WorkerTemplate,
+    kind: ProviderKind,
+    instance: &Instance,
+) -> (String, Result<CmlReport, CmlError>) {
+    let access = &template.spec.cml;
+    let endpoint = match kind {
+        ProviderKind::Simulated => format!("simulated://{}", instance.id),
+        ProviderKind::Aws => {
+            let ip = if access.use_private_ip {
+                instance.private_ip.as_ref()
+            } else {
+                instance.public_ip.as_ref().or(instance.private_ip.as_ref())
+            };
+            let host = ctx.settings.cml_host_override.as_ref().or(ip);
+            match host {
+                Some(host) => format!("https://{host}:{}", access.port),
+                None => {
+                    let e = CmlError::new(
+                        CmlErrorKind::Unreachable,
+                        format!("instance {} has no IP address", instance.id),
+                    );
+                    return (String::new(), Err(e));
+                }
+            }
+        }
+    };
+    let credentials = match &access.credentials_secret_ref {
+        Some(r) => match ctx
+            .secrets
+            .credentials(&ctx.client, namespace, &r.name)
+            .await
+        {
+            Ok(c) => Some(c),
+            Err(e) => {
+                return (
+                    endpoint,
+                    Err(CmlError::new(CmlErrorKind::Unauthorized, e.to_string())),
+                );
+            }
+        },
+        None => None,
+    };
+    let ca_pem = match &access.ca_secret_ref {
+        Some(r) => match ctx
+            .secrets
+            .key(&ctx.client, namespace, &r.name, &r.key)
+            .await
+        {
+            Ok(pem) => Some(pem),
+            Err(e) => {
+                return (
+                    endpoint,
+                    Err(CmlError::new(CmlErrorKind::Unreachable, e.to_string())),
+                );
+            }
+        },
+        None => None,
+    };
+    let target = CmlTarget {
+        endpoint: endpoint.clone(),
+        credentials,
+        tls: TlsPolicy {
+            insecure_skip_verify: access.insecure_skip_tls_verify,
+            ca_pem,
+        },
+        booted_at: instance.launch_time,
+    };
+    let report = match ctx.cml(kind) {
+        Some(cml) => cml.probe(&target).await,
+        None => Err(CmlError::new(
+            CmlErrorKind::Unreachable,
+            ProviderUnavailable("simulated").to_string(),
+        )),
+    };
+    if let (Err(e), Some(r)) = (&report, &access.credentials_secret_ref)
+        && e.kind == CmlErrorKind::Unauthorized
+    {
+        // The Secret may have been fixed or rotated since it was read.
+        ctx.secrets.forget(namespace, &r.name);
+    }
+    (endpoint, report)
+}

@@ -1,0 +1,391 @@
+//! The autoscaler end to end: demand in the Control Plane API test server and etcd, the
+//! controller in process on the simulated cloud, Workers on a real API server.
+
+use ccm_harness as support;
+
+use support::workers::ready_message;
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    ResourceExt,
+    api::{Patch, PatchParams},
+};
+use resource_controller::crd::{DesiredState, Worker, WorkerPhase, conditions};
+use serde_json::json;
+use support::{control_plane_server::Mode, fleet::Harness};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn in_minutes(m: i64) -> String {
+    let t = Timestamp::now()
+        .checked_add(Duration::from_secs((m.max(0) * 60) as u64))
+        .expect("time");
+    Timestamp::from_second(t.as_second() - if m < 0 { -m * 60 } else { 0 })
+        .expect("time")
+        .to_string()
+}
+
+fn definition(id: &str, nodes: u32, licenses: &[&str]) -> serde_json::Value {
+    json!({
+        "id": id, "name": id, "version": "1",
+        "resource_requirements": {"cpu_cores": nodes * 2, "memory_gb": nodes * 8, "storage_gb": 20},
+        "license_affinity": licenses, "node_count": nodes
+    })
+}
+
+fn instance(id: &str, definition: &str, starts_in_minutes: i64) -> serde_json::Value {
+    json!({"id": id, "definition_id": definition, "state": "SCHEDULED", "worker_id": null,
+           "timeslot_start": in_minutes(starts_in_minutes), "timeslot_end": in_minutes(starts_in_minutes + 120)})
+}
+
+fn phase(w: &Worker) -> Option<WorkerPhase> {
+    w.status.as_ref().and_then(|s| s.phase)
+}
+
+#[tokio::test]
+async fn demand_within_the_lead_time_gets_exactly_the_workers_it_needs_once() {
+    let h = Harness::new("scaleup", |_| {}).await;
+    h.cp.add_definition(definition("d12", 12, &["ENTERPRISE"]));
+    h.template_with(json!({"maxWorkers": 5})).await;
+    // Two labs of 12 nodes: two workers of 20. One more, far ahead, waits.
+    h.cp.add_instance(instance("l1", "d12", 10));
+    h.cp.add_instance(instance("l2", "d12", 20));
+    h.cp.add_instance(instance("later", "d12", 180));
+    h.announce("l1").await;
+    let ws = h.wait_owned("t", "two", |ws| ws.len() == 2).await;
+    for w in &ws {
+        assert!(w.name_any().starts_with("t-"), "{}", w.name_any());
+        let owner = &w.owner_references()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("WorkerTemplate", "t")
+        );
+    }
+    // Demand re-read many times makes no more.
+    for n in 0..5 {
+        h.announce(&format!("again-{n}")).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    h.wait_owned("t", "Running", |ws| {
+        ws.iter().all(|w| phase(w) == Some(WorkerPhase::Running))
+    })
+    .await;
+    assert_eq!(h.owned("t").await.len(), 2);
+    let status = h.template_status("t").await;
+    let demand = status.demand.expect("demand in status");
+    assert_eq!((demand.instances, demand.within_lead_time), (3, 2));
+    assert_eq!(status.desired_workers, Some(2));
+    assert!(status.last_scale_up.is_some());
+    assert_eq!(status.workers.expect("counts").ready_of_total, "2/2");
+
+    // The far one comes within the lead time: one more worker.
+    h.cp.state().instances.retain(|i| i["id"] != "later");
+    h.cp.add_instance(instance("later", "d12", 15));
+    h.announce("later").await;
+    h.wait_owned("t", "three", |ws| ws.len() == 3).await;
+
+    // Every decision went to the audit trail.
+    let events = h.cp.state().scaling_events.clone();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["action"] == "create" && e["triggered_by"] == "demand"),
+        "{events:?}"
+    );
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn demand_that_fits_goes_to_running_or_stopped_workers_and_max_workers_caps() {
+    let h = Harness::new("fit", |_| {}).await;
+    h.cp.add_definition(definition("d4", 4, &["ENTERPRISE"]));
+    h.cp.add_definition(definition("d20", 20, &["ENTERPRISE"]));
+    h.template_with(json!({"maxWorkers": 2, "maxStoppedWorkers": 1}))
+        .await;
+    h.cp.add_instance(instance("a", "d4", 5));
+    h.announce("a").await;
+    let ws = h.one_running("t").await;
+    let first = ws[0].name_any();
+    // The platform places it there; another small lab fits the rest of that worker.
+    h.cp.state().instances.retain(|i| i["id"] != "a");
+    h.cp.set_capacity(
+        &ws[0].uid().expect("uid"),
+        json!({"worker_id": ws[0].uid(), "allocated": {"cpu_cores": 8, "memory_gb": 32, "storage_gb": 20, "nodes": 4},
+               "running_instances": 1, "scheduled_instances": 0, "next_timeslot_start": null}),
+    );
+    h.cp.add_instance(instance("b", "d4", 5));
+    h.announce("b").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        h.owned("t").await.len(),
+        1,
+        "no launch for demand that fits"
+    );
+
+    // Three labs of a whole worker each, with maxWorkers 2: one more worker, and a reason.
+    for id in ["big1", "big2", "big3"] {
+        h.cp.add_instance(instance(id, "d20", 5));
+    }
+    h.announce("big").await;
+    h.wait_owned("t", "two", |ws| ws.len() == 2).await;
+    // The status of the round that made the second worker may land just after it.
+    let status = h
+        .wait_template("t", "limited", |s| {
+            conditions::is_true(&s.conditions, "ScalingLimited")
+        })
+        .await;
+    let limited = conditions::find(&status.conditions, "ScalingLimited").expect("condition");
+    assert_eq!(
+        (limited.status.as_str(), limited.reason.as_str()),
+        ("True", "MaxWorkersReached")
+    );
+    assert!(status.demand.expect("demand").unplaceable >= 2);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(h.owned("t").await.len(), 2, "capped");
+    let _ = first;
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_stopped_worker_is_started_before_any_is_created() {
+    let h = Harness::new("restart", |_| {}).await;
+    h.cp.add_definition(definition("d4", 4, &["ENTERPRISE"]));
+    h.template_with(json!({"maxWorkers": 3, "maxStoppedWorkers": 1}))
+        .await;
+    h.cp.add_instance(instance("a", "d4", 5));
+    h.announce("a").await;
+    let ws = h.one_running("t").await;
+    let name = ws[0].name_any();
+    // The platform placed the lab, and it ended; then the worker is stopped by hand.
+    h.cp.state().instances.clear();
+    h.announce("a").await;
+    h.wait_demand("t", 0).await;
+    h.set_desired(&name, "Stopped").await;
+    h.wait_phase(&name, WorkerPhase::Stopped).await;
+    h.cp.add_instance(instance("b", "d4", 5));
+    h.announce("b").await;
+    h.wait_phase(&name, WorkerPhase::Running).await;
+    assert_eq!(h.owned("t").await.len(), 1, "started, not launched");
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_license_no_template_offers_is_unplaceable_and_launches_nothing() {
+    let h = Harness::new("unplaceable", |_| {}).await;
+    h.cp.add_definition(definition("eval", 4, &["EVALUATION"]));
+    h.template_with(json!({"maxWorkers": 3})).await;
+    h.cp.add_instance(instance("x", "eval", 5));
+    h.announce("x").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = h.template_status("t").await;
+        if status.demand.as_ref().is_some_and(|d| d.unmatched == 1) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reported: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let reasons: Vec<String> = h
+        .events()
+        .await
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(reasons.contains(&"Unplaceable".to_owned()), "{reasons:?}");
+    assert!(h.owned("t").await.is_empty());
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn idle_workers_are_drained_then_kept_stopped_or_deleted_and_busy_ones_never() {
+    let h = Harness::new("scaledown", |_| {}).await;
+    h.cp.add_definition(definition("d4", 4, &["ENTERPRISE"]));
+    h.template_with(json!({"maxWorkers": 4, "maxStoppedWorkers": 1, "scaleDownGracePeriod": "1s", "maxConcurrentDrains": 1}))
+        .await;
+    for id in ["a", "b", "c", "d"] {
+        // Each a whole worker's worth of cpu: four workers.
+        h.cp.add_definition(json!({"id": format!("w{id}"), "name": id, "version": "1",
+            "resource_requirements": {"cpu_cores": 48, "memory_gb": 8, "storage_gb": 20},
+            "license_affinity": ["ENTERPRISE"], "node_count": 1}));
+        h.cp.add_instance(instance(id, &format!("w{id}"), 5));
+    }
+    h.announce("abcd").await;
+    let ws = h
+        .wait_owned("t", "four Running", |ws| {
+            ws.len() == 4 && ws.iter().all(|w| phase(w) == Some(WorkerPhase::Running))
+        })
+        .await;
+    // The labs were placed and ended: no demand. One worker stays busy, one is protected.
+    h.cp.state().instances.clear();
+    let busy = ws[0].name_any();
+    h.cp.set_capacity(
+        &ws[0].uid().expect("uid"),
+        json!({"worker_id": ws[0].uid(), "allocated": {"cpu_cores": 2, "memory_gb": 8, "storage_gb": 20, "nodes": 1},
+               "running_instances": 1, "scheduled_instances": 0, "next_timeslot_start": null}),
+    );
+    // As the platform placed it long ago: the worker's status shows it.
+    h.wait_for(&busy, "busy in status", |w| {
+        w.status
+            .as_ref()
+            .and_then(|s| s.usage.as_ref())
+            .is_some_and(|u| u.running_instances == Some(1))
+    })
+    .await;
+    let protected = ws[1].name_any();
+    h.workers()
+        .patch(
+            &protected,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"ccm.dev/do-not-disrupt": "true"}}})),
+        )
+        .await
+        .expect("annotate");
+    h.announce("ended").await;
+    // Two idle workers go: one kept stopped (pool of 1), one deleted; never both draining.
+    let mut most_draining = 0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let ws = h.owned("t").await;
+        let draining = ws
+            .iter()
+            .filter(|w| {
+                w.spec.desired_state == DesiredState::Draining
+                    && matches!(phase(w), Some(WorkerPhase::Running | WorkerPhase::Draining))
+            })
+            .count();
+        most_draining = most_draining.max(draining);
+        let stopped = ws
+            .iter()
+            .filter(|w| phase(w) == Some(WorkerPhase::Stopped))
+            .count();
+        if ws.len() == 3 && stopped == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never scaled down: {:?}",
+            ws.iter()
+                .map(|w| (
+                    w.name_any(),
+                    phase(w),
+                    w.spec.desired_state,
+                    ready_message(w)
+                ))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        most_draining <= 1,
+        "maxConcurrentDrains 1, saw {most_draining}"
+    );
+    let ws = h.owned("t").await;
+    for keep in [&busy, &protected] {
+        let w = ws
+            .iter()
+            .find(|w| &w.name_any() == keep)
+            .expect("still there");
+        assert_eq!(
+            (phase(w), w.spec.desired_state),
+            (Some(WorkerPhase::Running), DesiredState::Running),
+            "{keep}"
+        );
+    }
+    let status = h.template_status("t").await;
+    assert!(status.last_scale_down.is_some());
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_failed_owned_worker_is_replaced() {
+    let h = Harness::new("replace", |_| {}).await;
+    h.template_with(json!({"maxWorkers": 2, "minWorkers": 1}))
+        .await;
+    let ws = h.one_running("t").await;
+    let first = ws[0].name_any();
+    let id = ws[0]
+        .status
+        .as_ref()
+        .and_then(|s| s.instance.as_ref())
+        .map(|i| i.id.clone())
+        .expect("instance");
+    // Its instance vanishes behind the controller's back: the worker fails.
+    assert!(h.sim.vanish(&id), "the instance was there");
+    h.wait_owned("t", "replaced", |ws| {
+        ws.len() == 1 && ws[0].name_any() != first && phase(&ws[0]) == Some(WorkerPhase::Running)
+    })
+    .await;
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_control_plane_outage_drains_nothing_and_the_audit_trail_catches_up() {
+    let h = Harness::new("cpdown", |_| {}).await;
+    h.template_with(json!({"maxWorkers": 3, "minWorkers": 1, "scaleDownGracePeriod": "1s"}))
+        .await;
+    h.one_running("t").await;
+    // Down: usage and demand are unknown, so nothing is drained on stale numbers.
+    h.cp.set_mode(Mode::Down);
+    // A decision made meanwhile: the floor goes up to 2.
+    h.templates()
+        .patch(
+            "t",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"scaling": {"minWorkers": 2}}})),
+        )
+        .await
+        .expect("raise minWorkers");
+    h.wait_owned("t", "two", |ws| ws.len() == 2).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ws = h.owned("t").await;
+    assert!(
+        ws.iter()
+            .all(|w| w.spec.desired_state == DesiredState::Running),
+        "nothing drained"
+    );
+    let before = h.cp.state().scaling_events.len();
+    assert!(
+        !h.cp
+            .state()
+            .scaling_events
+            .iter()
+            .any(|e| e["triggered_by"] == "min_workers"
+                && e["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("minWorkers 2"))),
+        "the API was down: {before} events"
+    );
+    h.cp.set_mode(Mode::Up);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !h.cp.state().scaling_events.iter().any(|e| {
+        e["triggered_by"] == "min_workers"
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("minWorkers 2"))
+    }) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the audit record never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // In order: the first floor's record before the second's.
+    let events = h.cp.state().scaling_events.clone();
+    let first = events.iter().position(|e| {
+        e["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("minWorkers 1"))
+    });
+    let second = events.iter().position(|e| {
+        e["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("minWorkers 2"))
+    });
+    assert!(first < second, "{events:?}");
+    h.finish().await;
+}

@@ -1,0 +1,115 @@
+//! The documentation agrees with the code: the flag table in `docs/operations.md` is the one the
+//! CLI definition generates (`make docs` rewrites it) and lists every flag `run --help` shows.
+
+use ccm_harness as support;
+use std::process::Command;
+
+const BEGIN: &str = "<!-- BEGIN GENERATED FLAGS: make docs -->\n";
+const END: &str = "<!-- END GENERATED FLAGS -->";
+
+fn operations() -> std::path::PathBuf {
+    support::repo_root().join("docs/operations.md")
+}
+
+#[test]
+fn the_flag_table_is_generated_from_the_cli() {
+    let text = std::fs::read_to_string(operations()).expect("read docs/operations.md");
+    let start = text.find(BEGIN).expect("begin marker") + BEGIN.len();
+    let end = text.find(END).expect("end marker");
+    let table = resource_controller::reference::flag_table();
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        let updated = format!("{}{table}{}", &text[..start], &text[end..]);
+        std::fs::write(operations(), updated).expect("write docs/operations.md");
+        return;
+    }
+    assert_eq!(
+        &text[start..end],
+        table,
+        "docs/operations.md's flag table is stale: run `make docs`"
+    );
+}
+
+#[test]
+fn every_flag_of_run_help_is_documented() {
+    let out = Command::new(env!("CARGO_BIN_EXE_resource-controller"))
+        .args(["run", "--help"])
+        .output()
+        .expect("run --help");
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let docs = std::fs::read_to_string(operations()).expect("read docs/operations.md");
+    let flags: Vec<&str> = help
+        .split_whitespace()
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(|w| w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric()))
+        .filter(|w| !matches!(*w, "--help" | "--version"))
+        .collect();
+    assert!(flags.len() > 30, "too few flags read from:\n{help}");
+    for flag in flags {
+        assert!(
+            docs.contains(&format!("`{flag}`")),
+            "{flag} is not documented"
+        );
+    }
+}
+
+#[test]
+fn every_condition_and_event_reason_is_explained() {
+    use resource_controller::controller::reasons;
+    let docs = std::fs::read_to_string(operations()).expect("read docs/operations.md");
+    let events = docs
+        .split("## Events and condition reasons")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("the reasons section");
+    let missing: Vec<&str> = reasons::whole()
+        .into_iter()
+        .chain(reasons::parts())
+        .filter(|r| !events.contains(&format!("`{r}`")))
+        .collect();
+    assert!(missing.is_empty(), "reasons not explained: {missing:?}");
+}
+
+/// Property names under `spec` and `status` of a CRD's schema, at every depth.
+fn schema_fields(crd: &serde_json::Value) -> Vec<String> {
+    fn walk(schema: &serde_json::Value, out: &mut Vec<String>) {
+        if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+            for (name, sub) in props {
+                out.push(name.clone());
+                walk(sub, out);
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            walk(items, out);
+        }
+        if let Some(values) = schema.get("additionalProperties") {
+            walk(values, out);
+        }
+    }
+    let root = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"];
+    let mut out = Vec::new();
+    for part in ["spec", "status"] {
+        walk(&root[part], &mut out);
+    }
+    out
+}
+
+#[test]
+fn the_architecture_describes_every_field_of_both_crds() {
+    let root = support::repo_root();
+    let docs = std::fs::read_to_string(root.join("docs/architecture.md")).expect("read docs");
+    for file in ["workers.ccm.dev.yaml", "workertemplates.ccm.dev.yaml"] {
+        let text = std::fs::read_to_string(root.join("crds").join(file)).expect("read crd");
+        let crd: serde_json::Value = serde_yaml_ng::from_str(&text).expect("crd yaml");
+        let fields = schema_fields(&crd);
+        assert!(fields.len() > 20, "{file}: too few fields read");
+        let missing: Vec<&String> = fields
+            .iter()
+            .filter(|f| !docs.contains(f.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{file}: fields not in docs/architecture.md: {missing:?}"
+        );
+    }
+}
