@@ -14,18 +14,22 @@ pub const DURATION_PATTERN: &str = r"^([0-9]{1,9}(ms|s|m|h))+$";
 pub struct GoDuration(Duration);
 
 impl GoDuration {
+    /// A duration of `secs` seconds.
     pub const fn from_secs(secs: u64) -> Self {
         Self(Duration::from_secs(secs))
     }
 
+    /// A duration of `mins` minutes.
     pub const fn from_mins(mins: u64) -> Self {
         Self(Duration::from_secs(mins * 60))
     }
 
+    /// A duration of `hours` hours.
     pub const fn from_hours(hours: u64) -> Self {
         Self(Duration::from_secs(hours * 3600))
     }
 
+    /// As a standard library `Duration`.
     pub const fn as_std(self) -> Duration {
         self.0
     }

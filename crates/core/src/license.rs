@@ -6,7 +6,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum License {
+    /// CML Personal.
     Personal,
+    /// CML Enterprise.
     Enterprise,
+    /// A CML evaluation license.
     Evaluation,
 }

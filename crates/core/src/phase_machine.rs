@@ -10,13 +10,18 @@ use crate::{DesiredState, GoDuration, Instance, InstanceState, WorkerPhase};
 /// The template as the worker sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TemplateFacts {
+    /// The WorkerTemplate does not exist.
     Missing,
     /// Not reconciled yet: wait quietly, it is not a problem.
     Unresolved,
+    /// Reconciled but not Ready.
     NotReady {
+        /// The Ready condition's reason.
         reason: String,
+        /// The Ready condition's message.
         message: String,
     },
+    /// Ready, with the timeouts it sets.
     Ready(Timeouts),
 }
 
@@ -32,8 +37,11 @@ impl TemplateFacts {
 /// The template's timeouts that the phase machine enforces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
+    /// `launchTimeout`: longest wait for a launched instance to run.
     pub launch: Duration,
+    /// `readyTimeout`: longest wait, after launch, for CML to report ready.
     pub ready: Duration,
+    /// `drainTimeout`: longest a drain waits for labs to end before it is forced.
     pub drain: Duration,
 }
 
@@ -54,18 +62,30 @@ pub enum InstanceFacts {
     NotLaunched,
     /// An instance was recorded but the cloud does not know it.
     Missing {
+        /// The recorded instance id.
         id: String,
     },
+    /// The instance as the cloud reports it.
     Seen(Instance),
 }
 
 /// What CML on the worker said, when it was asked.
 #[derive(Clone, Debug, PartialEq)]
 pub enum CmlFacts {
+    /// Not asked (e.g. the instance is not running).
     NotProbed,
-    Ready { running_nodes: Option<u32> },
+    /// Ready.
+    Ready {
+        /// Lab nodes running on the worker; `None` when CML did not report them.
+        running_nodes: Option<u32>,
+    },
+    /// Answered, but not ready.
     NotReady,
-    Unreachable { message: String },
+    /// Could not be asked, or gave no usable answer.
+    Unreachable {
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// What the Control Plane API says is placed on the worker.
@@ -75,12 +95,16 @@ pub enum PlatformFacts {
     NotConfigured,
     /// Not asked (the instance is not running).
     NotAsked,
+    /// The API's counts of lab instances on the worker.
     Known {
+        /// Lab instances running.
         running: u32,
+        /// Lab instances scheduled.
         scheduled: u32,
     },
     /// The API failed, or does not know the worker: usage unknown, never zero.
     Unknown {
+        /// What went wrong.
         why: String,
     },
 }
@@ -88,38 +112,56 @@ pub enum PlatformFacts {
 /// Launch bookkeeping from status.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LaunchFacts {
+    /// Launch attempts made so far.
     pub attempts: u32,
     /// A token is recorded for attempt `attempts` and no answer settled it: retry that attempt.
     pub token_outstanding: bool,
+    /// When the first launch attempt began; `launchTimeout` counts from here.
     pub started_at: Option<Timestamp>,
 }
 
 /// Everything the phase machine looks at.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkerFacts {
+    /// The current time.
     pub now: Timestamp,
+    /// The Worker is being deleted.
     pub deleting: bool,
+    /// Marked skip-drain: on deletion, terminate without draining first.
     pub skip_drain: bool,
+    /// Its `desiredState`.
     pub desired: DesiredState,
+    /// The phase in its status; `None` for a new worker.
     pub phase: Option<WorkerPhase>,
+    /// Its template.
     pub template: TemplateFacts,
+    /// Launch bookkeeping.
     pub launch: LaunchFacts,
+    /// Its instance.
     pub instance: InstanceFacts,
+    /// What CML on it said.
     pub cml: CmlFacts,
+    /// What the Control Plane API says is placed on it.
     pub platform: PlatformFacts,
+    /// When the current drain began, from status.
     pub drain_started_at: Option<Timestamp>,
 }
 
 /// The one cloud step to take.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
+    /// Nothing to do in the cloud now.
     Wait,
     /// Launch with the token of `attempt` (derived from the UID and the attempt).
     Launch {
+        /// The attempt, counted from 1.
         attempt: u32,
     },
+    /// Start the stopped instance.
     Start,
+    /// Stop the instance.
     Stop,
+    /// Terminate the instance.
     Terminate,
     /// Cleanup is complete: let the object go.
     Release,
@@ -128,21 +170,37 @@ pub enum Step {
 /// Why the worker changed, as an Event reason (a bounded set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reason {
+    /// The WorkerTemplate does not exist.
     TemplateNotFound,
+    /// The WorkerTemplate is not Ready.
     TemplateNotReady,
+    /// An instance is being launched.
     Launching,
+    /// CML is ready: the worker runs.
     Provisioned,
+    /// No instance running within `launchTimeout`.
     LaunchTimeout,
+    /// CML not ready within `readyTimeout`.
     ReadyTimeout,
+    /// The instance is gone, or going, without the controller asking.
     InstanceVanished,
+    /// Draining began: no new labs.
     DrainStarted,
+    /// A drain was called off: `desiredState` is Running again.
     DrainCancelled,
+    /// No labs left: the drain is done.
     DrainCompleted,
+    /// Labs still running after `drainTimeout`: the drain is forced.
     DrainTimeout,
+    /// The instance is being stopped.
     Stopping,
+    /// The instance stopped.
     Stopped,
+    /// The instance is being started.
     Starting,
+    /// The instance is being terminated.
     Terminating,
+    /// The instance is terminated: the worker goes.
     Terminated,
 }
 
@@ -167,6 +225,7 @@ impl Reason {
         Reason::Terminated,
     ];
 
+    /// The reason as an Event spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::TemplateNotFound => "TemplateNotFound",
@@ -214,13 +273,17 @@ pub enum Recheck {
 /// The outcome of the phase machine.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Plan {
+    /// The phase the worker is in.
     pub phase: WorkerPhase,
+    /// The cloud step to take.
     pub step: Step,
     /// A transition worth an Event, with its message.
     pub event: Option<(Reason, String)>,
+    /// When the current drain began, to record in status; `None` outside a drain.
     pub drain_started_at: Option<Timestamp>,
     /// What a drain is waiting for, to show in status.
     pub waiting: Option<String>,
+    /// How soon to look again.
     pub recheck: Recheck,
 }
 
@@ -394,6 +457,8 @@ fn plan_delete(f: &WorkerFacts, phase: WorkerPhase) -> Plan {
     )
 }
 
+/// A worker not being deleted: a missing or gone instance fails it, a failed worker keeps its
+/// instance down, and otherwise the phase decides.
 fn plan_live(f: &WorkerFacts, phase: WorkerPhase) -> Plan {
     use WorkerPhase::*;
     let instance = match &f.instance {
@@ -431,44 +496,16 @@ fn plan_live(f: &WorkerFacts, phase: WorkerPhase) -> Plan {
             ),
         );
     }
+    plan_phase(f, phase, instance)
+}
+
+/// A worker with a live instance: the next step by the phase it is in.
+fn plan_phase(f: &WorkerFacts, phase: WorkerPhase, instance: &Instance) -> Plan {
+    use WorkerPhase::*;
     let timeouts = f.template.timeouts();
     let cml_ready = matches!(f.cml, CmlFacts::Ready { .. });
     match phase {
-        Pending | Provisioning => match instance.state {
-            InstanceState::Running if cml_ready => Plan::new(Running, Step::Wait, Recheck::Steady)
-                .because(Reason::Provisioned, "CML is ready"),
-            InstanceState::Running => {
-                let since = instance.launch_time.or(f.launch.started_at);
-                if elapsed(f.now, since) > timeouts.ready {
-                    Plan::new(Failed, Step::Terminate, Recheck::Steady).because(
-                        Reason::ReadyTimeout,
-                        format!(
-                            "CML not ready within readyTimeout {}",
-                            human(timeouts.ready)
-                        ),
-                    )
-                } else {
-                    Plan::new(Provisioning, Step::Wait, Recheck::Soon)
-                }
-            }
-            InstanceState::Pending => {
-                if elapsed(f.now, f.launch.started_at) > timeouts.launch {
-                    Plan::new(Failed, Step::Terminate, Recheck::Steady).because(
-                        Reason::LaunchTimeout,
-                        format!(
-                            "instance {} not running within launchTimeout {}",
-                            instance.id,
-                            human(timeouts.launch)
-                        ),
-                    )
-                } else {
-                    Plan::new(Provisioning, Step::Wait, Recheck::Soon)
-                }
-            }
-            InstanceState::Stopped => Plan::new(Starting, Step::Start, Recheck::Soon)
-                .because(Reason::Starting, "instance was stopped; starting it"),
-            _ => Plan::new(Provisioning, Step::Wait, Recheck::Soon),
-        },
+        Pending | Provisioning => plan_provisioning(f, instance, timeouts, cml_ready),
         Running => match f.desired {
             DesiredState::Draining | DesiredState::Stopped => {
                 Plan::new(Draining, Step::Wait, Recheck::Soon)
@@ -511,6 +548,52 @@ fn plan_live(f: &WorkerFacts, phase: WorkerPhase) -> Plan {
         },
         Terminating => Plan::new(Terminating, Step::Terminate, Recheck::Soon),
         Failed => Plan::new(Failed, Step::Wait, Recheck::Steady),
+    }
+}
+
+/// Launched, not running yet: waits for the instance to run (within `launchTimeout`) and then
+/// for CML to be ready (within `readyTimeout`).
+fn plan_provisioning(
+    f: &WorkerFacts,
+    instance: &Instance,
+    timeouts: Timeouts,
+    cml_ready: bool,
+) -> Plan {
+    use WorkerPhase::*;
+    match instance.state {
+        InstanceState::Running if cml_ready => Plan::new(Running, Step::Wait, Recheck::Steady)
+            .because(Reason::Provisioned, "CML is ready"),
+        InstanceState::Running => {
+            let since = instance.launch_time.or(f.launch.started_at);
+            if elapsed(f.now, since) > timeouts.ready {
+                Plan::new(Failed, Step::Terminate, Recheck::Steady).because(
+                    Reason::ReadyTimeout,
+                    format!(
+                        "CML not ready within readyTimeout {}",
+                        human(timeouts.ready)
+                    ),
+                )
+            } else {
+                Plan::new(Provisioning, Step::Wait, Recheck::Soon)
+            }
+        }
+        InstanceState::Pending => {
+            if elapsed(f.now, f.launch.started_at) > timeouts.launch {
+                Plan::new(Failed, Step::Terminate, Recheck::Steady).because(
+                    Reason::LaunchTimeout,
+                    format!(
+                        "instance {} not running within launchTimeout {}",
+                        instance.id,
+                        human(timeouts.launch)
+                    ),
+                )
+            } else {
+                Plan::new(Provisioning, Step::Wait, Recheck::Soon)
+            }
+        }
+        InstanceState::Stopped => Plan::new(Starting, Step::Start, Recheck::Soon)
+            .because(Reason::Starting, "instance was stopped; starting it"),
+        _ => Plan::new(Provisioning, Step::Wait, Recheck::Soon),
     }
 }
 

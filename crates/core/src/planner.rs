@@ -21,13 +21,18 @@ use crate::{DesiredState, GoDuration, License, WorkerPhase};
 /// An amount of capacity (per worker, or what a lab needs).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Resources {
+    /// CPU cores.
     pub cpu: f64,
+    /// Memory, in GB.
     pub memory_gb: f64,
+    /// Storage, in GB.
     pub storage_gb: f64,
+    /// Lab nodes.
     pub nodes: f64,
 }
 
 impl Resources {
+    /// Whether `need` fits within this, in every dimension.
     pub fn fits(&self, need: &Resources) -> bool {
         need.cpu <= self.cpu
             && need.memory_gb <= self.memory_gb
@@ -35,6 +40,7 @@ impl Resources {
             && need.nodes <= self.nodes
     }
 
+    /// What is left once `other` is taken away, never below zero in any dimension.
     pub fn minus(&self, other: &Resources) -> Resources {
         Resources {
             cpu: (self.cpu - other.cpu).max(0.0),
@@ -44,6 +50,7 @@ impl Resources {
         }
     }
 
+    /// Whether nothing is left in any dimension.
     pub fn is_zero(&self) -> bool {
         self.cpu <= 0.0 && self.memory_gb <= 0.0 && self.storage_gb <= 0.0 && self.nodes <= 0.0
     }
@@ -52,32 +59,47 @@ impl Resources {
 /// The template as the planner sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TemplateView {
+    /// License edition of its workers.
     pub license: License,
     /// Declared capacity of one worker.
     pub capacity: Resources,
+    /// `minWorkers`: workers kept up at all times.
     pub min_workers: u32,
+    /// `maxWorkers`: most workers that are not stopped.
     pub max_workers: u32,
+    /// `warmWorkers`: idle running workers kept as headroom.
     pub warm_workers: u32,
+    /// `maxStoppedWorkers`: most drained workers kept stopped rather than deleted.
     pub max_stopped_workers: u32,
+    /// `scaleDownGracePeriod`: how long a worker must sit idle before it is drained; nothing is
+    /// drained within it after a scale-up either.
     pub grace: Duration,
+    /// `maxConcurrentDrains`: most workers draining at once.
     pub max_concurrent_drains: u32,
+    /// When capacity was last added, if known.
     pub last_scale_up: Option<Timestamp>,
 }
 
 /// One worker of the template as the planner sees it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkerView {
+    /// The Worker's name.
     pub name: String,
     /// Made by this template's autoscaler (an ownerReference to it).
     pub owned: bool,
+    /// Its phase.
     pub phase: WorkerPhase,
+    /// Its `desiredState`.
     pub desired: DesiredState,
+    /// Being deleted.
     pub deleting: bool,
+    /// Marked do-not-disrupt: never drained.
     pub do_not_disrupt: bool,
     /// `Some(false)` only when every usage source reads zero; `None` when any is unknown.
     pub busy: Option<bool>,
     /// What the platform has placed on it; `None` when unknown.
     pub allocated: Option<Resources>,
+    /// When the next lab timeslot placed on it starts, if any.
     pub next_timeslot_start: Option<Timestamp>,
     /// Since when it has been idle (its last activity, or when it came up).
     pub idle_since: Option<Timestamp>,
@@ -86,17 +108,25 @@ pub struct WorkerView {
 /// One lab instance this template should hold.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DemandItem {
+    /// The lab instance's id.
     pub id: String,
+    /// When its timeslot starts.
     pub timeslot_start: Timestamp,
+    /// What it takes of a worker.
     pub needs: Resources,
 }
 
+/// Everything the planner looks at, for one template.
 pub struct Inputs<'a> {
+    /// The template.
     pub template: &'a TemplateView,
+    /// Its workers, both its own and those made by hand.
     pub workers: &'a [WorkerView],
     /// This template's share of the unplaced demand; `None` when demand is unknown.
     pub demand: Option<&'a [DemandItem]>,
+    /// How far ahead demand is provided for: labs starting within it count now.
     pub lead_time: Duration,
+    /// The current time.
     pub now: Timestamp,
 }
 
@@ -104,20 +134,39 @@ pub struct Inputs<'a> {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Action {
     /// New Workers owned by the template.
-    Create { count: u32 },
+    Create {
+        /// How many.
+        count: u32,
+    },
     /// `desiredState: Running` on a stopped worker.
-    Start { worker: String },
+    Start {
+        /// The Worker's name.
+        worker: String,
+    },
     /// `desiredState: Running` on a draining worker.
-    CancelDrain { worker: String },
+    CancelDrain {
+        /// The Worker's name.
+        worker: String,
+    },
     /// `desiredState: Draining`.
-    Drain { worker: String },
+    Drain {
+        /// The Worker's name.
+        worker: String,
+    },
     /// `desiredState: Stopped` on a drained worker: it joins the stopped pool.
-    Stop { worker: String },
+    Stop {
+        /// The Worker's name.
+        worker: String,
+    },
     /// Delete the Worker (its finalizer terminates the instance).
-    Delete { worker: String },
+    Delete {
+        /// The Worker's name.
+        worker: String,
+    },
 }
 
 impl Action {
+    /// The action's name, for logs and metrics.
     pub fn name(&self) -> &'static str {
         match self {
             Action::Create { .. } => "create",
@@ -129,6 +178,7 @@ impl Action {
         }
     }
 
+    /// The Worker it acts on; `None` for a creation.
     pub fn worker(&self) -> Option<&str> {
         match self {
             Action::Create { .. } => None,
@@ -152,15 +202,22 @@ impl Action {
 /// What prompted a decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Trigger {
+    /// Lab demand within the lead time.
     Demand,
+    /// Fewer than `minWorkers` up.
     MinWorkers,
+    /// Fewer than `warmWorkers` idle.
     WarmWorkers,
+    /// An idle worker beyond what is needed.
     Idle,
+    /// A failed worker.
     Failed,
+    /// The stopped pool and its room (`maxStoppedWorkers`).
     StoppedPool,
 }
 
 impl Trigger {
+    /// The trigger's name, for logs and status.
     pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Demand => "demand",
@@ -173,21 +230,27 @@ impl Trigger {
     }
 }
 
+/// One change to make, with what prompted it and why.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
+    /// The change.
     pub action: Action,
+    /// What prompted it.
     pub trigger: Trigger,
+    /// Why, in words for people.
     pub reason: String,
 }
 
 /// The planner's output.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
+    /// The changes to make, in the order decided.
     pub decisions: Vec<Decision>,
     /// Workers that should be up (not stopped) once the decisions are carried out.
     pub desired_workers: u32,
     /// Unplaced lab instances assigned to the template.
     pub demand: u32,
+    /// Of those, the ones whose timeslot starts within the lead time (or already has).
     pub within_lead_time: u32,
     /// Lab instances within the lead time that no capacity will hold (maxWorkers reached, or
     /// too big for one worker).
@@ -305,6 +368,7 @@ impl Draft {
     }
 }
 
+/// The scaling actions to take now for one template, each with its reason.
 pub fn plan(i: &Inputs) -> Plan {
     let t = i.template;
     let ws = i.workers;
@@ -314,9 +378,29 @@ pub fn plan(i: &Inputs) -> Plan {
         max: t.max_workers,
         startable: Vec::new(),
     };
+    delete_failed(&mut d, ws);
+    fill_stopped_pool(&mut d, t, ws);
+    let due = due_demand(i);
+    let within_lead_time = due.len() as u32;
+    let mut bins = open_bins(t, ws);
+    let left = pack(&mut bins, &due);
+    let (left, draining_now) = cancel_drains(&mut d, t, ws, left);
+    let short = add_for_demand(&mut d, i, left, within_lead_time);
+    apply_floors(&mut d, t, ws, &bins);
+    let unknown = scale_down(&mut d, i, &bins, draining_now);
+    Plan {
+        desired_workers: d.up,
+        decisions: d.decisions,
+        demand: i.demand.map_or(0, |x| x.len() as u32),
+        within_lead_time,
+        unplaceable: short.capped + short.too_big,
+        held: short.held(t, i.lead_time).or(unknown),
+    }
+}
 
-    // Failed workers the autoscaler owns go (their finalizer terminates the instance); the
-    // capacity they leave is made up below like any other.
+/// Failed workers the autoscaler owns go (their finalizer terminates the instance); the
+/// capacity they leave is made up later like any other.
+fn delete_failed(d: &mut Draft, ws: &[WorkerView]) {
     for w in ws
         .iter()
         .filter(|w| w.owned && !w.deleting && w.phase == WorkerPhase::Failed)
@@ -329,9 +413,11 @@ pub fn plan(i: &Inputs) -> Plan {
             format!("{} failed; replacing it", w.name),
         );
     }
+}
 
-    // The stopped pool (workers stopped or on their way there): drained workers stay stopped
-    // while it has room, the rest go once stopped.
+/// The stopped pool (workers stopped or on their way there): drained workers stay stopped
+/// while it has room, the rest go once stopped. Those kept are the ones that may be started.
+fn fill_stopped_pool(d: &mut Draft, t: &TemplateView, ws: &[WorkerView]) {
     let mut stopped: Vec<&WorkerView> = ws
         .iter()
         .filter(|w| w.owned && !w.deleting && w.desired != DesiredState::Running)
@@ -372,8 +458,10 @@ pub fn plan(i: &Inputs) -> Plan {
             );
         }
     }
+}
 
-    // Demand within the lead time, biggest first.
+/// Demand within the lead time, biggest first.
+fn due_demand<'a>(i: &Inputs<'a>) -> Vec<&'a DemandItem> {
     let horizon = i.now.checked_add(i.lead_time).unwrap_or(i.now);
     let mut due: Vec<&DemandItem> = i
         .demand
@@ -382,10 +470,12 @@ pub fn plan(i: &Inputs) -> Plan {
         .filter(|x| x.timeslot_start <= horizon)
         .collect();
     due.sort_by(by_size_desc);
-    let within_lead_time = due.len() as u32;
+    due
+}
 
-    // Capacity that takes demand now: running workers accepting labs (what is free on them)
-    // and workers on their way (all of it).
+/// Capacity that takes demand now: running workers accepting labs (what is free on them) and
+/// workers on their way (all of it).
+fn open_bins(t: &TemplateView, ws: &[WorkerView]) -> Vec<Bin> {
     let mut bins: Vec<Bin> = Vec::new();
     for (k, w) in ws.iter().enumerate() {
         if w.deleting || w.desired != DesiredState::Running {
@@ -410,9 +500,17 @@ pub fn plan(i: &Inputs) -> Plan {
             used: false,
         });
     }
-    let mut left = pack(&mut bins, &due);
+    bins
+}
 
-    // Reopen capacity for what is left: cancel drains first.
+/// Reopens capacity for what is left, first by cancelling drains of owned workers (by name)
+/// whose free capacity takes some of it. Returns what is still left and how many drains go on.
+fn cancel_drains<'a>(
+    d: &mut Draft,
+    t: &TemplateView,
+    ws: &[WorkerView],
+    mut left: Vec<&'a DemandItem>,
+) -> (Vec<&'a DemandItem>, u32) {
     let mut draining: Vec<(usize, &WorkerView)> = ws
         .iter()
         .enumerate()
@@ -450,7 +548,40 @@ pub fn plan(i: &Inputs) -> Plan {
             );
         }
     }
-    // Then start stopped workers, then create.
+    (left, (draining.len() - cancelled.len()) as u32)
+}
+
+/// Lab instances within the lead time that no capacity will hold.
+struct Shortfall {
+    /// Waiting for capacity: maxWorkers reached.
+    capped: u32,
+    /// Too big for one worker.
+    too_big: u32,
+}
+
+impl Shortfall {
+    /// Why the plan holds back, when maxWorkers keeps demand waiting.
+    fn held(&self, t: &TemplateView, lead_time: Duration) -> Option<String> {
+        (self.capped > 0).then(|| {
+            format!(
+                "maxWorkers {} reached: {} lab instances due within {} wait for capacity",
+                t.max_workers,
+                self.capped,
+                human(lead_time)
+            )
+        })
+    }
+}
+
+/// Reopens capacity for what is still left: starts stopped workers, then creates new ones,
+/// each packed with what it takes, up to maxWorkers.
+fn add_for_demand(
+    d: &mut Draft,
+    i: &Inputs,
+    mut left: Vec<&DemandItem>,
+    within_lead_time: u32,
+) -> Shortfall {
+    let t = i.template;
     let why = format!(
         "{within_lead_time} lab instances due within {} do not fit the workers up",
         human(i.lead_time)
@@ -483,16 +614,12 @@ pub fn plan(i: &Inputs) -> Plan {
     if created > 0 {
         d.decide(Action::Create { count: created }, Trigger::Demand, why);
     }
-    let mut held = (capped > 0).then(|| {
-        format!(
-            "maxWorkers {} reached: {capped} lab instances due within {} wait for capacity",
-            t.max_workers,
-            human(i.lead_time)
-        )
-    });
+    Shortfall { capped, too_big }
+}
 
-    // Floors: minWorkers up, then warmWorkers idle ones (idle capacity left after packing, on
-    // workers up or coming up).
+/// Floors: minWorkers up, then warmWorkers idle ones (idle capacity left after packing, on
+/// workers up or coming up).
+fn apply_floors(d: &mut Draft, t: &TemplateView, ws: &[WorkerView], bins: &[Bin]) {
     let before_floor = d.up;
     if d.up < t.min_workers {
         let why = format!("fewer than minWorkers {} up", t.min_workers);
@@ -513,29 +640,22 @@ pub fn plan(i: &Inputs) -> Plan {
         let why = format!("fewer than warmWorkers {} idle", t.warm_workers);
         d.add(t.warm_workers - idle_up, Trigger::WarmWorkers, &why);
     }
+}
 
-    // Scale down: never while demand is unknown, after a scale-up, or within the grace period
-    // of the last one.
+/// Scale down: drains idle workers beyond what is needed, longest idle first, at most
+/// maxConcurrentDrains at once. Never while demand is unknown (then returns why it holds
+/// back), after a scale-up, or within the grace period of the last one.
+fn scale_down(d: &mut Draft, i: &Inputs, bins: &[Bin], draining_now: u32) -> Option<String> {
+    let t = i.template;
     let scaled_up = d.decisions.iter().any(|x| x.action.is_scale_up());
     let in_grace = t
         .last_scale_up
         .is_some_and(|at| elapsed(i.now, at) < t.grace);
-    let used: Vec<usize> = bins
-        .iter()
-        .filter(|b| b.used)
-        .filter_map(|b| b.worker)
-        .collect();
-    let mut idle: Vec<&WorkerView> = ws
-        .iter()
-        .enumerate()
-        .filter(|(k, w)| !used.contains(k) && drainable(w, t, i.now))
-        .map(|(_, w)| w)
-        .collect();
-    idle.sort_by(|a, b| (a.idle_since, &a.name).cmp(&(b.idle_since, &b.name)));
-    let draining_now = (draining.len() - cancelled.len()) as u32;
+    let idle = drain_candidates(i, bins);
     if i.demand.is_none() {
-        held.get_or_insert_with(|| "demand unknown: no scale-up for demand, no scale-down".into());
-    } else if !scaled_up && !in_grace && !idle.is_empty() {
+        return Some("demand unknown: no scale-up for demand, no scale-down".into());
+    }
+    if !scaled_up && !in_grace && !idle.is_empty() {
         let keep_warm = t.warm_workers.min(idle.len() as u32);
         let above_min = d.up.saturating_sub(t.min_workers);
         let surplus = (idle.len() as u32 - keep_warm).min(above_min);
@@ -555,14 +675,25 @@ pub fn plan(i: &Inputs) -> Plan {
             );
         }
     }
-    Plan {
-        desired_workers: d.up,
-        decisions: d.decisions,
-        demand: i.demand.map_or(0, |x| x.len() as u32),
-        within_lead_time,
-        unplaceable: capped + too_big,
-        held,
-    }
+    None
+}
+
+/// Workers safe to drain that demand will not use, longest idle first (then by name).
+fn drain_candidates<'a>(i: &Inputs<'a>, bins: &[Bin]) -> Vec<&'a WorkerView> {
+    let used: Vec<usize> = bins
+        .iter()
+        .filter(|b| b.used)
+        .filter_map(|b| b.worker)
+        .collect();
+    let mut idle: Vec<&WorkerView> = i
+        .workers
+        .iter()
+        .enumerate()
+        .filter(|(k, w)| !used.contains(k) && drainable(w, i.template, i.now))
+        .map(|(_, w)| w)
+        .collect();
+    idle.sort_by(|a, b| (a.idle_since, &a.name).cmp(&(b.idle_since, &b.name)));
+    idle
 }
 
 /// Idle and safe to drain: owned, running, wanted running, not protected, every usage source
@@ -587,15 +718,20 @@ fn drainable(w: &WorkerView, t: &TemplateView, now: Timestamp) -> bool {
 /// A template on offer for demand, for the choice of template.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Offer {
+    /// The template's name.
     pub name: String,
+    /// License edition of its workers.
     pub license: License,
+    /// Declared capacity of one worker.
     pub capacity: Resources,
 }
 
 /// One unplaced lab instance with what it needs and which licenses may hold it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Wanted {
+    /// The lab instance.
     pub item: DemandItem,
+    /// The licenses that may hold it.
     pub affinity: Vec<License>,
 }
 
