@@ -62,7 +62,7 @@ pub async fn set_desired(api: &Api<Worker>, name: &str, state: &str) {
 pub fn ready_message(w: &Worker) -> String {
     w.status
         .as_ref()
-        .and_then(|s| conditions::find(&s.conditions, "Ready"))
+        .and_then(|s| conditions::find(&s.conditions, conditions::ConditionType::Ready))
         .map(|c| c.message.clone())
         .unwrap_or_default()
 }

@@ -133,10 +133,14 @@ async fn demand_that_fits_goes_to_running_or_stopped_workers_and_max_workers_cap
     // The status of the round that made the second worker may land just after it.
     let status = h
         .wait_template("t", "limited", |s| {
-            conditions::is_true(&s.conditions, "ScalingLimited")
+            conditions::is_true(&s.conditions, conditions::ConditionType::ScalingLimited)
         })
         .await;
-    let limited = conditions::find(&status.conditions, "ScalingLimited").expect("condition");
+    let limited = conditions::find(
+        &status.conditions,
+        conditions::ConditionType::ScalingLimited,
+    )
+    .expect("condition");
     assert_eq!(
         (limited.status.as_str(), limited.reason.as_str()),
         ("True", "MaxWorkersReached")

@@ -211,7 +211,12 @@ async fn a_build_without_the_simulator_refuses_simulated_templates_with_a_condit
     };
     let registry = ProviderRegistry::new("us-east-1", aws_default_chain(None), None);
     let as_controller = cp.client_as(Some(SERVICE_ACCOUNT)).await;
-    let ctx = Arc::new(Context::new(as_controller, settings, registry, "nosim-test"));
+    let ctx = Arc::new(Context::new(
+        as_controller,
+        settings,
+        registry,
+        "nosim-test",
+    ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(controller::run(ctx, async move {
         let _ = stopped.await;

@@ -22,7 +22,7 @@ use support::{
 fn synced(w: &Worker) -> Option<(String, String)> {
     w.status
         .as_ref()
-        .and_then(|s| conditions::find(&s.conditions, "Synced"))
+        .and_then(|s| conditions::find(&s.conditions, conditions::ConditionType::Synced))
         .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
@@ -143,7 +143,7 @@ async fn remotes_down_never_hold_up_a_worker_and_converge_when_back() {
     let message = w
         .status
         .as_ref()
-        .and_then(|s| conditions::find(&s.conditions, "Synced"))
+        .and_then(|s| conditions::find(&s.conditions, conditions::ConditionType::Synced))
         .map(|c| c.message.clone())
         .unwrap_or_default();
     assert!(

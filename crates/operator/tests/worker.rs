@@ -316,7 +316,7 @@ fn phase_of(w: &Worker) -> Option<WorkerPhase> {
 fn ready_reason(w: &Worker) -> String {
     w.status
         .as_ref()
-        .and_then(|s| conditions::find(&s.conditions, "Ready"))
+        .and_then(|s| conditions::find(&s.conditions, conditions::ConditionType::Ready))
         .map(|c| c.reason.clone())
         .unwrap_or_default()
 }
@@ -325,7 +325,7 @@ fn ready_reason(w: &Worker) -> String {
 fn degraded(w: &Worker) -> Option<String> {
     w.status
         .as_ref()
-        .and_then(|s| conditions::find(&s.conditions, "CmlDegraded"))
+        .and_then(|s| conditions::find(&s.conditions, conditions::ConditionType::CmlDegraded))
         .filter(|c| c.status == "True")
         .map(|c| c.reason.clone())
 }
@@ -357,8 +357,14 @@ async fn a_worker_reaches_running_with_its_instance_in_status() {
     assert!(instance.private_ip.is_some() && instance.availability_zone.is_some());
     assert_eq!(instance.state.as_deref(), Some("running"));
     assert_eq!(instance.instance_type.as_deref(), Some("m5zn.metal"));
-    assert!(conditions::is_true(&status.conditions, "Launched"));
-    assert!(conditions::is_true(&status.conditions, "Ready"));
+    assert!(conditions::is_true(
+        &status.conditions,
+        conditions::ConditionType::Launched
+    ));
+    assert!(conditions::is_true(
+        &status.conditions,
+        conditions::ConditionType::Ready
+    ));
     let cml = status.cml.expect("cml status");
     assert_eq!(
         (cml.ready, cml.version.as_deref(), cml.licensed),
@@ -789,15 +795,21 @@ async fn a_missing_or_unready_template_keeps_the_worker_pending() {
         })
         .await;
     assert_eq!(phase_of(&w), Some(WorkerPhase::Pending));
-    let message = conditions::find(&w.status.unwrap().conditions, "Ready")
-        .unwrap()
-        .message
-        .clone();
+    let message = conditions::find(
+        &w.status.unwrap().conditions,
+        conditions::ConditionType::Ready,
+    )
+    .unwrap()
+    .message
+    .clone();
     assert!(message.contains("CML-9.9.*"), "{message}");
     let t = h.templates().get("bad").await.expect("template");
-    let ready = conditions::find(&t.status.unwrap().conditions, "Ready")
-        .cloned()
-        .expect("Ready condition");
+    let ready = conditions::find(
+        &t.status.unwrap().conditions,
+        conditions::ConditionType::Ready,
+    )
+    .cloned()
+    .expect("Ready condition");
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
         ("False", "CloudNotFound")
@@ -938,7 +950,7 @@ async fn a_changed_launch_spec_marks_the_worker_drifted_and_leaves_it_running() 
     let drifted = |w: &Worker| {
         w.status
             .as_ref()
-            .and_then(|s| conditions::find(&s.conditions, "Drifted"))
+            .and_then(|s| conditions::find(&s.conditions, conditions::ConditionType::Drifted))
             .map(|c| (c.status.clone(), c.reason.clone()))
     };
     assert_eq!(drifted(&w), Some(("False".into(), "UpToDate".into())));

@@ -13,7 +13,10 @@ use super::{
 };
 use crate::{
     controller::reasons,
-    crd::{WorkerTemplate, conditions},
+    crd::{
+        WorkerTemplate,
+        conditions::{self, ConditionType, NewCondition, Stamp},
+    },
     provider::{self, CloudProvider},
 };
 
@@ -37,21 +40,17 @@ pub async fn reconcile(template: Arc<WorkerTemplate>, ctx: Arc<Context>) -> Resu
         Ok(provider) => provider.resolve_image(&query).await.map_err(Error::from),
         Err(unavailable) => Err(Error::from(unavailable)),
     };
-    let was_ready = conditions::is_true(&status.conditions, "Ready");
+    let was_ready = conditions::is_true(&status.conditions, ConditionType::Ready);
+    let stamp = Stamp { generation, now };
     let result = match outcome {
         Ok(image) => {
             status.resolved_image_id = Some(image.id.clone());
             status.launch_spec_hash = Some(provider::launch_spec(spec, &image).hash());
             let name = image.name.unwrap_or_else(|| image.id.clone());
-            conditions::set(
-                &mut status.conditions,
-                "Ready",
-                true,
-                reasons::IMAGE_RESOLVED,
-                format!("image {} ({name})", image.id),
-                generation,
-                now,
-            );
+            let message = format!("image {} ({name})", image.id);
+            let ready =
+                NewCondition::new(ConditionType::Ready, true, reasons::IMAGE_RESOLVED, message);
+            conditions::set(&mut status.conditions, ready, stamp);
             if !was_ready {
                 ctx.event(
                     template.as_ref(),
@@ -70,15 +69,13 @@ pub async fn reconcile(template: Arc<WorkerTemplate>, ctx: Arc<Context>) -> Resu
             }
         }
         Err(error) => {
-            conditions::set(
-                &mut status.conditions,
-                "Ready",
+            let not_ready = NewCondition::new(
+                ConditionType::Ready,
                 false,
                 error.category(),
                 error.to_string(),
-                generation,
-                now,
             );
+            conditions::set(&mut status.conditions, not_ready, stamp);
             ctx.event(
                 template.as_ref(),
                 true,

@@ -284,37 +284,6 @@ fn fingerprint(record: &WorkerRecord) -> u64 {
     h.finish()
 }
 
-/// The `Synced` condition from each remote's state: `(status, reason, message)`.
-pub fn condition(states: &[(RemoteName, SyncState)]) -> Option<(bool, String, String)> {
-    if states.is_empty() {
-        return None;
-    }
-    let failing: Vec<(RemoteName, &RemoteError)> = states
-        .iter()
-        .filter_map(|(name, s)| match s {
-            SyncState::Failing { error, .. } => Some((*name, error)),
-            SyncState::Synced => None,
-        })
-        .collect();
-    let held: Vec<&str> = states.iter().map(|(n, _)| n.as_str()).collect();
-    Some(match failing.as_slice() {
-        [] => (
-            true,
-            crate::controller::reasons::SYNCED.to_owned(),
-            format!("the current record is held by {}", held.join(" and ")),
-        ),
-        [(name, error), ..] => (
-            false,
-            format!("{}{}", name.as_str(), error.kind.as_str()),
-            failing
-                .iter()
-                .map(|(n, e)| format!("{}: {e}", n.as_str()))
-                .collect::<Vec<_>>()
-                .join("; "),
-        ),
-    })
-}
-
 /// How soon a worker whose record is not everywhere should be looked at again.
 pub fn retry_in(states: &[(RemoteName, SyncState)]) -> Option<Duration> {
     states
@@ -338,37 +307,16 @@ mod tests {
     }
 
     #[test]
-    fn synced_names_every_remote_and_failures_name_the_remote() {
-        assert_eq!(condition(&[]), None);
+    fn retry_in_is_the_soonest_failing_remote() {
         let both = [
             (RemoteName::ControlPlane, SyncState::Synced),
             (RemoteName::Etcd, SyncState::Synced),
         ];
-        let (ok, reason, message) = condition(&both).expect("condition");
-        assert!(ok);
-        assert_eq!(reason, "Synced");
-        assert!(message.contains("ControlPlane and Etcd"), "{message}");
         assert_eq!(retry_in(&both), None);
-
         let etcd_down = [
             (RemoteName::ControlPlane, SyncState::Synced),
             (RemoteName::Etcd, failing(RemoteErrorKind::Unavailable)),
         ];
-        let (ok, reason, message) = condition(&etcd_down).expect("condition");
-        assert!(!ok);
-        assert_eq!(reason, "EtcdUnavailable");
-        assert!(message.starts_with("Etcd: Unavailable"), "{message}");
         assert_eq!(retry_in(&etcd_down), Some(Duration::from_secs(4)));
-
-        let both_down = [
-            (
-                RemoteName::ControlPlane,
-                failing(RemoteErrorKind::BadResponse),
-            ),
-            (RemoteName::Etcd, failing(RemoteErrorKind::Timeout)),
-        ];
-        let (_, reason, message) = condition(&both_down).expect("condition");
-        assert_eq!(reason, "ControlPlaneBadResponse");
-        assert!(message.contains("Etcd: Timeout"), "{message}");
     }
 }

@@ -38,6 +38,6 @@ mod tests {
     #[test]
     fn no_colours_into_a_file() {
         let file = tempfile::tempfile().expect("temp file");
-        assert!(!super::colours(&file));
+        assert!(!super::colours(file));
     }
 }

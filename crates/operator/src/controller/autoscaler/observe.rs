@@ -82,7 +82,7 @@ pub fn worker_view(w: &Worker, t: &WorkerTemplate, platform: bool) -> WorkerView
         Some(Resources::default())
     };
     // Idle since its last activity, else since it became ready, else since it was made.
-    let ready_since = conditions::find(&status.conditions, "Ready")
+    let ready_since = conditions::find(&status.conditions, conditions::ConditionType::Ready)
         .filter(|c| c.status == "True")
         .map(|c| c.last_transition_time.0);
     let idle_since = usage

@@ -6,7 +6,8 @@ use crate::{
     controller::reasons,
     crd::{
         CapacityTotals, DemandStatus, ScalingRecord, Worker, WorkerCounts, WorkerPhase,
-        WorkerTemplate, WorkerTemplateStatus, conditions,
+        WorkerTemplate, WorkerTemplateStatus,
+        conditions::{self, ConditionType, NewCondition, Stamp},
     },
     planner::{Action, Decision, Plan},
 };
@@ -19,7 +20,9 @@ pub fn counts(workers: &[&Worker], expected: u32) -> WorkerCounts {
     };
     for w in workers {
         let status = w.status.as_ref();
-        if status.is_some_and(|s| conditions::is_true(&s.conditions, "Ready")) {
+        if status
+            .is_some_and(|s| conditions::is_true(&s.conditions, conditions::ConditionType::Ready))
+        {
             c.ready += 1;
         }
         match status.and_then(|s| s.phase).unwrap_or(WorkerPhase::Pending) {
@@ -105,7 +108,15 @@ pub fn apply(
             reason: first.reason.clone(),
         });
     }
-    let generation = template.metadata.generation;
+    let stamp = Stamp {
+        generation: template.metadata.generation,
+        now,
+    };
+    conditions::set(&mut status.conditions, scaling_limited(plan), stamp);
+}
+
+/// `ScalingLimited`: whether the autoscaler holds back from what demand and floors ask, and why.
+fn scaling_limited(plan: &Plan) -> NewCondition {
     match &plan.held {
         Some(why) => {
             let reason = if why.starts_with("maxWorkers") {
@@ -113,24 +124,13 @@ pub fn apply(
             } else {
                 reasons::DEMAND_UNKNOWN
             };
-            conditions::set(
-                &mut status.conditions,
-                "ScalingLimited",
-                true,
-                reason,
-                why.clone(),
-                generation,
-                now,
-            );
+            NewCondition::new(ConditionType::ScalingLimited, true, reason, why.clone())
         }
-        None => conditions::set(
-            &mut status.conditions,
-            "ScalingLimited",
+        None => NewCondition::new(
+            ConditionType::ScalingLimited,
             false,
             reasons::WITHIN_LIMITS,
             "the autoscaler can do what the demand and floors ask",
-            generation,
-            now,
         ),
     }
 }

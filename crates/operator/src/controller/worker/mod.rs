@@ -34,7 +34,10 @@ use super::{
     status::{apply_status, as_stored},
 };
 use crate::{
-    crd::{Worker, WorkerStatus, WorkerTemplate, conditions},
+    crd::{
+        Worker, WorkerStatus, WorkerTemplate,
+        conditions::{self, ConditionType, NewCondition, Stamp},
+    },
     phase_machine::{Reason, Recheck, Step, plan},
 };
 
@@ -69,7 +72,7 @@ pub fn template_wakes_workers(template: &WorkerTemplate) -> Option<u64> {
         s.observed_generation.hash(&mut h);
         s.resolved_image_id.hash(&mut h);
         s.launch_spec_hash.hash(&mut h);
-        if let Some(c) = conditions::find(&s.conditions, "Ready") {
+        if let Some(c) = conditions::find(&s.conditions, ConditionType::Ready) {
             (&c.status, &c.reason, &c.message).hash(&mut h);
         }
     }
@@ -151,7 +154,7 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action>
         let before = worker
             .status
             .as_ref()
-            .and_then(|s| conditions::find(&s.conditions, "Ready"))
+            .and_then(|s| conditions::find(&s.conditions, ConditionType::Ready))
             .map(|c| c.reason.clone());
         if before.as_deref() != Some(e.kind.as_str()) {
             ctx.event(
@@ -167,11 +170,11 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action>
     // A CML endpoint that stops answering, or a remote that does not hold the record: an Event
     // marks each new kind.
     for (type_, failing, action) in [
-        ("CmlDegraded", "True", "ProbeCml"),
-        ("Synced", "False", "Sync"),
+        (ConditionType::CmlDegraded, "True", "ProbeCml"),
+        (ConditionType::Synced, "False", "Sync"),
     ] {
         if let Some(c) = newly_failing(worker.status.as_ref(), &next, type_, failing) {
-            warn!(worker = %status::name(&worker), condition = type_, reason = %c.reason, message = %c.message, "degraded");
+            warn!(worker = %status::name(&worker), condition = type_.as_str(), reason = %c.reason, message = %c.message, "degraded");
             ctx.event(worker.as_ref(), true, &c.reason, action, c.message.clone())
                 .await;
         }
@@ -235,7 +238,7 @@ async fn forget_records(worker: &Worker, ctx: &Context) {
 fn newly_failing<'a>(
     old: Option<&WorkerStatus>,
     next: &'a WorkerStatus,
-    type_: &str,
+    type_: ConditionType,
     failing: &str,
 ) -> Option<&'a Condition> {
     let now = conditions::find(&next.conditions, type_).filter(|c| c.status == failing)?;
@@ -250,15 +253,17 @@ fn newly_failing<'a>(
 async fn record_error(api: &Api<Worker>, worker: &Worker, ctx: &Context, error: &Error) {
     let mut status = worker.status.clone().unwrap_or_default();
     let now = k8s_openapi::jiff::Timestamp::now();
-    conditions::set(
-        &mut status.conditions,
-        "Ready",
+    let not_ready = NewCondition::new(
+        ConditionType::Ready,
         false,
         error.category(),
         error.to_string(),
-        worker.metadata.generation,
-        now,
     );
+    let stamp = Stamp {
+        generation: worker.metadata.generation,
+        now,
+    };
+    conditions::set(&mut status.conditions, not_ready, stamp);
     if let Err(e) = apply_status(api, worker, &status).await {
         warn!(worker = %status::name(worker), error = %e, "could not record an error in status");
     }
@@ -344,15 +349,12 @@ mod tests {
             ..Default::default()
         };
         let now = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).expect("time");
-        conditions::set(
-            &mut status.conditions,
-            "Ready",
-            true,
-            "ImageResolved",
-            "ami-1",
-            Some(1),
+        let ready = NewCondition::new(ConditionType::Ready, true, "ImageResolved", "ami-1");
+        let stamp = Stamp {
+            generation: Some(1),
             now,
-        );
+        };
+        conditions::set(&mut status.conditions, ready, stamp);
         t.status = Some(status);
         t
     }
@@ -387,12 +389,11 @@ mod tests {
         let now = k8s_openapi::jiff::Timestamp::from_second(1_800_000_100).expect("time");
         conditions::set(
             &mut not_ready.status.as_mut().expect("status").conditions,
-            "Ready",
-            false,
-            "ImageNotFound",
-            "no image",
-            Some(1),
-            now,
+            NewCondition::new(ConditionType::Ready, false, "ImageNotFound", "no image"),
+            Stamp {
+                generation: Some(1),
+                now,
+            },
         );
         for changed in [spec, image, launch_spec, not_ready] {
             assert_ne!(

@@ -181,7 +181,7 @@ fn template_readiness(t: &WorkerTemplate) -> TemplateFacts {
     let Some(status) = &t.status else {
         return TemplateFacts::Unresolved;
     };
-    let ready = conditions::find(&status.conditions, "Ready");
+    let ready = conditions::find(&status.conditions, conditions::ConditionType::Ready);
     match (ready, &status.resolved_image_id) {
         (Some(c), Some(_))
             if c.status == "True" && status.observed_generation == t.metadata.generation =>

@@ -1,5 +1,7 @@
 //! Status: what the worker is, as observed and as changed by this reconcile.
 
+use std::borrow::Cow;
+
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::ResourceExt;
 
@@ -8,7 +10,8 @@ use crate::{
     controller::reasons,
     crd::{
         AllocatedUsage, CmlLicenseStatus, CmlStatus, InstanceStatus, UsageStatus, Worker,
-        WorkerPhase, WorkerStatus, conditions,
+        WorkerPhase, WorkerStatus,
+        conditions::{self, ConditionType, NewCondition, Stamp},
     },
     phase_machine::{InstanceFacts, Plan},
     provider::Instance,
@@ -41,29 +44,62 @@ fn instance_status(
     }
 }
 
-/// The next status of `worker`.
+/// The next status of `worker`: the old one with what this reconcile observed and did.
 pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) -> WorkerStatus {
     let no_status = WorkerStatus::default();
     let old = worker.status.as_ref().unwrap_or(&no_status);
-    let now = observed.facts.now;
-    let generation = worker.metadata.generation;
     let phase = acted.phase.unwrap_or(plan.phase);
     let mut s = old.clone();
     s.phase = Some(phase);
-    s.observed_generation = generation;
+    s.observed_generation = worker.metadata.generation;
     s.drain_started_at = plan.drain_started_at.map(Time);
     if let Some(launch) = &acted.launch {
         s.launch = Some(launch.clone());
     }
-    let template_hash = observed
+    let template_hash = template_hash(observed);
+    record_instance(&mut s, old, observed, acted, template_hash);
+    if let Some(cml) = cml_status(old, observed) {
+        s.cml = Some(cml);
+    }
+    s.usage = usage(old, observed);
+
+    let stamp = Stamp {
+        generation: worker.metadata.generation,
+        now: observed.facts.now,
+    };
+    let decided = [
+        Some(launched(&s)),
+        ready(&s, old, observed, plan, acted),
+        cml_degraded(observed),
+        drifted(s.launch_spec_hash.as_deref(), template_hash),
+    ];
+    for condition in decided.into_iter().flatten() {
+        conditions::set(&mut s.conditions, condition, stamp);
+    }
+    s
+}
+
+/// The launch spec hash the template has now.
+fn template_hash(observed: &Observed) -> Option<&str> {
+    observed
         .template
         .as_ref()
         .and_then(|t| t.status.as_ref())
-        .and_then(|st| st.launch_spec_hash.clone());
+        .and_then(|st| st.launch_spec_hash.as_deref())
+}
+
+/// The instance as launched now, or as the cloud last showed it.
+fn record_instance(
+    s: &mut WorkerStatus,
+    old: &WorkerStatus,
+    observed: &Observed,
+    acted: &Acted,
+    template_hash: Option<&str>,
+) {
     match (&acted.launched, &observed.facts.instance) {
         (Some(l), _) => {
             s.instance = Some(instance_status(&l.instance, None, observed));
-            s.launch_spec_hash = template_hash.clone();
+            s.launch_spec_hash = template_hash.map(str::to_owned);
         }
         (None, InstanceFacts::Seen(i)) => {
             s.instance = Some(instance_status(i, old.instance.as_ref(), observed))
@@ -76,163 +112,132 @@ pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) ->
         }
         (None, InstanceFacts::NotLaunched) => {}
     }
-    if let Some((endpoint, result)) = &observed.cml {
-        let no_cml = CmlStatus::default();
-        let previous = old.cml.as_ref().unwrap_or(&no_cml);
-        let mut probed = match result {
-            Ok(r) => CmlStatus {
-                endpoint: Some(endpoint.clone()),
-                version: r.version.clone(),
-                ready: r.ready,
-                licensed: r.licensed,
-                license: r.license.as_ref().map(|l| CmlLicenseStatus {
-                    registration: l.registration.clone(),
-                    authorization: l.authorization.clone(),
-                    product: l.product.clone(),
-                }),
-                labs: r.labs,
-                running_nodes: r.running_nodes,
-                last_probe_time: Some(Time(now)),
-            },
-            Err(_) => CmlStatus {
-                endpoint: Some(endpoint.clone()),
-                ready: false,
-                last_probe_time: Some(Time(now)),
-                ..previous.clone()
-            },
-        };
-        // A probe that found nothing new is not worth a write: the time moves with the answer.
-        if old.cml.is_some() {
-            let probe_time = std::mem::replace(
-                &mut probed.last_probe_time,
-                previous.last_probe_time.clone(),
-            );
-            if probed != *previous {
-                probed.last_probe_time = probe_time;
-            }
+}
+
+/// What CML said in this reconcile's probe; `None` when it was not probed.
+fn cml_status(old: &WorkerStatus, observed: &Observed) -> Option<CmlStatus> {
+    let (endpoint, result) = observed.cml.as_ref()?;
+    let now = observed.facts.now;
+    let no_cml = CmlStatus::default();
+    let previous = old.cml.as_ref().unwrap_or(&no_cml);
+    let mut probed = match result {
+        Ok(r) => CmlStatus {
+            endpoint: Some(endpoint.clone()),
+            version: r.version.clone(),
+            ready: r.ready,
+            licensed: r.licensed,
+            license: r.license.as_ref().map(|l| CmlLicenseStatus {
+                registration: l.registration.clone(),
+                authorization: l.authorization.clone(),
+                product: l.product.clone(),
+            }),
+            labs: r.labs,
+            running_nodes: r.running_nodes,
+            last_probe_time: Some(Time(now)),
+        },
+        Err(_) => CmlStatus {
+            endpoint: Some(endpoint.clone()),
+            ready: false,
+            last_probe_time: Some(Time(now)),
+            ..previous.clone()
+        },
+    };
+    // A probe that found nothing new is not worth a write: the time moves with the answer.
+    if old.cml.is_some() {
+        let probe_time = std::mem::replace(
+            &mut probed.last_probe_time,
+            previous.last_probe_time.clone(),
+        );
+        if probed != *previous {
+            probed.last_probe_time = probe_time;
         }
-        s.cml = Some(probed);
     }
+    Some(probed)
+}
 
-    s.usage = usage(old, observed);
+/// `Launched`: the instance, or why there is none.
+fn launched(s: &WorkerStatus) -> NewCondition {
+    let last_error = s.launch.as_ref().and_then(|l| l.last_error.as_ref());
+    let (status, reason, message) = match (&s.instance, last_error) {
+        (Some(i), _) => (true, reasons::LAUNCHED, format!("instance {}", i.id)),
+        (None, Some(err)) => (false, reasons::LAUNCH_FAILED, err.clone()),
+        (None, None) => (false, reasons::NOT_LAUNCHED, "no instance yet".to_owned()),
+    };
+    NewCondition::new(ConditionType::Launched, status, reason, message)
+}
 
-    let mut cs = std::mem::take(&mut s.conditions);
-    // Launched
-    match (
-        &s.instance,
-        s.launch.as_ref().and_then(|l| l.last_error.as_ref()),
-    ) {
-        (Some(i), _) => conditions::set(
-            &mut cs,
-            "Launched",
-            true,
-            reasons::LAUNCHED,
-            format!("instance {}", i.id),
-            generation,
-            now,
-        ),
-        (None, Some(err)) => conditions::set(
-            &mut cs,
-            "Launched",
+/// `Ready`: true only while Running with CML ready; otherwise the most telling reason why not.
+/// `None` leaves a not-ready condition as it is (its reason still holds).
+fn ready(
+    s: &WorkerStatus,
+    old: &WorkerStatus,
+    observed: &Observed,
+    plan: &Plan,
+    acted: &Acted,
+) -> Option<NewCondition> {
+    let phase = s.phase.unwrap_or(plan.phase);
+    let not_ready = |reason: Cow<'static, str>, message: String| {
+        Some(NewCondition::new(
+            ConditionType::Ready,
             false,
-            reasons::LAUNCH_FAILED,
-            err.clone(),
-            generation,
-            now,
-        ),
-        (None, None) => conditions::set(
-            &mut cs,
-            "Launched",
-            false,
-            reasons::NOT_LAUNCHED,
-            "no instance yet",
-            generation,
-            now,
-        ),
-    }
-    // Ready
+            reason,
+            message,
+        ))
+    };
     let cml_ready =
         s.cml.as_ref().is_some_and(|c| c.ready) && matches!(observed.cml, Some((_, Ok(_))));
     if let Some(e) = &acted.error {
-        conditions::set(
-            &mut cs,
-            "Ready",
-            false,
-            e.category(),
-            e.to_string(),
-            generation,
-            now,
-        );
-    } else if phase == WorkerPhase::Running && cml_ready {
-        let version = s
-            .cml
-            .as_ref()
-            .and_then(|c| c.version.clone())
-            .unwrap_or_default();
-        conditions::set(
-            &mut cs,
-            "Ready",
+        return not_ready(e.category().into(), e.to_string());
+    }
+    if phase == WorkerPhase::Running && cml_ready {
+        let version = s.cml.as_ref().and_then(|c| c.version.as_deref());
+        let message = format!("CML {} is ready", version.unwrap_or_default());
+        return Some(NewCondition::new(
+            ConditionType::Ready,
             true,
             reasons::CML_READY,
-            format!("CML {version} is ready"),
-            generation,
-            now,
-        );
-    } else if let Some((reason, message)) = &plan.event {
-        conditions::set(
-            &mut cs,
-            "Ready",
-            false,
-            reason.as_str(),
-            message.clone(),
-            generation,
-            now,
-        );
-    } else if let Some((_, Err(e))) = &observed.cml {
-        conditions::set(
-            &mut cs,
-            "Ready",
-            false,
-            e.kind.as_str(),
-            e.message.clone(),
-            generation,
-            now,
-        );
-    } else if let Some(waiting) = plan
-        .waiting
-        .as_ref()
-        .filter(|_| phase == WorkerPhase::Draining)
-    {
-        conditions::set(
-            &mut cs,
-            "Ready",
-            false,
-            reasons::DRAINING,
-            waiting.clone(),
-            generation,
-            now,
-        );
-    } else if old.phase != Some(phase)
-        || conditions::is_true(&cs, "Ready")
-        || conditions::find(&cs, "Ready").is_none()
-    {
-        let (reason, message) = not_ready(phase);
-        conditions::set(&mut cs, "Ready", false, reason, message, generation, now);
+            message,
+        ));
     }
-    // CmlDegraded: what CML could not tell, so that those fields read as unknown.
-    if let Some((_, Ok(report))) = &observed.cml
-        && report.ready
+    if let Some((reason, message)) = &plan.event {
+        return not_ready(reason.as_str().into(), message.clone());
+    }
+    if let Some((_, Err(e))) = &observed.cml {
+        return not_ready(e.kind.as_str().into(), e.message.clone());
+    }
+    if phase == WorkerPhase::Draining
+        && let Some(waiting) = &plan.waiting
     {
-        let (degraded, reason, message) = match report.failures.as_slice() {
+        return not_ready(reasons::DRAINING.into(), waiting.clone());
+    }
+    let stale = old.phase != Some(phase)
+        || conditions::is_true(&s.conditions, ConditionType::Ready)
+        || conditions::find(&s.conditions, ConditionType::Ready).is_none();
+    stale.then(|| {
+        let (reason, message) = not_ready_in(phase);
+        NewCondition::new(ConditionType::Ready, false, reason, message)
+    })
+}
+
+/// `CmlDegraded`: what a ready CML could not tell, so that those fields read as unknown.
+fn cml_degraded(observed: &Observed) -> Option<NewCondition> {
+    let Some((_, Ok(report))) = &observed.cml else {
+        return None;
+    };
+    if !report.ready {
+        return None;
+    }
+    let (degraded, reason, message): (bool, Cow<'static, str>, String) =
+        match report.failures.as_slice() {
             [] => (
                 false,
-                reasons::ALL_ANSWERED.to_owned(),
+                reasons::ALL_ANSWERED.into(),
                 "every CML endpoint answered".to_owned(),
             ),
-            [one] => (true, one.reason(), one.to_string()),
+            [one] => (true, one.reason().into(), one.to_string()),
             several => (
                 true,
-                reasons::SEVERAL_ENDPOINTS.to_owned(),
+                reasons::SEVERAL_ENDPOINTS.into(),
                 several
                     .iter()
                     .map(ToString::to_string)
@@ -240,40 +245,32 @@ pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) ->
                     .join("; "),
             ),
         };
-        conditions::set(
-            &mut cs,
-            "CmlDegraded",
-            degraded,
-            &reason,
-            message,
-            generation,
-            now,
-        );
-    }
-    // Drifted
-    match (&s.launch_spec_hash, &template_hash) {
-        (Some(mine), Some(theirs)) if mine != theirs => conditions::set(
-            &mut cs,
-            "Drifted",
+    Some(NewCondition::new(
+        ConditionType::CmlDegraded,
+        degraded,
+        reason,
+        message,
+    ))
+}
+
+/// `Drifted`: whether the instance was launched from the template's current launch spec.
+fn drifted(mine: Option<&str>, theirs: Option<&str>) -> Option<NewCondition> {
+    let (mine, theirs) = (mine?, theirs?);
+    Some(if mine != theirs {
+        NewCondition::new(
+            ConditionType::Drifted,
             true,
             reasons::LAUNCH_SPEC_CHANGED,
             format!("launched with spec {mine}; the template now has {theirs}"),
-            generation,
-            now,
-        ),
-        (Some(_), Some(_)) => conditions::set(
-            &mut cs,
-            "Drifted",
+        )
+    } else {
+        NewCondition::new(
+            ConditionType::Drifted,
             false,
             reasons::UP_TO_DATE,
             "launched with the template's current spec",
-            generation,
-            now,
-        ),
-        _ => {}
-    }
-    s.conditions = cs;
-    s
+        )
+    })
 }
 
 /// Usage as last observed: the Control Plane API's counts (absent when unknown) and the time the
@@ -325,7 +322,7 @@ fn usage(old: &WorkerStatus, observed: &Observed) -> Option<UsageStatus> {
     (u != UsageStatus::default()).then_some(u)
 }
 
-fn not_ready(phase: WorkerPhase) -> (&'static str, &'static str) {
+fn not_ready_in(phase: WorkerPhase) -> (&'static str, &'static str) {
     match phase {
         WorkerPhase::Pending => (reasons::PENDING, "no instance yet"),
         WorkerPhase::Provisioning => (reasons::PROVISIONING, "waiting for the instance and CML"),
