@@ -15,7 +15,7 @@ use kube::runtime::reflector::Store;
 
 use super::{
     autoscaler::{Expectations, ScalingHistory},
-    events::EventSink,
+    events::{EventSink, EventSpec},
     fleet::FleetCache,
     secrets::SecretCache,
     template_cache::TemplateCache,
@@ -247,18 +247,18 @@ impl Context {
     }
 
     /// Publishes an Event on `obj`; a failure to publish is logged, never fatal.
-    pub async fn event<K: Resource<DynamicType = ()>>(
-        &self,
-        obj: &K,
-        warning: bool,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
-        let note: String = note.chars().take(1000).collect();
+    pub async fn event<K: Resource<DynamicType = ()>>(&self, obj: &K, event: EventSpec) {
+        let note: String = event.note.chars().take(1000).collect();
+        let reason = event.reason.as_ref();
         if let Err(e) = self
             .recorder
-            .publish(obj.object_ref(&()), warning, reason, action, note)
+            .publish(
+                obj.object_ref(&()),
+                event.warning,
+                reason,
+                event.action,
+                note,
+            )
             .await
         {
             warn!(%reason, error = %e, "could not publish an Event");

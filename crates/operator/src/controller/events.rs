@@ -5,6 +5,7 @@
 
 use crate::lock::Locked;
 use std::{
+    borrow::Cow,
     collections::{HashMap, VecDeque},
     sync::Mutex,
     time::Duration,
@@ -19,6 +20,43 @@ use kube::{
     Api, Client,
     api::{ObjectMeta, Patch, PatchParams, PostParams},
 };
+
+/// An Event as a reconcile decides it, before it is published on an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventSpec {
+    pub warning: bool,
+    /// A reason from the bounded set in `controller::reasons`.
+    pub reason: Cow<'static, str>,
+    /// What the controller was doing, e.g. `Reconcile`, `ProbeCml`, `Scale`.
+    pub action: &'static str,
+    pub note: String,
+}
+
+impl EventSpec {
+    pub fn normal(
+        reason: impl Into<Cow<'static, str>>,
+        action: &'static str,
+        note: impl Into<String>,
+    ) -> EventSpec {
+        EventSpec {
+            warning: false,
+            reason: reason.into(),
+            action,
+            note: note.into(),
+        }
+    }
+
+    pub fn warning(
+        reason: impl Into<Cow<'static, str>>,
+        action: &'static str,
+        note: impl Into<String>,
+    ) -> EventSpec {
+        EventSpec {
+            warning: true,
+            ..EventSpec::normal(reason, action, note)
+        }
+    }
+}
 
 /// How long an Event is remembered for counting repeats.
 const REPEAT_WINDOW: Duration = Duration::from_secs(6 * 60);

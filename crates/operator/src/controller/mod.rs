@@ -3,7 +3,7 @@
 pub mod autoscaler;
 mod context;
 pub mod error;
-mod events;
+pub mod events;
 mod fleet;
 pub mod orphans;
 mod periodic;

@@ -12,7 +12,7 @@ use super::{
     status::{apply_status, as_stored},
 };
 use crate::{
-    controller::reasons,
+    controller::{events::EventSpec, reasons},
     crd::{
         WorkerTemplate,
         conditions::{self, ConditionType, NewCondition, Stamp},
@@ -48,18 +48,16 @@ pub async fn reconcile(template: Arc<WorkerTemplate>, ctx: Arc<Context>) -> Resu
             status.launch_spec_hash = Some(provider::launch_spec(spec, &image).hash());
             let name = image.name.unwrap_or_else(|| image.id.clone());
             let message = format!("image {} ({name})", image.id);
-            let ready =
-                NewCondition::new(ConditionType::Ready, true, reasons::IMAGE_RESOLVED, message);
+            let ready = NewCondition::new(
+                ConditionType::Ready,
+                true,
+                reasons::IMAGE_RESOLVED,
+                message.clone(),
+            );
             conditions::set(&mut status.conditions, ready, stamp);
             if !was_ready {
-                ctx.event(
-                    template.as_ref(),
-                    false,
-                    reasons::IMAGE_RESOLVED,
-                    "ResolveImage",
-                    format!("image {} ({name})", image.id),
-                )
-                .await;
+                let event = EventSpec::normal(reasons::IMAGE_RESOLVED, "ResolveImage", message);
+                ctx.event(template.as_ref(), event).await;
             }
             // Autoscale once the template is Ready; until the Worker cache is, look again soon.
             match super::autoscaler::reconcile(&template, &ctx, &mut status).await {
@@ -76,14 +74,8 @@ pub async fn reconcile(template: Arc<WorkerTemplate>, ctx: Arc<Context>) -> Resu
                 error.to_string(),
             );
             conditions::set(&mut status.conditions, not_ready, stamp);
-            ctx.event(
-                template.as_ref(),
-                true,
-                error.category(),
-                "ResolveImage",
-                error.to_string(),
-            )
-            .await;
+            let event = EventSpec::warning(error.category(), "ResolveImage", error.to_string());
+            ctx.event(template.as_ref(), event).await;
             Err(error)
         }
     };

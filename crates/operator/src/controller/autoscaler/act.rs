@@ -11,8 +11,8 @@ use tracing::info;
 
 use crate::{
     control_plane::ScalingEvent,
-    controller::reasons,
     controller::{Context, error::Error},
+    controller::{events::EventSpec, reasons},
     crd::{TEMPLATE_LABEL, TemplateRef, Worker, WorkerSpec, WorkerTemplate},
     planner::{Action, Decision},
 };
@@ -162,8 +162,8 @@ async fn tell(
     info!(template = %full, action, worker = %subject, trigger = decision.trigger.as_str(), reason = %decision.reason, "scaling decision");
     let reason = event_reason(&decision.action);
     let note = format!("{action} {subject}: {}", decision.reason);
-    ctx.event(template, false, reason, "Scale", note.clone())
-        .await;
+    let event = EventSpec::normal(reason, "Scale", note);
+    ctx.event(template, event.clone()).await;
     if let Some(worker) = decision.action.worker() {
         let target = Worker::new(
             worker,
@@ -176,7 +176,7 @@ async fn tell(
         );
         let mut target = target;
         target.metadata.namespace = Some(namespace.clone());
-        ctx.event(&target, false, reason, "Scale", note).await;
+        ctx.event(&target, event).await;
     }
     let key = decision
         .action

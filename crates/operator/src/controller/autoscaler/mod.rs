@@ -17,7 +17,7 @@ pub use history::ScalingHistory;
 
 use super::{Context, error::Result};
 use crate::{
-    controller::reasons,
+    controller::{events::EventSpec, reasons},
     crd::{Worker, WorkerTemplate, WorkerTemplateStatus},
     planner::{self, Inputs},
 };
@@ -70,17 +70,12 @@ pub async fn reconcile(
     let acted = act::act(template, ctx, &plan.decisions, &mine, now).await;
     ctx.expectations.expect(&key, &acted.created);
     if ctx.unplaceable_is_new(&namespace, &unplaceable) {
-        ctx.event(
-            template,
-            true,
-            reasons::UNPLACEABLE,
-            "Scale",
-            format!(
-                "no WorkerTemplate in {namespace} holds lab instances {} (license or size)",
-                unplaceable.join(", ")
-            ),
-        )
-        .await;
+        let note = format!(
+            "no WorkerTemplate in {namespace} holds lab instances {} (license or size)",
+            unplaceable.join(", ")
+        );
+        let event = EventSpec::warning(reasons::UNPLACEABLE, "Scale", note);
+        ctx.event(template, event).await;
     }
     let counts = status::counts(&mine, expected.len() as u32 + acted.created.len() as u32);
     ctx.metrics.fleet(&key, &status::by_phase(&counts));

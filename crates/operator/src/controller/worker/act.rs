@@ -8,8 +8,8 @@ use tracing::{debug, info};
 
 use super::observe::Observed;
 use crate::{
-    controller::reasons,
     controller::{Context, error::Error, fleet::provider_key},
+    controller::{events::EventSpec, reasons},
     crd::{LaunchStatus, Worker, WorkerPhase},
     phase_machine::{Plan, Step},
     provider::{
@@ -24,8 +24,8 @@ pub struct Acted {
     pub launched: Option<Launched>,
     pub launch: Option<LaunchStatus>,
     pub phase: Option<WorkerPhase>,
-    /// Events worth recording beyond the plan's own: (warning, reason, message).
-    pub events: Vec<(bool, &'static str, String)>,
+    /// Events worth recording beyond the plan's own.
+    pub events: Vec<EventSpec>,
     pub error: Option<Error>,
     /// The launch waits for its turn at the launch rate limit, this long: nothing was done.
     pub queued: Option<std::time::Duration>,
@@ -136,7 +136,7 @@ async fn launch(worker: &Worker, ctx: &Context, observed: &Observed, attempt: u3
                 launched: Some(launched),
                 launch: Some(launch),
                 phase: Some(WorkerPhase::Provisioning),
-                events: vec![(false, reason, message)],
+                events: vec![EventSpec::normal(reason, "Reconcile", message)],
                 ..Acted::default()
             }
         }
@@ -152,7 +152,11 @@ fn launch_failed(mut launch: LaunchStatus, e: ProviderError) -> Acted {
     }
     Acted {
         launch: Some(launch),
-        events: vec![(true, reasons::LAUNCH_FAILED, e.to_string())],
+        events: vec![EventSpec::warning(
+            reasons::LAUNCH_FAILED,
+            "Reconcile",
+            e.to_string(),
+        )],
         ..Acted::failed(e.into())
     }
 }

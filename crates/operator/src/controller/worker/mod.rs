@@ -5,6 +5,7 @@
 //! must report progress in status.
 
 mod act;
+mod events;
 mod observe;
 mod status;
 mod sync;
@@ -18,15 +19,13 @@ use std::{
     time::Duration,
 };
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-
 use kube::{
     Api, ResourceExt,
     api::{Patch, PatchParams},
     runtime::controller::Action,
 };
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::{
     Context,
@@ -34,11 +33,12 @@ use super::{
     status::{apply_status, as_stored},
 };
 use crate::{
+    controller::events::EventSpec,
     crd::{
-        Worker, WorkerStatus, WorkerTemplate,
+        Worker, WorkerTemplate,
         conditions::{self, ConditionType, NewCondition, Stamp},
     },
-    phase_machine::{Reason, Recheck, Step, plan},
+    phase_machine::{Recheck, Step, plan},
 };
 
 pub const FINALIZER: &str = "ccm.dev/terminate-instance";
@@ -136,70 +136,13 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action>
             ctx.unseen_launches.wrote(&uid, &launched.instance.id);
         }
     }
-    // A launch's own Event (Launched, Adopted, LaunchFailed) says more than `Launching` would.
-    let said_by_act = |r: &Reason| *r == Reason::Launching && !acted.events.is_empty();
-    if let Some((reason, message)) = plan.event.as_ref().filter(|(r, _)| !said_by_act(r)) {
-        info!(worker = %status::name(&worker), reason = reason.as_str(), %message, "transition");
-        ctx.event(
-            worker.as_ref(),
-            reason.is_warning(),
-            reason.as_str(),
-            "Reconcile",
-            message.clone(),
-        )
-        .await;
-    }
-    // A CML failure shows in the Ready condition; an Event marks each new kind of failure.
-    if let Some((_, Err(e))) = &observed.cml {
-        let before = worker
-            .status
-            .as_ref()
-            .and_then(|s| conditions::find(&s.conditions, ConditionType::Ready))
-            .map(|c| c.reason.clone());
-        if before.as_deref() != Some(e.kind.as_str()) {
-            ctx.event(
-                worker.as_ref(),
-                true,
-                e.kind.as_str(),
-                "ProbeCml",
-                e.message.clone(),
-            )
-            .await;
-        }
-    }
-    // A CML endpoint that stops answering, or a remote that does not hold the record: an Event
-    // marks each new kind.
-    for (type_, failing, action) in [
-        (ConditionType::CmlDegraded, "True", "ProbeCml"),
-        (ConditionType::Synced, "False", "Sync"),
-    ] {
-        if let Some(c) = newly_failing(worker.status.as_ref(), &next, type_, failing) {
-            warn!(worker = %status::name(&worker), condition = type_.as_str(), reason = %c.reason, message = %c.message, "degraded");
-            ctx.event(worker.as_ref(), true, &c.reason, action, c.message.clone())
-                .await;
-        }
-    }
-    for (warning, reason, message) in &acted.events {
-        ctx.event(
-            worker.as_ref(),
-            *warning,
-            reason,
-            "Reconcile",
-            message.clone(),
-        )
-        .await;
-    }
+    events::publish(
+        &ctx,
+        &worker,
+        events::decide(&worker, &observed, &plan, &acted, &next),
+    )
+    .await;
     if let Some(e) = acted.error {
-        if acted.events.is_empty() {
-            ctx.event(
-                worker.as_ref(),
-                true,
-                e.category(),
-                "Reconcile",
-                e.to_string(),
-            )
-            .await;
-        }
         return Err(e);
     }
     if plan.step == Step::Release {
@@ -233,22 +176,6 @@ async fn forget_records(worker: &Worker, ctx: &Context) {
     }
 }
 
-/// The condition `type_` of `next` when it is in its `failing` status with a reason it did not
-/// have before: a new kind of failure, worth one Event.
-fn newly_failing<'a>(
-    old: Option<&WorkerStatus>,
-    next: &'a WorkerStatus,
-    type_: ConditionType,
-    failing: &str,
-) -> Option<&'a Condition> {
-    let now = conditions::find(&next.conditions, type_).filter(|c| c.status == failing)?;
-    let before = old
-        .and_then(|s| conditions::find(&s.conditions, type_))
-        .filter(|c| c.status == failing)
-        .map(|c| c.reason.as_str());
-    (before != Some(now.reason.as_str())).then_some(now)
-}
-
 /// Shows an error that stopped the reconcile early in the Ready condition and as an Event.
 async fn record_error(api: &Api<Worker>, worker: &Worker, ctx: &Context, error: &Error) {
     let mut status = worker.status.clone().unwrap_or_default();
@@ -267,14 +194,8 @@ async fn record_error(api: &Api<Worker>, worker: &Worker, ctx: &Context, error: 
     if let Err(e) = apply_status(api, worker, &status).await {
         warn!(worker = %status::name(worker), error = %e, "could not record an error in status");
     }
-    ctx.event(
-        worker,
-        true,
-        error.category(),
-        "Reconcile",
-        error.to_string(),
-    )
-    .await;
+    let event = EventSpec::warning(error.category(), "Reconcile", error.to_string());
+    ctx.event(worker, event).await;
 }
 
 async fn add_finalizer(api: &Api<Worker>, worker: &Worker) -> Result<(), kube::Error> {
@@ -318,7 +239,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
-    use crate::crd::WorkerPhase;
+    use crate::crd::{WorkerPhase, WorkerStatus};
 
     fn worker() -> Worker {
         let mut w: Worker = serde_json::from_value(json!({

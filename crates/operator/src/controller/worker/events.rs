@@ -1,0 +1,100 @@
+//! The Events of one Worker reconcile: decided from what it observed, planned, did and will
+//! write, then published. Each marks a change: a transition, a launch, a new kind of failure.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use tracing::{info, warn};
+
+use super::{act::Acted, observe::Observed, status};
+use crate::{
+    controller::{Context, events::EventSpec},
+    crd::{
+        Worker, WorkerStatus,
+        conditions::{self, ConditionType},
+    },
+    phase_machine::{Plan, Reason},
+};
+
+/// The Events this reconcile is worth, in the order they happened.
+pub(super) fn decide(
+    worker: &Worker,
+    observed: &Observed,
+    plan: &Plan,
+    acted: &Acted,
+    next: &WorkerStatus,
+) -> Vec<EventSpec> {
+    let mut events: Vec<EventSpec> = transition(worker, plan, acted).into_iter().collect();
+    events.extend(cml_failure(worker, observed));
+    events.extend(newly_degraded(worker, next));
+    events.extend(acted.events.iter().cloned());
+    if let Some(e) = acted.error.as_ref().filter(|_| acted.events.is_empty()) {
+        events.push(EventSpec::warning(e.category(), "Reconcile", e.to_string()));
+    }
+    events
+}
+
+/// Publishes `events` on `worker`.
+pub(super) async fn publish(ctx: &Context, worker: &Worker, events: Vec<EventSpec>) {
+    for event in events {
+        ctx.event(worker, event).await;
+    }
+}
+
+/// The phase machine's transition; a launch's own Event (Launched, Adopted, LaunchFailed) says
+/// more than `Launching` would.
+fn transition(worker: &Worker, plan: &Plan, acted: &Acted) -> Option<EventSpec> {
+    let said_by_act = |r: &Reason| *r == Reason::Launching && !acted.events.is_empty();
+    let (reason, message) = plan.event.as_ref().filter(|(r, _)| !said_by_act(r))?;
+    info!(worker = %status::name(worker), reason = reason.as_str(), %message, "transition");
+    Some(EventSpec {
+        warning: reason.is_warning(),
+        reason: reason.as_str().into(),
+        action: "Reconcile",
+        note: message.clone(),
+    })
+}
+
+/// A CML failure shows in the Ready condition; an Event marks each new kind of failure.
+fn cml_failure(worker: &Worker, observed: &Observed) -> Option<EventSpec> {
+    let Some((_, Err(e))) = &observed.cml else {
+        return None;
+    };
+    let before = worker
+        .status
+        .as_ref()
+        .and_then(|s| conditions::find(&s.conditions, ConditionType::Ready))
+        .map(|c| c.reason.as_str());
+    (before != Some(e.kind.as_str()))
+        .then(|| EventSpec::warning(e.kind.as_str(), "ProbeCml", e.message.clone()))
+}
+
+/// A CML endpoint that stops answering, or a remote that does not hold the record: an Event
+/// marks each new kind.
+fn newly_degraded(worker: &Worker, next: &WorkerStatus) -> Vec<EventSpec> {
+    [
+        (ConditionType::CmlDegraded, "True", "ProbeCml"),
+        (ConditionType::Synced, "False", "Sync"),
+    ]
+    .into_iter()
+    .filter_map(|(type_, failing, action)| {
+        let c = newly_failing(worker.status.as_ref(), next, type_, failing)?;
+        warn!(worker = %status::name(worker), condition = type_.as_str(), reason = %c.reason, message = %c.message, "degraded");
+        Some(EventSpec::warning(c.reason.clone(), action, c.message.clone()))
+    })
+    .collect()
+}
+
+/// The condition `type_` of `next` when it is in its `failing` status with a reason it did not
+/// have before: a new kind of failure, worth one Event.
+fn newly_failing<'a>(
+    old: Option<&WorkerStatus>,
+    next: &'a WorkerStatus,
+    type_: ConditionType,
+    failing: &str,
+) -> Option<&'a Condition> {
+    let now = conditions::find(&next.conditions, type_).filter(|c| c.status == failing)?;
+    let before = old
+        .and_then(|s| conditions::find(&s.conditions, type_))
+        .filter(|c| c.status == failing)
+        .map(|c| c.reason.as_str());
+    (before != Some(now.reason.as_str())).then_some(now)
+}
