@@ -1,4 +1,6 @@
-//! What every reconcile shares: clients, configuration, providers, CML probes, Events.
+//! What every controller shares: the client, configuration, providers, remotes, the Worker and
+//! template caches, metrics, Events, readiness and leadership. What one controller keeps for
+//! itself is in its own context (`worker::WorkerContext`, `autoscaler::TemplateContext`).
 
 use crate::lock::Locked;
 use std::{
@@ -14,17 +16,12 @@ use tracing::warn;
 use kube::runtime::reflector::Store;
 
 use super::{
-    autoscaler::{Expectations, ScalingHistory},
     events::{EventSink, EventSpec},
-    fleet::FleetCache,
-    secrets::SecretCache,
     template_cache::TemplateCache,
-    worker::UnseenLaunches,
 };
 use crate::{
     backoff::Backoff,
-    cml::{CmlProbe, HttpCml},
-    crd::{ProviderKind, Worker},
+    crd::Worker,
     demand::DemandSnapshot,
     provider::ProviderRegistry,
     sync::{Remotes, outbox::Outbox},
@@ -91,12 +88,8 @@ pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub providers: ProviderRegistry,
-    /// Instances as last listed, shared by all worker reconciles.
-    pub fleet: FleetCache,
     /// WorkerTemplates as last watched, shared by all worker reconciles.
     pub templates: TemplateCache,
-    /// Secrets the CML probes read.
-    pub secrets: SecretCache,
     /// The Control Plane API and etcd, when configured, and what each acknowledged.
     pub remotes: Arc<Remotes>,
     /// The latest demand snapshot (`None` until the first read, or without a Control Plane API).
@@ -108,17 +101,8 @@ pub struct Context {
     synced: std::sync::atomic::AtomicBool,
     /// This replica leads (always, without leader election).
     leading: std::sync::atomic::AtomicBool,
-    /// Workers created by the autoscaler that the Worker cache does not show yet.
-    pub expectations: Expectations,
-    /// Launches written to Worker statuses that the Worker cache does not show yet.
-    pub unseen_launches: UnseenLaunches,
-    /// Each template's last scale-up and scale-down, as last written.
-    pub scaling_history: ScalingHistory,
     /// The Worker cache, once the controllers run.
     workers: OnceLock<Store<Worker>>,
-    /// Lab instances already reported as unplaceable, per namespace.
-    unplaceable: Mutex<HashMap<String, Vec<String>>>,
-    cml_http: Arc<dyn CmlProbe>,
     recorder: EventSink,
     /// Consecutive transient failures per object UID, for the backoff.
     failures: Mutex<HashMap<String, u32>>,
@@ -135,21 +119,14 @@ impl Context {
     ) -> Context {
         let recorder = EventSink::new(client.clone(), CONTROLLER_NAME, instance_id);
         Context {
-            cml_http: Arc::new(HttpCml::new(settings.cml_timeout)),
-            fleet: FleetCache::new(settings.resync_interval / 2),
             templates: TemplateCache::default(),
-            secrets: SecretCache::new(settings.secret_ttl),
             remotes: Arc::new(Remotes::none()),
             demand: watch::channel(None).0,
             outbox: Arc::new(Outbox::new(1000)),
             metrics: Arc::new(Metrics::default()),
             synced: std::sync::atomic::AtomicBool::new(false),
             leading: std::sync::atomic::AtomicBool::new(true),
-            expectations: Expectations::default(),
-            unseen_launches: UnseenLaunches::default(),
-            scaling_history: ScalingHistory::default(),
             workers: OnceLock::new(),
-            unplaceable: Mutex::new(HashMap::new()),
             client,
             settings,
             providers,
@@ -174,14 +151,6 @@ impl Context {
 
     pub(super) fn set_worker_cache(&self, store: Store<Worker>) {
         let _ = self.workers.set(store);
-    }
-
-    /// Whether `ids` differ from what was last reported unplaceable in `namespace` (and
-    /// remembers them): one Event per new set, not one per reconcile.
-    pub fn unplaceable_is_new(&self, namespace: &str, ids: &[String]) -> bool {
-        let mut seen = self.unplaceable.locked();
-        let before = seen.insert(namespace.to_owned(), ids.to_vec());
-        !ids.is_empty() && before.as_deref() != Some(ids)
     }
 
     /// Starts as a standby, until the elector says otherwise.
@@ -236,14 +205,6 @@ impl Context {
     /// The sender the demand feed publishes on.
     pub fn demand_feed(&self) -> watch::Sender<Option<Arc<DemandSnapshot>>> {
         self.demand.clone()
-    }
-
-    /// The CML client for workers of `provider`; `None` for a provider this build lacks.
-    pub fn cml(&self, provider: ProviderKind) -> Option<&dyn CmlProbe> {
-        match provider {
-            ProviderKind::Aws => Some(self.cml_http.as_ref()),
-            ProviderKind::Simulated => self.providers.simulated_cml(),
-        }
     }
 
     /// Publishes an Event on `obj`; a failure to publish is logged, never fatal.

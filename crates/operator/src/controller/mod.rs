@@ -31,6 +31,9 @@ use tracing::{Instrument, debug, error, info};
 
 pub use context::{CONTROLLER_NAME, Context, Settings};
 
+use autoscaler::TemplateContext;
+use worker::WorkerContext;
+
 use crate::{
     backoff::Backoff,
     crd::{Worker, WorkerTemplate},
@@ -114,8 +117,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
                 let span = reconcile_span("worker", w.as_ref());
                 timed("worker", worker::reconcile(w, ctx.clone()), ctx).instrument(span)
             },
-            |w, e, ctx| status::error_policy("worker", w, e, ctx),
-            ctx.clone(),
+            |w, e, ctx| status::error_policy("worker", w, e, &ctx),
+            Arc::new(WorkerContext::new(ctx.clone())),
         )
         .for_each(|r| async move { debug!(result = ?r.map(|(o, _)| o.name), "worker reconciled") });
     let template_loop = templates
@@ -125,8 +128,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
                 let span = reconcile_span("template", t.as_ref());
                 timed("template", template::reconcile(t, ctx.clone()), ctx).instrument(span)
             },
-            |t, e, ctx| status::error_policy("template", t, e, ctx),
-            ctx.clone(),
+            |t, e, ctx| status::error_policy("template", t, e, &ctx),
+            Arc::new(TemplateContext::new(ctx.clone())),
         )
         .for_each(
             |r| async move { debug!(result = ?r.map(|(o, _)| o.name), "template reconciled") },
@@ -252,10 +255,10 @@ pub(crate) fn reconcile_span<K: kube::Resource>(
 }
 
 /// Runs one reconcile and counts it, with its duration, by controller and result.
-async fn timed<T>(
+async fn timed<T, C: std::ops::Deref<Target = Context>>(
     controller: &'static str,
     reconcile: impl Future<Output = error::Result<T>>,
-    ctx: Arc<Context>,
+    ctx: Arc<C>,
 ) -> error::Result<T> {
     let started = tokio::time::Instant::now();
     let result = reconcile.await;

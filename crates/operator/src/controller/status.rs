@@ -46,7 +46,7 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(
     controller: &'static str,
     obj: Arc<K>,
     error: &Error,
-    ctx: Arc<Context>,
+    ctx: &Context,
 ) -> Action {
     let _span = super::reconcile_span(controller, obj.as_ref()).entered();
     warn!(category = error.category(), %error, "reconcile failed");

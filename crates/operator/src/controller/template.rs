@@ -7,7 +7,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{Api, ResourceExt, runtime::controller::Action};
 
 use super::{
-    Context,
+    autoscaler::TemplateContext,
     error::{Error, Result},
     status::{apply_status, as_stored},
 };
@@ -20,7 +20,7 @@ use crate::{
     provider::{self, CloudProvider},
 };
 
-pub async fn reconcile(template: Arc<WorkerTemplate>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(template: Arc<WorkerTemplate>, ctx: Arc<TemplateContext>) -> Result<Action> {
     let namespace = template
         .namespace()
         .ok_or_else(|| Error::Invalid("a WorkerTemplate must be namespaced".into()))?;

@@ -11,7 +11,7 @@ use tracing::info;
 
 use crate::{
     control_plane::ScalingEvent,
-    controller::{Context, error::Error},
+    controller::{autoscaler::TemplateContext, error::Error},
     controller::{events::EventSpec, reasons},
     crd::{TEMPLATE_LABEL, TemplateRef, Worker, WorkerSpec, WorkerTemplate},
     planner::{Action, Decision},
@@ -27,7 +27,7 @@ pub struct Acted {
 
 pub async fn act(
     template: &WorkerTemplate,
-    ctx: &Context,
+    ctx: &TemplateContext,
     decisions: &[Decision],
     workers: &[&Worker],
     now: Timestamp,
@@ -82,7 +82,7 @@ pub async fn act(
 
 /// The planner judged `name` idle from its status, which lags the platform by up to a resync:
 /// ask the Control Plane API again right before draining, and leave it be unless it says zero.
-async fn still_idle(ctx: &Context, workers: &[&Worker], name: &str) -> bool {
+async fn still_idle(ctx: &TemplateContext, workers: &[&Worker], name: &str) -> bool {
     let Some(cp) = ctx.remotes.control_plane() else {
         return true;
     };
@@ -147,7 +147,7 @@ async fn desire(api: &Api<Worker>, worker: &str, state: &str) -> Result<(), kube
 /// A log line, an Event on the template (and on the worker concerned), and an audit record.
 async fn tell(
     template: &WorkerTemplate,
-    ctx: &Context,
+    ctx: &TemplateContext,
     decision: &Decision,
     created: &[String],
     now: Timestamp,

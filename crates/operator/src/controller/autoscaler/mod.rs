@@ -3,6 +3,7 @@
 //! (create, patch `desiredState`, delete Workers) -> status.
 
 mod act;
+mod context;
 mod expectations;
 mod history;
 mod observe;
@@ -12,10 +13,11 @@ use std::sync::Arc;
 
 use kube::ResourceExt;
 
+pub use context::TemplateContext;
 pub use expectations::Expectations;
 pub use history::ScalingHistory;
 
-use super::{Context, error::Result};
+use super::error::Result;
 use crate::{
     controller::{events::EventSpec, reasons},
     crd::{Worker, WorkerTemplate, WorkerTemplateStatus},
@@ -26,7 +28,7 @@ use crate::{
 /// is not synced yet (nothing is decided on a partial view).
 pub async fn reconcile(
     template: &WorkerTemplate,
-    ctx: &Context,
+    ctx: &TemplateContext,
     status: &mut WorkerTemplateStatus,
 ) -> Result<bool> {
     let Some(store) = ctx.worker_cache() else {

@@ -8,7 +8,7 @@ use tracing::{debug, info};
 
 use super::observe::Observed;
 use crate::{
-    controller::{Context, error::Error, fleet::provider_key},
+    controller::{error::Error, fleet::provider_key, worker::WorkerContext},
     controller::{events::EventSpec, reasons},
     crd::{LaunchStatus, Worker, WorkerPhase},
     phase_machine::{Plan, Step},
@@ -40,7 +40,7 @@ impl Acted {
     }
 }
 
-pub async fn act(worker: &Worker, ctx: &Context, plan: &Plan, observed: &Observed) -> Acted {
+pub async fn act(worker: &Worker, ctx: &WorkerContext, plan: &Plan, observed: &Observed) -> Acted {
     let Some((kind, region, provider)) = &observed.provider else {
         return Acted::default();
     };
@@ -71,7 +71,7 @@ pub async fn act(worker: &Worker, ctx: &Context, plan: &Plan, observed: &Observe
     }
 }
 
-async fn launch(worker: &Worker, ctx: &Context, observed: &Observed, attempt: u32) -> Acted {
+async fn launch(worker: &Worker, ctx: &WorkerContext, observed: &Observed, attempt: u32) -> Acted {
     let (Some(template), Some((_, _, provider))) = (&observed.template, &observed.provider) else {
         return Acted::default();
     };

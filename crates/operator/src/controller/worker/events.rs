@@ -6,7 +6,7 @@ use tracing::{info, warn};
 
 use super::{act::Acted, observe::Observed, status};
 use crate::{
-    controller::{Context, events::EventSpec},
+    controller::{events::EventSpec, worker::WorkerContext},
     crd::{
         Worker, WorkerStatus,
         conditions::{self, ConditionType},
@@ -33,7 +33,7 @@ pub(super) fn decide(
 }
 
 /// Publishes `events` on `worker`.
-pub(super) async fn publish(ctx: &Context, worker: &Worker, events: Vec<EventSpec>) {
+pub(super) async fn publish(ctx: &WorkerContext, worker: &Worker, events: Vec<EventSpec>) {
     for event in events {
         ctx.event(worker, event).await;
     }

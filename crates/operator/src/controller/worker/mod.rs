@@ -5,12 +5,14 @@
 //! must report progress in status.
 
 mod act;
+mod context;
 mod events;
 mod observe;
 mod status;
 mod sync;
 mod unseen;
 
+pub use context::WorkerContext;
 pub use unseen::UnseenLaunches;
 
 use std::{
@@ -28,7 +30,6 @@ use serde_json::json;
 use tracing::warn;
 
 use super::{
-    Context,
     error::{Error, Result},
     status::{apply_status, as_stored},
 };
@@ -79,7 +80,7 @@ pub fn template_wakes_workers(template: &WorkerTemplate) -> Option<u64> {
     Some(h.finish())
 }
 
-pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<WorkerContext>) -> Result<Action> {
     let namespace = worker
         .namespace()
         .ok_or_else(|| Error::Invalid("a Worker must be namespaced".into()))?;
@@ -166,7 +167,7 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<Context>) -> Result<Action>
 
 /// After termination the remotes' records go; a remote that is down does not hold the object:
 /// the record sweep removes what is left once it answers.
-async fn forget_records(worker: &Worker, ctx: &Context) {
+async fn forget_records(worker: &Worker, ctx: &WorkerContext) {
     let Some(uid) = worker.uid() else { return };
     for (remote, result) in ctx.remotes.remove(&uid).await {
         if let Err(e) = result {
@@ -177,7 +178,7 @@ async fn forget_records(worker: &Worker, ctx: &Context) {
 }
 
 /// Shows an error that stopped the reconcile early in the Ready condition and as an Event.
-async fn record_error(api: &Api<Worker>, worker: &Worker, ctx: &Context, error: &Error) {
+async fn record_error(api: &Api<Worker>, worker: &Worker, ctx: &WorkerContext, error: &Error) {
     let mut status = worker.status.clone().unwrap_or_default();
     let now = k8s_openapi::jiff::Timestamp::now();
     let not_ready = NewCondition::new(

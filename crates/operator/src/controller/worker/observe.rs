@@ -9,9 +9,9 @@ use crate::{
     cml::{CmlError, CmlErrorKind, CmlReport, CmlTarget, TlsPolicy},
     control_plane::WorkerCapacity,
     controller::{
-        Context,
         error::Result,
         fleet::{Freshness, provider_key},
+        worker::WorkerContext,
     },
     crd::{
         DesiredState, ProviderKind, SKIP_DRAIN_ANNOTATION, Worker, WorkerPhase, WorkerStatus,
@@ -37,7 +37,7 @@ pub struct Observed {
     pub usage: Option<Result<Option<WorkerCapacity>, RemoteError>>,
 }
 
-pub async fn observe(worker: &Worker, ctx: &Context) -> Result<Observed> {
+pub async fn observe(worker: &Worker, ctx: &WorkerContext) -> Result<Observed> {
     let namespace = worker.namespace().unwrap_or_default();
     let no_status = WorkerStatus::default();
     let status = worker.status.as_ref().unwrap_or(&no_status);
@@ -203,7 +203,7 @@ fn template_readiness(t: &WorkerTemplate) -> TemplateFacts {
 
 /// Asks the worker's CML API and counts the outcome.
 async fn probe_cml(
-    ctx: &Context,
+    ctx: &WorkerContext,
     namespace: &str,
     template: &WorkerTemplate,
     kind: ProviderKind,
@@ -220,7 +220,7 @@ async fn probe_cml(
 
 /// Asks the worker's CML API; failures to even build the request become facts too.
 async fn ask_cml(
-    ctx: &Context,
+    ctx: &WorkerContext,
     namespace: &str,
     template: &WorkerTemplate,
     kind: ProviderKind,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::observe::Observed;
 use crate::{
-    controller::{Context, reasons},
+    controller::{reasons, worker::WorkerContext},
     crd::{
         Worker, WorkerStatus,
         conditions::{self, ConditionType, NewCondition, Stamp},
@@ -20,7 +20,7 @@ pub(super) async fn push(
     worker: &Worker,
     observed: &Observed,
     next: &mut WorkerStatus,
-    ctx: &Context,
+    ctx: &WorkerContext,
 ) -> Option<Duration> {
     if ctx.remotes.is_empty() {
         return None;
