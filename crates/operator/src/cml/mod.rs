@@ -1,5 +1,6 @@
 //! The CML API on each worker: the HTTP client of [`ccm_ports::cml::CmlProbe`].
 
+pub mod flags;
 mod http;
 
 pub use ccm_ports::cml::*;

@@ -2,6 +2,7 @@
 //! wire types (snake_case, times as RFC 3339 strings) and an HTTP client.
 
 mod client;
+pub mod flags;
 
 use serde::{Deserialize, Serialize};
 

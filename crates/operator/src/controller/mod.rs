@@ -4,6 +4,7 @@ pub mod autoscaler;
 mod context;
 pub mod error;
 pub mod events;
+pub mod flags;
 mod fleet;
 pub mod orphans;
 mod periodic;

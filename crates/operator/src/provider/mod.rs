@@ -4,6 +4,7 @@
 
 mod capacity;
 pub mod ec2;
+pub mod flags;
 mod from_template;
 mod managed;
 mod registry;

@@ -1,6 +1,8 @@
 //! The platform's etcd: the controller writes each worker's record under `/ccm/workers/{id}/`
 //! for the scheduler to watch, and watches `/ccm/instances/` to learn of new demand at once.
 
+pub mod flags;
+
 use std::time::Duration;
 
 use etcd_client::{

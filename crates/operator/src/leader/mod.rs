@@ -4,6 +4,8 @@
 //! leading if it cannot renew within the renew deadline, before the Lease can expire. Every write
 //! carries the resourceVersion read, so two replicas never both win.
 
+pub mod flags;
+
 use std::time::Duration;
 
 use k8s_openapi::{

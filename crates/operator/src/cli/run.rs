@@ -1,0 +1,163 @@
+//! `run`: the controller as one process: the parts wired, health and metrics served, leadership
+//! won through the Lease, and a clean stop on SIGTERM.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use clap::Args;
+
+use super::{RunArgs, wiring::remotes};
+use crate::{
+    controller::{self, Context},
+    leader::{ElectionConfig, Elector},
+};
+
+#[derive(Debug, Args)]
+pub struct RuntimeArgs {
+    /// Threads running the controller's tasks. One thread (the default) spends least: its work
+    /// is waiting on the network, and a second thread costs a wake-up for each hand-over.
+    #[arg(long, env = "RUNTIME_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub runtime_threads: u16,
+}
+
+impl RuntimeArgs {
+    /// One thread runs everything on the thread that starts it; more share the work.
+    pub fn build(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let mut builder = match self.runtime_threads {
+            1 => tokio::runtime::Builder::new_current_thread(),
+            n => {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(usize::from(n));
+                b
+            }
+        };
+        builder.enable_all().build()
+    }
+}
+
+pub(super) async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
+    args.election.check()?;
+    let client = kube::Client::try_default().await?;
+    let remotes = remotes(&args, &client).await?;
+    let identity = args.controller.identity();
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            args.settings(),
+            args.providers()?,
+            &identity,
+        )
+        .with_remotes(remotes),
+    );
+    let (leading_tx, mut leading) = tokio::sync::watch::channel(!args.election.leader_election);
+    if args.election.leader_election {
+        ctx.stand_by();
+    }
+    let (stop_elector, elector_stop) = tokio::sync::watch::channel(false);
+    if args.controller.health_port != 0 {
+        let addr = std::net::SocketAddr::from(([0, 0, 0, 0], args.controller.health_port));
+        let (ready, collect) = (ctx.clone(), ctx.clone());
+        let leads = leading.clone();
+        crate::telemetry::http::serve(
+            addr,
+            ctx.metrics.clone(),
+            Arc::new(move || {
+                if *leads.borrow() {
+                    let (ok, why) = ready.readiness();
+                    (ok, format!("leader: {why}"))
+                } else {
+                    (true, "standby: another replica leads".to_owned())
+                }
+            }),
+            Arc::new(move |_| collect.collect_metrics()),
+            std::future::pending(),
+        )
+        .await
+        .with_context(|| format!("serving health and metrics on {addr}"))?;
+    }
+    let elector = args.election.leader_election.then(|| {
+        let e = &args.election;
+        let config = ElectionConfig {
+            name: e.leader_lease_name.clone(),
+            namespace: e.lease_namespace(),
+            identity: identity.clone(),
+            lease_duration: Duration::from_secs(e.leader_lease_ttl.max(1)),
+            renew_deadline: e.leader_renew_deadline.as_std(),
+            retry_period: e.leader_retry_period.as_std(),
+        };
+        tracing::info!(lease = %config.name, namespace = %config.namespace, %identity, "waiting to lead");
+        let ctx = ctx.clone();
+        let leading_tx = leading_tx;
+        tokio::spawn(async move {
+            let (tx, mut rx) = tokio::sync::watch::channel(false);
+            let forward = tokio::spawn(async move {
+                while rx.changed().await.is_ok() {
+                    let now = *rx.borrow();
+                    ctx.set_leading(now);
+                    let _ = leading_tx.send(now);
+                }
+            });
+            Elector::new(client, config).run(tx, elector_stop).await;
+            forward.abort();
+        })
+    });
+    // Stand by until leading, or until asked to stop.
+    let mut signal = Box::pin(shutdown_signal());
+    tokio::select! {
+        _ = leading.wait_for(|l| *l) => {}
+        _ = &mut signal => {
+            let _ = stop_elector.send(true);
+            if let Some(e) = elector { let _ = e.await; }
+            return Ok(());
+        }
+    }
+    tracing::info!(
+        cluster_id = %ctx.settings.cluster_id,
+        namespace = ?ctx.settings.namespace,
+        control_plane = ?ctx.remotes.control_plane().map(|c| c.base_url().to_owned()),
+        etcd = ctx.remotes.etcd().is_some(),
+        "starting"
+    );
+    // A replica that loses the Lease exits at once, as controller-runtime does: nothing it had
+    // in flight may go on once another replica can lead, and it starts afresh as a standby.
+    let mut lease_held = leading.clone();
+    let lost = async move {
+        if lease_held.wait_for(|l| !*l).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        _ = controller::run(ctx, signal) => {}
+        _ = lost => {
+            tracing::error!("lost the leader lease; exiting so this replica starts afresh");
+            std::process::exit(1);
+        }
+    }
+    // Release the Lease (when still held) so a standby takes over at once.
+    let _ = stop_elector.send(true);
+    if let Some(e) = elector {
+        let _ = e.await;
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,51 @@
+//! `run`'s flags for the controllers themselves: identity, scope, intervals, concurrency.
+
+use clap::Args;
+
+use crate::crd::GoDuration;
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Value of the `ccm:cluster` tag on this controller's instances.
+    #[arg(long, env = "CLUSTER_ID", default_value = "default")]
+    pub cluster_id: String,
+    /// This replica's identity in Events and in the leader Lease (default: the host name, which
+    /// in a pod is the pod's name).
+    #[arg(long, env = "CONTROLLER_INSTANCE_ID")]
+    pub controller_instance_id: Option<String>,
+    /// Reconcile only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Seconds between re-checks of a worker in steady state.
+    #[arg(long, env = "RECONCILE_INTERVAL", default_value_t = 30)]
+    pub reconcile_interval: u64,
+    /// Re-check interval of a worker that is changing (booting, draining, stopping).
+    #[arg(long, default_value = "5s")]
+    pub poll_interval: GoDuration,
+    /// Workers reconciled at once.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: u16,
+    /// Age after which an instance of this cluster with no Worker is terminated.
+    #[arg(long, default_value = "10m")]
+    pub orphan_grace: GoDuration,
+    /// Interval of the orphan sweep.
+    #[arg(long, default_value = "1m")]
+    pub orphan_sweep_interval: GoDuration,
+    /// How far ahead of a lab's timeslot the autoscaler makes room for it (worker boot plus lab
+    /// start-up).
+    #[arg(long, env = "SCALE_UP_LEAD_TIME", default_value = "35m")]
+    pub scale_up_lead_time: GoDuration,
+    /// Port of `/health`, `/readyz` and `/metrics` (0 turns them off).
+    #[arg(long, env = "HEALTH_PORT", default_value_t = 8082)]
+    pub health_port: u16,
+}
+
+impl ControllerArgs {
+    /// This replica's name: the flag, else the host (pod) name, else one made from the pid.
+    pub fn identity(&self) -> String {
+        self.controller_instance_id
+            .clone()
+            .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+            .unwrap_or_else(|| format!("resource-controller-{}", std::process::id()))
+    }
+}
