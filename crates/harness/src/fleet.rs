@@ -16,9 +16,9 @@ use resource_controller::{
     control_plane::{ControlPlaneClient, ControlPlaneConfig},
     controller::{self, Context, Settings},
     crd::{Worker, WorkerPhase, WorkerTemplate, WorkerTemplateStatus},
+    mirror::Remotes,
+    platform_etcd::{EtcdConfig, EtcdStore},
     provider::{ProviderRegistry, aws_default_chain},
-    state_store::{EtcdConfig, EtcdStore},
-    sync::Remotes,
 };
 use serde_json::json;
 use tokio::task::JoinHandle;

@@ -10,11 +10,11 @@ pub mod demand;
 pub mod http_error;
 pub mod leader;
 mod lock;
+pub mod mirror;
+pub mod platform_etcd;
 pub mod provider;
 pub mod reference;
 pub mod remote;
-pub mod state_store;
-pub mod sync;
 pub mod telemetry;
 pub mod tls;
 

@@ -1,6 +1,6 @@
 //! The command line: `run` and `crds`. Each group of `run`'s flags sits next to what it
 //! configures (`controller::flags`, `provider::flags`, `cml::flags`, `control_plane::flags`,
-//! `state_store::flags`, `leader::flags`); `wiring` builds the parts from them and `run` starts
+//! `platform_etcd::flags`, `leader::flags`); `wiring` builds the parts from them and `run` starts
 //! and stops the controller.
 
 mod run;
@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::provider::flags::SimulatedArgs;
 use crate::{
     cml::flags::CmlArgs, control_plane::flags::ControlPlaneArgs, controller::flags::ControllerArgs,
-    crd, leader::flags::ElectionArgs, provider::flags::AwsArgs, state_store::flags::EtcdArgs,
+    crd, leader::flags::ElectionArgs, platform_etcd::flags::EtcdArgs, provider::flags::AwsArgs,
     telemetry::LogFormat,
 };
 

@@ -11,11 +11,11 @@ use crate::{
     backoff::Backoff,
     control_plane::{ControlPlaneClient, ControlPlaneConfig},
     controller::Settings,
+    mirror::Remotes,
+    platform_etcd::{EtcdConfig, EtcdStore},
     provider::{
         Ec2Limits, ProviderRegistry, ProviderSettings, SimulatedBackend, aws_default_chain,
     },
-    state_store::{EtcdConfig, EtcdStore},
-    sync::Remotes,
 };
 
 impl RunArgs {

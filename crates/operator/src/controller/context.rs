@@ -23,8 +23,8 @@ use crate::{
     backoff::Backoff,
     crd::Worker,
     demand::DemandSnapshot,
+    mirror::{Remotes, outbox::Outbox},
     provider::ProviderRegistry,
-    sync::{Remotes, outbox::Outbox},
     telemetry::Metrics,
 };
 

@@ -6,9 +6,9 @@
 use crate::{
     cml::{CmlEndpoint, CmlErrorKind},
     controller::error::CATEGORIES,
+    mirror::RemoteName,
     phase_machine::Reason,
     remote::RemoteErrorKind,
-    sync::RemoteName,
 };
 
 // Worker `Launched`.

@@ -1,4 +1,4 @@
-//! Runs the record sweep (`sync::sweep`) every `record_sweep_interval` once the Worker cache is
+//! Runs the record sweep (`mirror::sweep`) every `record_sweep_interval` once the Worker cache is
 //! synced, when a remote is configured.
 
 use std::{collections::HashSet, sync::Arc};
@@ -6,7 +6,7 @@ use std::{collections::HashSet, sync::Arc};
 use kube::{ResourceExt, runtime::reflector::Store};
 
 use super::{Context, periodic};
-use crate::{crd::Worker, sync::sweep};
+use crate::{crd::Worker, mirror::sweep};
 
 pub async fn run(ctx: Arc<Context>, workers: Store<Worker>) {
     if ctx.remotes.is_empty() {

@@ -96,7 +96,7 @@ async fn still_idle(ctx: &TemplateContext, workers: &[&Worker], name: &str) -> b
     let fresh = ctx
         .remotes
         .bounded(
-            crate::sync::RemoteName::ControlPlane,
+            crate::mirror::RemoteName::ControlPlane,
             cp.worker_capacity(&uid),
         )
         .await;

@@ -8,8 +8,8 @@ mod act;
 mod context;
 mod events;
 mod observe;
+mod remotes;
 mod status;
-mod sync;
 mod unseen;
 
 pub use context::WorkerContext;
@@ -123,7 +123,7 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<WorkerContext>) -> Result<A
     let sync_retry = if plan.step == Step::Release {
         None
     } else {
-        sync::push(&worker, &observed, &mut next, &ctx).await
+        remotes::push(&worker, &observed, &mut next, &ctx).await
     };
     // Most reconciles change nothing: only a status that differs pays for the round trip.
     let next = if worker.status.as_ref() == Some(&next) {

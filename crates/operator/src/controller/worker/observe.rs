@@ -17,12 +17,12 @@ use crate::{
         DesiredState, ProviderKind, SKIP_DRAIN_ANNOTATION, Worker, WorkerPhase, WorkerStatus,
         WorkerTemplate, conditions,
     },
+    mirror::RemoteName,
     phase_machine::{
         CmlFacts, InstanceFacts, LaunchFacts, PlatformFacts, TemplateFacts, Timeouts, WorkerFacts,
     },
     provider::{Instance, InstanceState, Provider, ProviderUnavailable},
     remote::RemoteError,
-    sync::RemoteName,
 };
 
 /// Everything observed for one reconcile.

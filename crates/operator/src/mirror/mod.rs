@@ -21,8 +21,8 @@ use tokio::time::Instant;
 use crate::{
     backoff::Backoff,
     control_plane::{ControlPlaneClient, WorkerRecord},
+    platform_etcd::EtcdStore,
     remote::{RemoteError, RemoteErrorKind},
-    state_store::EtcdStore,
 };
 
 /// One of the platform's remotes.

@@ -9,8 +9,8 @@ use crate::{
         Worker, WorkerStatus,
         conditions::{self, ConditionType, NewCondition, Stamp},
     },
+    mirror::{self, RemoteName, SyncState, record},
     remote::RemoteError,
-    sync::{self, RemoteName, SyncState, record},
 };
 
 /// Pushes the record `next` describes; sets `Synced` in `next` and returns how soon to retry a
@@ -35,7 +35,7 @@ pub(super) async fn push(
         };
         conditions::set(&mut next.conditions, synced, stamp);
     }
-    sync::retry_in(&states)
+    mirror::retry_in(&states)
 }
 
 /// The `Synced` condition from each remote's state; `None` without remotes.

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use resource_controller::{
     backoff::Backoff,
+    platform_etcd::{EtcdConfig, EtcdStore},
     remote::RemoteErrorKind,
-    state_store::{EtcdConfig, EtcdStore},
 };
 use support::{records::sample, state_etcd::StateEtcd};
 
