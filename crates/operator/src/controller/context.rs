@@ -177,9 +177,14 @@ impl Context {
         for (remote, total) in self.remotes.failures() {
             self.metrics.sync_failures_total(remote.as_str(), total);
         }
-        for (provider, region, operation, outcome, total) in self.providers.call_totals() {
-            self.metrics
-                .cloud_calls_total(provider, &region, operation, outcome, total);
+        for c in self.providers.call_totals() {
+            self.metrics.cloud_calls_total(
+                c.provider.as_str(),
+                &c.region,
+                c.operation,
+                c.outcome,
+                c.count,
+            );
         }
     }
 

@@ -9,14 +9,17 @@ use kube::{ResourceExt, runtime::reflector::Store};
 use tracing::{debug, info, warn};
 
 use super::Context;
-use crate::{crd::Worker, provider::tag};
+use crate::{
+    crd::Worker,
+    provider::{InUse, tag},
+};
 
 /// Terminates orphans once; returns the ids it terminated.
 pub async fn sweep_once(ctx: &Context, workers: &Store<Worker>) -> Vec<String> {
     let known: HashSet<String> = workers.state().iter().filter_map(|w| w.uid()).collect();
     let now = Timestamp::now();
     let mut terminated = Vec::new();
-    for (name, provider) in ctx.providers.in_use() {
+    for InUse { name, provider } in ctx.providers.in_use() {
         let instances = match provider.list_managed(&ctx.settings.cluster_id).await {
             Ok(list) => list,
             Err(e) => {

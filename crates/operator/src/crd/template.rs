@@ -127,6 +127,16 @@ pub enum ProviderKind {
     Simulated,
 }
 
+impl ProviderKind {
+    /// The name as written in a template (`aws`, `simulated`); also a metric label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Aws => "aws",
+            ProviderKind::Simulated => "simulated",
+        }
+    }
+}
+
 /// The AMI of the workers, chosen by id or by the newest image whose name matches a pattern.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]

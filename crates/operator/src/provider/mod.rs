@@ -21,7 +21,8 @@ pub use ccm_ports::cloud::{
 pub use from_template::{image_query, launch_spec};
 pub use managed::{CallCounts, Provider, ProviderSettings};
 pub use registry::{
-    AwsConnector, ProviderRegistry, ProviderUnavailable, SimulatedBackend, aws_default_chain,
+    AwsConnector, CallTotal, InUse, ProviderRegistry, ProviderUnavailable, SimulatedBackend,
+    aws_default_chain,
 };
 
 /// Gives the ids to describe, asked once the call may go.

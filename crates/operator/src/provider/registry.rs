@@ -54,11 +54,31 @@ pub struct ProviderRegistry {
     aws_regions: Mutex<HashMap<String, Arc<Provider>>>,
     settings: ProviderSettings,
     /// Every provider made so far, readable without awaiting: sweeps and metrics list them here.
-    made: std::sync::Mutex<Vec<(&'static str, String, Arc<Provider>)>>,
+    made: std::sync::Mutex<Vec<Made>>,
 }
 
-/// The cloud calls of one provider: (provider kind, region, operation, outcome, count).
-pub type CallTotals = Vec<(&'static str, String, &'static str, &'static str, u64)>;
+/// A provider made so far, and for what.
+struct Made {
+    kind: ProviderKind,
+    region: String,
+    provider: Arc<Provider>,
+}
+
+/// A provider in use: its name for logs (`simulated`, `aws/<region>`) and the provider.
+pub struct InUse {
+    pub name: String,
+    pub provider: Arc<dyn CloudProvider>,
+}
+
+/// How many cloud calls of one operation one provider made so far, by outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CallTotal {
+    pub provider: ProviderKind,
+    pub region: String,
+    pub operation: &'static str,
+    pub outcome: &'static str,
+    pub count: u64,
+}
 
 impl ProviderRegistry {
     /// Providers with EC2's default request limits.
@@ -84,7 +104,11 @@ impl ProviderRegistry {
         });
         let made = simulated
             .iter()
-            .map(|s| ("simulated", default_region.clone(), s.provider.clone()))
+            .map(|s| Made {
+                kind: ProviderKind::Simulated,
+                region: default_region.clone(),
+                provider: s.provider.clone(),
+            })
             .collect();
         ProviderRegistry {
             default_region,
@@ -122,7 +146,11 @@ impl ProviderRegistry {
                 let api = (self.aws)(region.clone()).await;
                 let provider = Arc::new(Provider::with_settings(api, self.settings.clone()));
                 regions.insert(region.clone(), provider.clone());
-                self.made.locked().push(("aws", region, provider.clone()));
+                self.made.locked().push(Made {
+                    kind: ProviderKind::Aws,
+                    region,
+                    provider: provider.clone(),
+                });
                 Ok(provider)
             }
         }
@@ -134,29 +162,35 @@ impl ProviderRegistry {
     }
 
     /// Every provider in use so far, for sweeps: the simulated one and each AWS region asked for.
-    pub fn in_use(&self) -> Vec<(String, Arc<dyn CloudProvider>)> {
+    pub fn in_use(&self) -> Vec<InUse> {
         let made = self.made.locked();
         made.iter()
-            .map(|(kind, region, p)| {
-                let name = match *kind {
-                    "aws" => format!("aws/{region}"),
-                    other => other.to_owned(),
-                };
-                (name, p.clone() as Arc<dyn CloudProvider>)
+            .map(|m| InUse {
+                name: match m.kind {
+                    ProviderKind::Aws => format!("aws/{}", m.region),
+                    ProviderKind::Simulated => m.kind.as_str().to_owned(),
+                },
+                provider: m.provider.clone() as Arc<dyn CloudProvider>,
             })
             .collect()
     }
 
     /// Cloud calls so far, by provider, region, operation and outcome.
-    pub fn call_totals(&self) -> CallTotals {
+    pub fn call_totals(&self) -> Vec<CallTotal> {
         let made = self.made.locked();
         made.iter()
-            .flat_map(|(kind, region, provider)| {
-                provider
+            .flat_map(|m| {
+                m.provider
                     .calls()
                     .snapshot()
                     .into_iter()
-                    .map(move |(op, outcome, n)| (*kind, region.clone(), op.as_str(), outcome, n))
+                    .map(move |(op, outcome, count)| CallTotal {
+                        provider: m.kind,
+                        region: m.region.clone(),
+                        operation: op.as_str(),
+                        outcome,
+                        count,
+                    })
             })
             .collect()
     }

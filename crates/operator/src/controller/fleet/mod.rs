@@ -111,7 +111,7 @@ impl FleetCache {
 /// The cache key of a provider: its kind and region.
 pub fn provider_key(kind: ProviderKind, region: Option<&str>, default_region: &str) -> String {
     match kind {
-        ProviderKind::Simulated => "simulated".to_owned(),
+        ProviderKind::Simulated => kind.as_str().to_owned(),
         ProviderKind::Aws => format!("aws/{}", region.unwrap_or(default_region)),
     }
 }
