@@ -5,6 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use clap::Args;
+use tokio::{sync::watch, task::JoinHandle};
 
 use super::{RunArgs, wiring::remotes};
 use crate::{
@@ -35,10 +36,14 @@ impl RuntimeArgs {
     }
 }
 
+/// Whether this replica leads, as the elector last said (always, without election).
+type Leading = watch::Receiver<bool>;
+
+/// `run`: builds the controller, serves health and metrics, waits to lead, then reconciles
+/// until SIGTERM (releasing the Lease) or until the Lease is lost (exiting at once).
 pub(super) async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
     args.election.check()?;
     let client = kube::Client::try_default().await?;
-    let remotes = remotes(&args, &client).await?;
     let identity = args.controller.identity();
     let ctx = Arc::new(
         Context::new(
@@ -47,70 +52,101 @@ pub(super) async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
             args.providers()?,
             &identity,
         )
-        .with_remotes(remotes),
+        .with_remotes(remotes(&args, &client).await?),
     );
-    let (leading_tx, mut leading) = tokio::sync::watch::channel(!args.election.leader_election);
+    let (leading_tx, mut leading) = watch::channel(!args.election.leader_election);
     if args.election.leader_election {
         ctx.stand_by();
     }
-    let (stop_elector, elector_stop) = tokio::sync::watch::channel(false);
     if args.controller.health_port != 0 {
-        let addr = std::net::SocketAddr::from(([0, 0, 0, 0], args.controller.health_port));
-        let (ready, collect) = (ctx.clone(), ctx.clone());
-        let leads = leading.clone();
-        crate::telemetry::http::serve(
-            addr,
-            ctx.metrics.clone(),
-            Arc::new(move || {
-                if *leads.borrow() {
-                    let (ok, why) = ready.readiness();
-                    (ok, format!("leader: {why}"))
-                } else {
-                    (true, "standby: another replica leads".to_owned())
-                }
-            }),
-            Arc::new(move |_| collect.collect_metrics()),
-            std::future::pending(),
-        )
-        .await
-        .with_context(|| format!("serving health and metrics on {addr}"))?;
+        serve_health(args.controller.health_port, &ctx, leading.clone()).await?;
     }
+    let (stop_elector, elector_stop) = watch::channel(false);
     let elector = args.election.leader_election.then(|| {
-        let e = &args.election;
-        let config = ElectionConfig {
-            name: e.leader_lease_name.clone(),
-            namespace: e.lease_namespace(),
-            identity: identity.clone(),
-            lease_duration: Duration::from_secs(e.leader_lease_ttl.max(1)),
-            renew_deadline: e.leader_renew_deadline.as_std(),
-            retry_period: e.leader_retry_period.as_std(),
-        };
+        let config = election_config(&args, &identity);
         tracing::info!(lease = %config.name, namespace = %config.namespace, %identity, "waiting to lead");
-        let ctx = ctx.clone();
-        let leading_tx = leading_tx;
-        tokio::spawn(async move {
-            let (tx, mut rx) = tokio::sync::watch::channel(false);
-            let forward = tokio::spawn(async move {
-                while rx.changed().await.is_ok() {
-                    let now = *rx.borrow();
-                    ctx.set_leading(now);
-                    let _ = leading_tx.send(now);
-                }
-            });
-            Elector::new(client, config).run(tx, elector_stop).await;
-            forward.abort();
-        })
+        start_elector(client, config, ctx.clone(), leading_tx, elector_stop)
     });
-    // Stand by until leading, or until asked to stop.
     let mut signal = Box::pin(shutdown_signal());
-    tokio::select! {
-        _ = leading.wait_for(|l| *l) => {}
-        _ = &mut signal => {
-            let _ = stop_elector.send(true);
-            if let Some(e) = elector { let _ = e.await; }
-            return Ok(());
-        }
+    let stopped_before_leading = tokio::select! {
+        _ = leading.wait_for(|l| *l) => false,
+        _ = &mut signal => true,
+    };
+    if !stopped_before_leading {
+        lead(ctx, leading, signal).await;
     }
+    // Release the Lease (when still held) so a standby takes over at once.
+    let _ = stop_elector.send(true);
+    if let Some(e) = elector {
+        let _ = e.await;
+    }
+    Ok(())
+}
+
+/// `/health`, `/readyz` (the leader's caches, or standing by) and `/metrics` on `port`.
+async fn serve_health(port: u16, ctx: &Arc<Context>, leading: Leading) -> anyhow::Result<()> {
+    let addr = std::net::SocketAddr::from(([0, 0, 0, 0], port));
+    let (ready, collect) = (ctx.clone(), ctx.clone());
+    crate::telemetry::http::serve(
+        addr,
+        ctx.metrics.clone(),
+        Arc::new(move || {
+            if *leading.borrow() {
+                let (ok, why) = ready.readiness();
+                (ok, format!("leader: {why}"))
+            } else {
+                (true, "standby: another replica leads".to_owned())
+            }
+        }),
+        Arc::new(move |_| collect.collect_metrics()),
+        std::future::pending(),
+    )
+    .await
+    .with_context(|| format!("serving health and metrics on {addr}"))
+}
+
+fn election_config(args: &RunArgs, identity: &str) -> ElectionConfig {
+    let e = &args.election;
+    ElectionConfig {
+        name: e.leader_lease_name.clone(),
+        namespace: e.lease_namespace(),
+        identity: identity.to_owned(),
+        lease_duration: Duration::from_secs(e.leader_lease_ttl.max(1)),
+        renew_deadline: e.leader_renew_deadline.as_std(),
+        retry_period: e.leader_retry_period.as_std(),
+    }
+}
+
+/// Runs the elector until `stop`; each change of leadership goes to `ctx` and `leading`.
+fn start_elector(
+    client: kube::Client,
+    config: ElectionConfig,
+    ctx: Arc<Context>,
+    leading: watch::Sender<bool>,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let (tx, mut rx) = watch::channel(false);
+        let forward = tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let now = *rx.borrow();
+                ctx.set_leading(now);
+                let _ = leading.send(now);
+            }
+        });
+        Elector::new(client, config).run(tx, stop).await;
+        forward.abort();
+    })
+}
+
+/// Reconciles until `signal`. A replica that loses the Lease exits at once, as
+/// controller-runtime does: nothing it had in flight may go on once another replica can lead,
+/// and it starts afresh as a standby.
+async fn lead(
+    ctx: Arc<Context>,
+    leading: Leading,
+    signal: impl Future<Output = ()> + Send + Sync + 'static,
+) {
     tracing::info!(
         cluster_id = %ctx.settings.cluster_id,
         namespace = ?ctx.settings.namespace,
@@ -118,9 +154,7 @@ pub(super) async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
         etcd = ctx.remotes.etcd().is_some(),
         "starting"
     );
-    // A replica that loses the Lease exits at once, as controller-runtime does: nothing it had
-    // in flight may go on once another replica can lead, and it starts afresh as a standby.
-    let mut lease_held = leading.clone();
+    let mut lease_held = leading;
     let lost = async move {
         if lease_held.wait_for(|l| !*l).await.is_err() {
             std::future::pending::<()>().await;
@@ -133,12 +167,6 @@ pub(super) async fn run_controller(args: RunArgs) -> anyhow::Result<()> {
             std::process::exit(1);
         }
     }
-    // Release the Lease (when still held) so a standby takes over at once.
-    let _ = stop_elector.send(true);
-    if let Some(e) = elector {
-        let _ = e.await;
-    }
-    Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

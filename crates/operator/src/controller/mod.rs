@@ -24,10 +24,11 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::Config,
-        reflector::{self, ObjectRef},
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
+use tokio::task::JoinHandle;
 use tracing::{Instrument, debug, error, info};
 
 pub use context::{CONTROLLER_NAME, Context, Settings};
@@ -83,21 +84,6 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             .collect::<Vec<_>>()
     });
     ctx.set_worker_cache(store.clone());
-    // Readiness: the store's signal wakes only one waiter, so it is polled.
-    let readiness = {
-        let (ctx, store) = (ctx.clone(), store.clone());
-        tokio::spawn(async move {
-            loop {
-                let synced =
-                    tokio::time::timeout(Duration::from_millis(50), store.wait_until_ready()).await;
-                if matches!(synced, Ok(Ok(()))) {
-                    ctx.mark_synced();
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    };
     // A template's autoscaler wakes when its Workers change and when demand changes.
     let demand_changes = futures::stream::unfold(ctx.demand(), |mut rx| async move {
         rx.changed().await.ok().map(|()| ((), rx))
@@ -108,11 +94,34 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         .with_config(config);
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let signal = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let worker_loop = workers
-        .graceful_shutdown_on(signal(stop_rx.clone()))
+    let background = start_background(&ctx, &store);
+    tokio::spawn(async move {
+        shutdown.await;
+        info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    futures::join!(
+        run_workers(workers, &ctx, stopped(stop_rx.clone())),
+        run_templates(templates, &ctx, stopped(stop_rx)),
+    );
+    for task in background {
+        task.abort();
+    }
+}
+
+/// Resolves once `stop` says so.
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// The Worker controller, with its own context, until `stop`.
+async fn run_workers(
+    workers: Controller<Worker>,
+    ctx: &Arc<Context>,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    workers
+        .graceful_shutdown_on(stop)
         .run(
             |w, ctx| {
                 let span = reconcile_span("worker", w.as_ref());
@@ -121,9 +130,18 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
             |w, e, ctx| status::error_policy("worker", w, e, &ctx),
             Arc::new(WorkerContext::new(ctx.clone())),
         )
-        .for_each(|r| async move { debug!(result = ?r.map(|(o, _)| o.name), "worker reconciled") });
-    let template_loop = templates
-        .graceful_shutdown_on(signal(stop_rx))
+        .for_each(|r| async move { debug!(result = ?r.map(|(o, _)| o.name), "worker reconciled") })
+        .await;
+}
+
+/// The WorkerTemplate controller (and its autoscaler), with its own context, until `stop`.
+async fn run_templates(
+    templates: Controller<WorkerTemplate>,
+    ctx: &Arc<Context>,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    templates
+        .graceful_shutdown_on(stop)
         .run(
             |t, ctx| {
                 let span = reconcile_span("template", t.as_ref());
@@ -134,48 +152,54 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl Future<Output = ()> + Send + 
         )
         .for_each(
             |r| async move { debug!(result = ?r.map(|(o, _)| o.name), "template reconciled") },
-        );
-    let sweep = tokio::spawn(orphans::run(ctx.clone(), store.clone()));
-    let record_sweep = tokio::spawn(record_sweep::run(ctx.clone(), store));
-    let demand = ctx.remotes.control_plane().cloned().map(|cp| {
+        )
+        .await;
+}
+
+/// The tasks beside the reconcilers: readiness, the orphan and record sweeps, the demand feed
+/// and the audit outbox's delivery. They end when the returned handles are aborted.
+fn start_background(ctx: &Arc<Context>, workers: &Store<Worker>) -> Vec<JoinHandle<()>> {
+    let mut tasks = vec![
+        tokio::spawn(mark_ready_when_synced(ctx.clone(), workers.clone())),
+        tokio::spawn(orphans::run(ctx.clone(), workers.clone())),
+        tokio::spawn(record_sweep::run(ctx.clone(), workers.clone())),
+    ];
+    if let Some(cp) = ctx.remotes.control_plane().cloned() {
         let changes = ctx.remotes.etcd().map(|etcd| {
             etcd.watch_instances(Backoff::new(
                 Duration::from_millis(500),
                 ctx.settings.resync_interval,
             ))
         });
-        tokio::spawn(demand::run(
-            cp,
+        tasks.push(tokio::spawn(demand::run(
+            cp.clone(),
             changes,
             ctx.settings.demand_resync,
             ctx.settings.demand_debounce,
             ctx.remotes.deadline(),
             ctx.demand_feed(),
-        ))
-    });
-    tokio::spawn(async move {
-        shutdown.await;
-        info!("shutting down");
-        let _ = stop_tx.send(true);
-    });
-    let audit = ctx.remotes.control_plane().cloned().map(|cp| {
+        )));
         let ctx = ctx.clone();
-        tokio::spawn(async move {
+        tasks.push(tokio::spawn(async move {
             let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
             ctx.outbox
                 .deliver(&cp, backoff, ctx.remotes.deadline())
                 .await
-        })
-    });
-    futures::join!(worker_loop, template_loop);
-    if let Some(audit) = audit {
-        audit.abort();
+        }));
     }
-    readiness.abort();
-    sweep.abort();
-    record_sweep.abort();
-    if let Some(demand) = demand {
-        demand.abort();
+    tasks
+}
+
+/// Readiness: the store's signal wakes only one waiter, so it is polled.
+async fn mark_ready_when_synced(ctx: Arc<Context>, workers: Store<Worker>) {
+    loop {
+        let synced =
+            tokio::time::timeout(Duration::from_millis(50), workers.wait_until_ready()).await;
+        if matches!(synced, Ok(Ok(()))) {
+            ctx.mark_synced();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
