@@ -1,6 +1,7 @@
 //! One real control plane per test binary: etcd, kube-apiserver with authentication and RBAC on,
 //! an admin kubeconfig, and this crate's CRDs installed and Established.
 
+use std::os::unix::process::CommandExt;
 use std::{
     io::{Read, Write},
     net::TcpStream,
@@ -195,6 +196,9 @@ pub fn spawn_etcd(
     let client_url = format!("http://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
     let mut cmd = Command::new(etcd);
+    // Its own process group: a Ctrl-C at the terminal (make run) stops the controller first,
+    // while the cluster still answers; the guardian stops this when its owner exits.
+    cmd.process_group(0);
     cmd.arg("--name=test")
         .arg(format!("--data-dir={}", data_dir.display()))
         .arg(format!("--listen-client-urls={client_url}"))
@@ -240,6 +244,7 @@ fn start_apiserver(
     let port = free_port();
     let log = dir.join("kube-apiserver.log");
     let mut cmd = Command::new(&binaries.kube_apiserver);
+    cmd.process_group(0);
     cmd.arg(format!("--etcd-servers={etcd_url}"))
         .arg("--bind-address=127.0.0.1")
         .arg("--advertise-address=127.0.0.1")

@@ -108,7 +108,10 @@ fn controller_command(local: &Path, kubeconfig: &Path) -> Command {
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
         )
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        // Its own process group: a Ctrl-C at the terminal reaches only dev-env, which stops
+        // the controller with SIGTERM while the cluster still answers.
+        .process_group(0);
     command
 }
 
