@@ -11,6 +11,7 @@ use super::{RunArgs, wiring::remotes};
 use crate::{
     controller::{self, Context},
     leader::{ElectionConfig, Elector},
+    telemetry::http::Ready,
 };
 
 #[derive(Debug, Args)]
@@ -92,10 +93,16 @@ async fn serve_health(port: u16, ctx: &Arc<Context>, leading: Leading) -> anyhow
         ctx.metrics.clone(),
         Arc::new(move || {
             if *leading.borrow() {
-                let (ok, why) = ready.readiness();
-                (ok, format!("leader: {why}"))
+                let Ready { ready, detail } = ready.readiness();
+                Ready {
+                    ready,
+                    detail: format!("leader: {detail}"),
+                }
             } else {
-                (true, "standby: another replica leads".to_owned())
+                Ready {
+                    ready: true,
+                    detail: "standby: another replica leads".to_owned(),
+                }
             }
         }),
         Arc::new(move |_| collect.collect_metrics()),

@@ -25,7 +25,7 @@ use crate::{
     demand::DemandSnapshot,
     mirror::{Remotes, outbox::Outbox},
     provider::ProviderRegistry,
-    telemetry::Metrics,
+    telemetry::{Metrics, http::Ready},
 };
 
 /// Controller settings, filled from flags and environment by the CLI.
@@ -189,11 +189,16 @@ impl Context {
     }
 
     /// Ready once the Worker cache is synced; the text says which.
-    pub fn readiness(&self) -> (bool, String) {
-        if self.synced.load(std::sync::atomic::Ordering::Relaxed) {
-            (true, "ready: caches synced".into())
+    pub fn readiness(&self) -> Ready {
+        let ready = self.synced.load(std::sync::atomic::Ordering::Relaxed);
+        let detail = if ready {
+            "ready: caches synced"
         } else {
-            (false, "not ready: caches syncing".into())
+            "not ready: caches syncing"
+        };
+        Ready {
+            ready,
+            detail: detail.into(),
         }
     }
 

@@ -7,8 +7,15 @@ use warp::{Filter, http::StatusCode, reply::Reply};
 
 use super::Metrics;
 
-/// Whether the controller is ready, and what to say about it.
-pub type Readiness = Arc<dyn Fn() -> (bool, String) + Send + Sync>;
+/// Whether the controller is ready, and what `/readyz` says about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ready {
+    pub ready: bool,
+    pub detail: String,
+}
+
+/// Asked at each `/readyz`.
+pub type Readiness = Arc<dyn Fn() -> Ready + Send + Sync>;
 /// Brings pull-style figures (counters kept elsewhere) into the metrics before a scrape.
 pub type Collect = Arc<dyn Fn(&Metrics) + Send + Sync>;
 
@@ -25,13 +32,13 @@ pub fn routes(
         .and(warp::get())
         .map(|| warp::reply::with_status("ok", StatusCode::OK).into_response());
     let readyz = warp::path!("readyz").and(warp::get()).map(move || {
-        let (ok, why) = ready();
-        let code = if ok {
+        let Ready { ready, detail } = ready();
+        let code = if ready {
             StatusCode::OK
         } else {
             StatusCode::SERVICE_UNAVAILABLE
         };
-        warp::reply::with_status(why, code).into_response()
+        warp::reply::with_status(detail, code).into_response()
     });
     let scrape = warp::path!("metrics").and(warp::get()).map(move || {
         collect(&metrics);
@@ -78,10 +85,15 @@ mod tests {
         let synced = Arc::new(AtomicBool::new(false));
         let flag = synced.clone();
         let ready: Readiness = Arc::new(move || {
-            if flag.load(Ordering::Relaxed) {
-                (true, "ready: caches synced".into())
+            let ready = flag.load(Ordering::Relaxed);
+            let detail = if ready {
+                "ready: caches synced"
             } else {
-                (false, "not ready: caches syncing".into())
+                "not ready: caches syncing"
+            };
+            Ready {
+                ready,
+                detail: detail.into(),
             }
         });
         let collect: Collect = Arc::new(|m: &Metrics| m.audit_dropped_total(2));
