@@ -139,7 +139,15 @@ async fn the_binary_serves_health_readiness_and_metrics() {
     let ns = TestNamespace::create(&client, "binary").await;
     let dir = scratch_dir("binary-");
     let lease = ["--leader-lease-namespace", ns.name.as_str()];
-    let only = Replica::start(&cp.kubeconfig, &ns.name, "only", &dir, &lease, &[]);
+    // Logs at info, so the file shows what a text log looks like when not at a terminal.
+    let only = Replica::start(
+        &cp.kubeconfig,
+        &ns.name,
+        "only",
+        &dir,
+        &lease,
+        &[("RUST_LOG", "info")],
+    );
 
     only.until("/health", |s, b| s == 200 && b == "ok").await;
     let ready = only.until_leader().await;

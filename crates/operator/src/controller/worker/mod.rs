@@ -36,7 +36,7 @@ use super::{
 use crate::{
     controller::events::EventSpec,
     crd::{
-        Worker, WorkerTemplate,
+        Worker, WorkerStatus, WorkerTemplate,
         conditions::{self, ConditionType, NewCondition, Stamp},
     },
     phase_machine::{Recheck, Step, plan},
@@ -86,33 +86,16 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<WorkerContext>) -> Result<A
         .ok_or_else(|| Error::Invalid("a Worker must be namespaced".into()))?;
     // Built only for a write: most reconciles make none.
     let api = || Api::<Worker>::namespaced(ctx.client.clone(), &namespace);
-    let deleting = worker.metadata.deletion_timestamp.is_some();
-    let has_finalizer = worker.finalizers().iter().any(|f| f == FINALIZER);
-    if !deleting && !has_finalizer {
-        add_finalizer(&api(), &worker).await?;
-        return Ok(Action::await_change());
-    }
-    if deleting && !has_finalizer {
-        return Ok(Action::await_change());
+    if let Some(action) = finalizer_gate(&worker, api).await? {
+        return Ok(action);
     }
     let uid = worker.uid().unwrap_or_default();
-    let cached_instance = worker
-        .status
-        .as_ref()
-        .and_then(|s| s.instance.as_ref())
-        .map(|i| i.id.as_str());
-    if ctx.unseen_launches.behind(&uid, cached_instance) {
+    if launch_unseen(&worker, &ctx, &uid) {
         // Our own launch is not in the cache yet: acting on it would launch again.
         return Ok(Action::requeue(unseen::RECHECK));
     }
 
-    let observed = match observe::observe(&worker, &ctx).await {
-        Ok(o) => o,
-        Err(e) => {
-            record_error(&api(), &worker, &ctx, &e).await;
-            return Err(e);
-        }
-    };
+    let observed = observe_or_record(api, &worker, &ctx).await?;
     let plan = plan(&observed.facts);
     let acted = act::act(&worker, &ctx, &plan, &observed).await;
     if let Some(wait) = acted.queued {
@@ -125,18 +108,7 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<WorkerContext>) -> Result<A
     } else {
         remotes::push(&worker, &observed, &mut next, &ctx).await
     };
-    // Most reconciles change nothing: only a status that differs pays for the round trip.
-    let next = if worker.status.as_ref() == Some(&next) {
-        next
-    } else {
-        as_stored(next)
-    };
-    if worker.status.as_ref() != Some(&next) {
-        apply_status(&api(), worker.as_ref(), &next).await?;
-        if let Some(launched) = &acted.launched {
-            ctx.unseen_launches.wrote(&uid, &launched.instance.id);
-        }
-    }
+    let next = write_status(api, &worker, &ctx, &uid, next, &acted).await?;
     events::publish(
         &ctx,
         &worker,
@@ -147,13 +119,89 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<WorkerContext>) -> Result<A
         return Err(e);
     }
     if plan.step == Step::Release {
-        forget_records(&worker, &ctx).await;
-        ctx.unseen_launches.forget(&uid);
-        remove_finalizer(&api(), &worker).await?;
+        release(api, &worker, &ctx, &uid).await?;
         return Ok(Action::await_change());
     }
     ctx.reset_backoff(&uid);
-    let recheck = match plan.recheck {
+    Ok(requeue(&ctx, plan.recheck, sync_retry))
+}
+
+/// Adds the finalizer to a live Worker, and lets a deleted one without it go: either way, the
+/// action to return now. `None` once the finalizer is in place.
+async fn finalizer_gate(worker: &Worker, api: impl Fn() -> Api<Worker>) -> Result<Option<Action>> {
+    let deleting = worker.metadata.deletion_timestamp.is_some();
+    let has_finalizer = worker.finalizers().iter().any(|f| f == FINALIZER);
+    if !deleting && !has_finalizer {
+        add_finalizer(&api(), worker).await?;
+        return Ok(Some(Action::await_change()));
+    }
+    if deleting && !has_finalizer {
+        return Ok(Some(Action::await_change()));
+    }
+    Ok(None)
+}
+
+fn launch_unseen(worker: &Worker, ctx: &WorkerContext, uid: &str) -> bool {
+    let cached_instance = worker
+        .status
+        .as_ref()
+        .and_then(|s| s.instance.as_ref())
+        .map(|i| i.id.as_str());
+    ctx.unseen_launches.behind(uid, cached_instance)
+}
+
+async fn observe_or_record(
+    api: impl Fn() -> Api<Worker>,
+    worker: &Worker,
+    ctx: &WorkerContext,
+) -> Result<observe::Observed> {
+    let observed = observe::observe(worker, ctx).await;
+    if let Err(e) = &observed {
+        record_error(&api(), worker, ctx, e).await;
+    }
+    observed
+}
+
+/// Writes `next` if it differs from the stored status; returns it as stored.
+async fn write_status(
+    api: impl Fn() -> Api<Worker>,
+    worker: &Worker,
+    ctx: &WorkerContext,
+    uid: &str,
+    next: WorkerStatus,
+    acted: &act::Acted,
+) -> Result<WorkerStatus> {
+    // Most reconciles change nothing: only a status that differs pays for the round trip.
+    let next = if worker.status.as_ref() == Some(&next) {
+        next
+    } else {
+        as_stored(next)
+    };
+    if worker.status.as_ref() != Some(&next) {
+        apply_status(&api(), worker, &next).await?;
+        if let Some(launched) = &acted.launched {
+            ctx.unseen_launches.wrote(uid, &launched.instance.id);
+        }
+    }
+    Ok(next)
+}
+
+/// The instance is gone: forget the worker everywhere, then let it go.
+async fn release(
+    api: impl Fn() -> Api<Worker>,
+    worker: &Worker,
+    ctx: &WorkerContext,
+    uid: &str,
+) -> Result<()> {
+    forget_records(worker, ctx).await;
+    ctx.unseen_launches.forget(uid);
+    remove_finalizer(&api(), worker).await?;
+    Ok(())
+}
+
+/// Back at the plan's recheck, or sooner to retry a remote's sync.
+fn requeue(ctx: &WorkerContext, recheck: Recheck, sync_retry: Option<Duration>) -> Action {
+    let recheck = match recheck {
         Recheck::Soon => ctx.settings.poll_interval,
         // Jittered, so a fleet created at once does not wake in the same second forever.
         Recheck::Steady => ctx
@@ -162,7 +210,7 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<WorkerContext>) -> Result<A
             .mul_f64(0.9 + 0.2 * fastrand::f64()),
     };
     let retry = sync_retry.map(|d| d.max(Duration::from_millis(100)));
-    Ok(Action::requeue(retry.map_or(recheck, |r| r.min(recheck))))
+    Action::requeue(retry.map_or(recheck, |r| r.min(recheck)))
 }
 
 /// After termination the remotes' records go; a remote that is down does not hold the object:

@@ -14,8 +14,8 @@ use crate::{
         worker::WorkerContext,
     },
     crd::{
-        DesiredState, ProviderKind, SKIP_DRAIN_ANNOTATION, Worker, WorkerPhase, WorkerStatus,
-        WorkerTemplate, conditions,
+        CmlAccess, DesiredState, ProviderKind, SKIP_DRAIN_ANNOTATION, Worker, WorkerPhase,
+        WorkerStatus, WorkerTemplate, conditions,
     },
     mirror::RemoteName,
     phase_machine::{
@@ -37,6 +37,12 @@ pub struct Observed {
     pub usage: Option<Result<Option<WorkerCapacity>, RemoteError>>,
 }
 
+/// [`Observed::provider`]: the provider's kind, its region, and the provider.
+type ChosenProvider = (ProviderKind, Option<String>, Arc<Provider>);
+
+/// [`Observed::cml`]: the endpoint asked, and its answer.
+type CmlAnswer = (String, Result<CmlReport, CmlError>);
+
 pub async fn observe(worker: &Worker, ctx: &WorkerContext) -> Result<Observed> {
     let namespace = worker.namespace().unwrap_or_default();
     let no_status = WorkerStatus::default();
@@ -49,90 +55,25 @@ pub async fn observe(worker: &Worker, ctx: &WorkerContext) -> Result<Observed> {
         None => TemplateFacts::Missing,
         Some(t) => template_readiness(t),
     };
-
-    // The instance's own record wins: the template may have been deleted or moved region since.
-    let recorded = status.instance.as_ref();
-    let (kind, region) = match (recorded.and_then(|i| i.provider), &template) {
-        (Some(kind), _) => (Some(kind), recorded.and_then(|i| i.region.clone())),
-        (None, Some(t)) => (Some(t.spec.provider), t.spec.region.clone()),
-        (None, None) => (None, None),
-    };
-    let provider = match kind {
-        Some(kind) => Some((
-            kind,
-            region.clone(),
-            ctx.providers.get(kind, region.as_deref()).await?,
-        )),
-        None => None,
-    };
-
-    let instance = match (recorded, &provider) {
-        (Some(rec), Some((kind, region, p))) => {
-            let key = provider_key(*kind, region.as_deref(), ctx.providers.default_region());
-            match ctx
-                .fleet
-                .instance(
-                    &key,
-                    p.as_ref(),
-                    &ctx.settings.cluster_id,
-                    &rec.id,
-                    freshness(worker, status),
-                )
-                .await?
-            {
-                Some(i) => InstanceFacts::Seen(i),
-                None => InstanceFacts::Missing { id: rec.id.clone() },
-            }
-        }
-        _ => InstanceFacts::NotLaunched,
-    };
+    let provider = which_provider(ctx, status, template.as_deref()).await?;
+    let instance = instance_facts(worker, ctx, status, provider.as_ref()).await?;
 
     let running = matches!(&instance, InstanceFacts::Seen(i) if i.state == InstanceState::Running);
-    let probe = async {
-        match (&instance, &template, &provider) {
-            (InstanceFacts::Seen(i), Some(t), Some((kind, _, _))) if running => {
-                Some(probe_cml(ctx, &namespace, t, *kind, i).await)
-            }
-            _ => None,
-        }
-    };
-    let ask_platform = async {
-        match (ctx.remotes.control_plane(), worker.uid()) {
-            (Some(cp), Some(uid)) if running => Some(
-                ctx.remotes
-                    .bounded(RemoteName::ControlPlane, cp.worker_capacity(&uid))
-                    .await,
-            ),
-            _ => None,
-        }
-    };
-    let (cml, usage) = tokio::join!(probe, ask_platform);
-    let platform = match (&usage, ctx.remotes.control_plane()) {
-        (_, None) => PlatformFacts::NotConfigured,
-        (None, Some(_)) => PlatformFacts::NotAsked,
-        (Some(Ok(Some(c))), _) => PlatformFacts::Known {
-            running: c.running_instances,
-            scheduled: c.scheduled_instances,
-        },
-        (Some(Ok(None)), _) => PlatformFacts::Unknown {
-            why: "the Control Plane API does not know the worker".into(),
-        },
-        (Some(Err(e)), _) => PlatformFacts::Unknown {
-            why: format!("Control Plane API: {e}"),
-        },
-    };
-    let cml_facts = match &cml {
-        None => CmlFacts::NotProbed,
-        Some((_, Ok(r))) if r.ready => CmlFacts::Ready {
-            running_nodes: r.running_nodes,
-        },
-        Some((_, Ok(_))) => CmlFacts::NotReady,
-        Some((_, Err(e))) => CmlFacts::Unreachable {
-            message: e.to_string(),
-        },
-    };
+    let (cml, usage) = tokio::join!(
+        probe_if_running(
+            ctx,
+            &namespace,
+            running,
+            &instance,
+            template.as_deref(),
+            provider.as_ref()
+        ),
+        ask_usage(worker, ctx, running),
+    );
+    let platform = platform_facts(ctx, usage.as_ref());
+    let cml_facts = cml_facts(cml.as_ref());
 
-    let launch = status.launch.as_ref().cloned().unwrap_or_default();
+    let launch = launch_facts(status);
     let facts = WorkerFacts {
         now: Timestamp::now(),
         deleting: worker.metadata.deletion_timestamp.is_some(),
@@ -143,11 +84,7 @@ pub async fn observe(worker: &Worker, ctx: &WorkerContext) -> Result<Observed> {
         desired: worker.spec.desired_state,
         phase: status.phase,
         template: template_facts,
-        launch: LaunchFacts {
-            attempts: launch.attempts,
-            token_outstanding: launch.client_token.is_some(),
-            started_at: launch.started_at.map(|t| t.0),
-        },
+        launch,
         instance,
         cml: cml_facts,
         platform,
@@ -160,6 +97,123 @@ pub async fn observe(worker: &Worker, ctx: &WorkerContext) -> Result<Observed> {
         cml,
         usage,
     })
+}
+
+async fn which_provider(
+    ctx: &WorkerContext,
+    status: &WorkerStatus,
+    template: Option<&WorkerTemplate>,
+) -> Result<Option<ChosenProvider>> {
+    // The instance's own record wins: the template may have been deleted or moved region since.
+    let recorded = status.instance.as_ref();
+    let (kind, region) = match (recorded.and_then(|i| i.provider), template) {
+        (Some(kind), _) => (kind, recorded.and_then(|i| i.region.clone())),
+        (None, Some(t)) => (t.spec.provider, t.spec.region.clone()),
+        (None, None) => return Ok(None),
+    };
+    let provider = ctx.providers.get(kind, region.as_deref()).await?;
+    Ok(Some((kind, region, provider)))
+}
+
+/// The recorded instance as the fleet cache sees it.
+async fn instance_facts(
+    worker: &Worker,
+    ctx: &WorkerContext,
+    status: &WorkerStatus,
+    provider: Option<&ChosenProvider>,
+) -> Result<InstanceFacts> {
+    let (Some(rec), Some((kind, region, p))) = (status.instance.as_ref(), provider) else {
+        return Ok(InstanceFacts::NotLaunched);
+    };
+    let key = provider_key(*kind, region.as_deref(), ctx.providers.default_region());
+    let seen = ctx
+        .fleet
+        .instance(
+            &key,
+            p.as_ref(),
+            &ctx.settings.cluster_id,
+            &rec.id,
+            freshness(worker, status),
+        )
+        .await?;
+    Ok(match seen {
+        Some(i) => InstanceFacts::Seen(i),
+        None => InstanceFacts::Missing { id: rec.id.clone() },
+    })
+}
+
+async fn probe_if_running(
+    ctx: &WorkerContext,
+    namespace: &str,
+    running: bool,
+    instance: &InstanceFacts,
+    template: Option<&WorkerTemplate>,
+    provider: Option<&ChosenProvider>,
+) -> Option<CmlAnswer> {
+    match (instance, template, provider) {
+        (InstanceFacts::Seen(i), Some(t), Some((kind, _, _))) if running => {
+            Some(probe_cml(ctx, namespace, t, *kind, i).await)
+        }
+        _ => None,
+    }
+}
+
+/// The worker's usage from the Control Plane API, when it is configured and the worker runs.
+async fn ask_usage(
+    worker: &Worker,
+    ctx: &WorkerContext,
+    running: bool,
+) -> Option<Result<Option<WorkerCapacity>, RemoteError>> {
+    match (ctx.remotes.control_plane(), worker.uid()) {
+        (Some(cp), Some(uid)) if running => Some(
+            ctx.remotes
+                .bounded(RemoteName::ControlPlane, cp.worker_capacity(&uid))
+                .await,
+        ),
+        _ => None,
+    }
+}
+
+fn platform_facts(
+    ctx: &WorkerContext,
+    usage: Option<&Result<Option<WorkerCapacity>, RemoteError>>,
+) -> PlatformFacts {
+    match (usage, ctx.remotes.control_plane()) {
+        (_, None) => PlatformFacts::NotConfigured,
+        (None, Some(_)) => PlatformFacts::NotAsked,
+        (Some(Ok(Some(c))), _) => PlatformFacts::Known {
+            running: c.running_instances,
+            scheduled: c.scheduled_instances,
+        },
+        (Some(Ok(None)), _) => PlatformFacts::Unknown {
+            why: "the Control Plane API does not know the worker".into(),
+        },
+        (Some(Err(e)), _) => PlatformFacts::Unknown {
+            why: format!("Control Plane API: {e}"),
+        },
+    }
+}
+
+fn cml_facts(cml: Option<&CmlAnswer>) -> CmlFacts {
+    match cml {
+        None => CmlFacts::NotProbed,
+        Some((_, Ok(r))) if r.ready => CmlFacts::Ready {
+            running_nodes: r.running_nodes,
+        },
+        Some((_, Ok(_))) => CmlFacts::NotReady,
+        Some((_, Err(e))) => CmlFacts::Unreachable {
+            message: e.to_string(),
+        },
+    }
+}
+
+fn launch_facts(status: &WorkerStatus) -> LaunchFacts {
+    let launch = status.launch.as_ref().cloned().unwrap_or_default();
+    LaunchFacts {
+        attempts: launch.attempts,
+        token_outstanding: launch.client_token.is_some(),
+        started_at: launch.started_at.map(|t| t.0),
+    }
 }
 
 /// Settled: Running or Stopped as asked, and not being deleted. Anything else is in motion and
@@ -208,7 +262,7 @@ async fn probe_cml(
     template: &WorkerTemplate,
     kind: ProviderKind,
     instance: &Instance,
-) -> (String, Result<CmlReport, CmlError>) {
+) -> CmlAnswer {
     let (endpoint, report) = ask_cml(ctx, namespace, template, kind, instance).await;
     ctx.metrics.cml_probed(match &report {
         Ok(r) if r.failures.is_empty() => "ok",
@@ -225,69 +279,15 @@ async fn ask_cml(
     template: &WorkerTemplate,
     kind: ProviderKind,
     instance: &Instance,
-) -> (String, Result<CmlReport, CmlError>) {
+) -> CmlAnswer {
     let access = &template.spec.cml;
-    let endpoint = match kind {
-        ProviderKind::Simulated => format!("simulated://{}", instance.id),
-        ProviderKind::Aws => {
-            let ip = if access.use_private_ip {
-                instance.private_ip.as_ref()
-            } else {
-                instance.public_ip.as_ref().or(instance.private_ip.as_ref())
-            };
-            let host = ctx.settings.cml_host_override.as_ref().or(ip);
-            match host {
-                Some(host) => format!("https://{host}:{}", access.port),
-                None => {
-                    let e = CmlError::new(
-                        CmlErrorKind::Unreachable,
-                        format!("instance {} has no IP address", instance.id),
-                    );
-                    return (String::new(), Err(e));
-                }
-            }
-        }
+    let endpoint = match cml_endpoint(ctx, access, kind, instance) {
+        Ok(endpoint) => endpoint,
+        Err(e) => return (String::new(), Err(e)),
     };
-    let credentials = match &access.credentials_secret_ref {
-        Some(r) => match ctx
-            .secrets
-            .credentials(&ctx.client, namespace, &r.name)
-            .await
-        {
-            Ok(c) => Some(c),
-            Err(e) => {
-                return (
-                    endpoint,
-                    Err(CmlError::new(CmlErrorKind::Unauthorized, e.to_string())),
-                );
-            }
-        },
-        None => None,
-    };
-    let ca_pem = match &access.ca_secret_ref {
-        Some(r) => match ctx
-            .secrets
-            .key(&ctx.client, namespace, &r.name, &r.key)
-            .await
-        {
-            Ok(pem) => Some(pem),
-            Err(e) => {
-                return (
-                    endpoint,
-                    Err(CmlError::new(CmlErrorKind::Unreachable, e.to_string())),
-                );
-            }
-        },
-        None => None,
-    };
-    let target = CmlTarget {
-        endpoint: endpoint.clone(),
-        credentials,
-        tls: TlsPolicy {
-            insecure_skip_verify: access.insecure_skip_tls_verify,
-            ca_pem,
-        },
-        booted_at: instance.launch_time,
+    let target = match cml_target(ctx, namespace, access, &endpoint, instance).await {
+        Ok(target) => target,
+        Err(e) => return (endpoint, Err(e)),
     };
     let report = match ctx.cml(kind) {
         Some(cml) => cml.probe(&target).await,
@@ -303,4 +303,66 @@ async fn ask_cml(
         ctx.secrets.forget(namespace, &r.name);
     }
     (endpoint, report)
+}
+
+fn cml_endpoint(
+    ctx: &WorkerContext,
+    access: &CmlAccess,
+    kind: ProviderKind,
+    instance: &Instance,
+) -> Result<String, CmlError> {
+    match kind {
+        ProviderKind::Simulated => Ok(format!("simulated://{}", instance.id)),
+        ProviderKind::Aws => {
+            let ip = if access.use_private_ip {
+                instance.private_ip.as_ref()
+            } else {
+                instance.public_ip.as_ref().or(instance.private_ip.as_ref())
+            };
+            match ctx.settings.cml_host_override.as_ref().or(ip) {
+                Some(host) => Ok(format!("https://{host}:{}", access.port)),
+                None => Err(CmlError::new(
+                    CmlErrorKind::Unreachable,
+                    format!("instance {} has no IP address", instance.id),
+                )),
+            }
+        }
+    }
+}
+
+/// The probe's target, with its credentials and CA read from their Secrets.
+async fn cml_target(
+    ctx: &WorkerContext,
+    namespace: &str,
+    access: &CmlAccess,
+    endpoint: &str,
+    instance: &Instance,
+) -> Result<CmlTarget, CmlError> {
+    let credentials = match &access.credentials_secret_ref {
+        Some(r) => Some(
+            ctx.secrets
+                .credentials(&ctx.client, namespace, &r.name)
+                .await
+                .map_err(|e| CmlError::new(CmlErrorKind::Unauthorized, e.to_string()))?,
+        ),
+        None => None,
+    };
+    let ca_pem = match &access.ca_secret_ref {
+        Some(r) => Some(
+            ctx.secrets
+                .key(&ctx.client, namespace, &r.name, &r.key)
+                .await
+                .map_err(|e| CmlError::new(CmlErrorKind::Unreachable, e.to_string()))?,
+        ),
+        None => None,
+    };
+    Ok(CmlTarget {
+        endpoint: endpoint.to_owned(),
+        credentials,
+        tls: TlsPolicy {
+            insecure_skip_verify: access.insecure_skip_tls_verify,
+            ca_pem,
+        },
+        booted_at: instance.launch_time,
+    })
 }
