@@ -222,7 +222,8 @@ async fn a_build_without_the_simulator_refuses_simulated_templates_with_a_condit
         let _ = stopped.await;
     }));
 
-    support::workers::simulated_template(&admin, &ns.name, json!({"minWorkers": 1})).await;
+    let scaling = json!({"maxWorkers": 2, "minWorkers": 1});
+    support::workers::simulated_template(&admin, &ns.name, scaling).await;
     let templates: Api<WorkerTemplate> = Api::namespaced(admin.clone(), &ns.name);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let ready = loop {

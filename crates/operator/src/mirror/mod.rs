@@ -296,10 +296,11 @@ pub fn retry_in(states: &[(RemoteName, SyncState)]) -> Option<Duration> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn failing(kind: RemoteErrorKind) -> SyncState {
+    /// A remote failing with `kind`, retried in 4 s.
+    pub(crate) fn failing(kind: RemoteErrorKind) -> SyncState {
         SyncState::Failing {
             error: RemoteError::new(kind, "down"),
             retry_in: Duration::from_secs(4),

@@ -74,14 +74,7 @@ fn synced(states: &[(RemoteName, SyncState)]) -> Option<NewCondition> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::remote::RemoteErrorKind;
-
-    fn failing(kind: RemoteErrorKind) -> SyncState {
-        SyncState::Failing {
-            error: RemoteError::new(kind, "down"),
-            retry_in: Duration::from_secs(4),
-        }
-    }
+    use crate::{mirror::tests::failing, remote::RemoteErrorKind};
 
     #[test]
     fn synced_names_every_remote_and_failures_name_the_remote() {
