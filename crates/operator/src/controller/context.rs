@@ -190,16 +190,7 @@ impl Context {
 
     /// Ready once the Worker cache is synced; the text says which.
     pub fn readiness(&self) -> Ready {
-        let ready = self.synced.load(std::sync::atomic::Ordering::Relaxed);
-        let detail = if ready {
-            "ready: caches synced"
-        } else {
-            "not ready: caches syncing"
-        };
-        Ready {
-            ready,
-            detail: detail.into(),
-        }
+        Ready::caches(self.synced.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     pub(super) fn mark_synced(&self) {

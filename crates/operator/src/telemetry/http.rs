@@ -14,6 +14,21 @@ pub struct Ready {
     pub detail: String,
 }
 
+impl Ready {
+    /// Ready once the caches are synced; the detail says which.
+    pub fn caches(synced: bool) -> Ready {
+        let detail = if synced {
+            "ready: caches synced"
+        } else {
+            "not ready: caches syncing"
+        };
+        Ready {
+            ready: synced,
+            detail: detail.into(),
+        }
+    }
+}
+
 /// Asked at each `/readyz`.
 pub type Readiness = Arc<dyn Fn() -> Ready + Send + Sync>;
 /// Brings pull-style figures (counters kept elsewhere) into the metrics before a scrape.
@@ -84,18 +99,7 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let synced = Arc::new(AtomicBool::new(false));
         let flag = synced.clone();
-        let ready: Readiness = Arc::new(move || {
-            let ready = flag.load(Ordering::Relaxed);
-            let detail = if ready {
-                "ready: caches synced"
-            } else {
-                "not ready: caches syncing"
-            };
-            Ready {
-                ready,
-                detail: detail.into(),
-            }
-        });
+        let ready: Readiness = Arc::new(move || Ready::caches(flag.load(Ordering::Relaxed)));
         let collect: Collect = Arc::new(|m: &Metrics| m.audit_dropped_total(2));
         let routes = routes(metrics.clone(), ready, collect);
 
