@@ -119,7 +119,7 @@ impl std::fmt::Display for EndpointFailure {
     }
 }
 
-/// What CML's `licensing` endpoint said about Smart Licensing.
+/// What CML's `licensing` endpoint said about Smart Licensing (schema `LicensingStatus`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LicenseReport {
     /// Registration with Smart Software Licensing, e.g. `COMPLETED`.
@@ -128,6 +128,91 @@ pub struct LicenseReport {
     pub authorization: Option<String>,
     /// The active product license, e.g. `CML_Enterprise`.
     pub product: Option<String>,
+    /// `udi.product_uuid`: the product instance in the Smart Software Manager.
+    pub product_instance: Option<String>,
+    /// `udi.hostname`: the product instance's name in the Smart Software Manager.
+    pub hostname: Option<String>,
+    /// `registration.register_time.failure`: why the last registration attempt failed.
+    pub failure: Option<String>,
+    /// `authorization.expires`, as CML wrote it.
+    pub authorization_expires: Option<String>,
+    /// `features`: the licensed features and their counts.
+    pub features: Vec<LicenseFeature>,
+}
+
+/// One licensed feature (schema `LicensingFeature`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LicenseFeature {
+    /// e.g. `regid.2019-10.com.cisco.CML_NODE_COUNT,1.0_...`.
+    pub id: String,
+    /// The count requested now.
+    pub in_use: Option<u32>,
+    pub min: Option<u32>,
+    pub max: Option<u32>,
+}
+
+impl LicenseFeature {
+    /// Whether this is the node-count feature that expansion nodes set.
+    pub fn is_node_count(&self) -> bool {
+        self.id.contains("CML_NODE_COUNT")
+    }
+}
+
+/// A Smart Licensing registration token. Never printed: `Debug` redacts it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LicenseToken(pub String);
+
+impl std::fmt::Debug for LicenseToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LicenseToken(<redacted>)")
+    }
+}
+
+/// Where CML reaches Cisco's licensing servers (schema `LicensingTransport`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LicenseTransport {
+    /// A Smart Software Manager satellite's URL; Cisco's own when `None`.
+    pub ssms: Option<String>,
+    pub proxy_server: Option<String>,
+    pub proxy_port: Option<u16>,
+}
+
+/// One registration, in the order CML wants it: transport, product, then the token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistrationRequest {
+    /// Set first, when given.
+    pub transport: Option<LicenseTransport>,
+    /// Set only when it differs from the active product license (CML refuses a repeat).
+    pub product: Option<String>,
+    pub token: LicenseToken,
+}
+
+/// How CML took a licensing request that it answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LicenseAnswer {
+    /// 204: accepted (a registration then runs in the background).
+    Accepted,
+    /// 409: another licensing operation runs; back off and try again.
+    Busy(String),
+    /// 400 or 403: refused, with CML's reason.
+    Refused(String),
+}
+
+/// How CML answered `DELETE /licensing/deregistration`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Deregistration {
+    /// 204: deregistered with Cisco; the seat is free.
+    Freed,
+    /// 202: deregistered locally only (the call to Cisco timed out): the seat may still be held.
+    LocalOnly,
+    /// 400 "Cannot de-register when nodes are running": the worker is not empty.
+    NodesRunning(String),
+    /// 400 otherwise: already deregistered.
+    NotRegistered(String),
+    /// 409: not now; back off.
+    Busy(String),
+    /// 403: refused.
+    Refused(String),
 }
 
 /// Why CML could not be asked.
@@ -199,3 +284,30 @@ impl CmlError {
 pub trait CmlProbe: Send + Sync {
     async fn probe(&self, target: &CmlTarget) -> Result<CmlReport, CmlError>;
 }
+
+/// Smart Licensing calls on a worker's CML (`shared/reference/cml-licensing.md`).
+#[async_trait]
+pub trait CmlLicensing: Send + Sync {
+    /// Sets the transport and the product when asked, then requests registration.
+    async fn register(
+        &self,
+        target: &CmlTarget,
+        request: &RegistrationRequest,
+    ) -> Result<LicenseAnswer, CmlError>;
+
+    /// Sets a feature's count (`PATCH /licensing/features`), e.g. the expansion nodes.
+    async fn set_feature(
+        &self,
+        target: &CmlTarget,
+        id: &str,
+        count: u32,
+    ) -> Result<LicenseAnswer, CmlError>;
+
+    /// Gives the seat back (`DELETE /licensing/deregistration`).
+    async fn deregister(&self, target: &CmlTarget) -> Result<Deregistration, CmlError>;
+}
+
+/// A worker's CML API: probed, and licensed.
+pub trait CmlApi: CmlProbe + CmlLicensing {}
+
+impl<T: CmlProbe + CmlLicensing> CmlApi for T {}

@@ -54,6 +54,7 @@ impl CmlProbe for SimulatedCml {
                 authorization: Some("IN_COMPLIANCE".into()),
                 // The stand-in does not know which license the template asked for.
                 product: None,
+                ..LicenseReport::default()
             }),
             failures: Vec::new(),
         })

@@ -365,6 +365,7 @@ impl CmlProbe for HttpCml {
                 registration: licensing.registration.and_then(|r| r.status),
                 authorization: licensing.authorization.and_then(|a| a.status),
                 product: licensing.product_license.and_then(|p| p.active),
+                ..LicenseReport::default()
             });
         }
         if let Some(labs) = answered(failures, CmlEndpoint::Labs, labs) {
