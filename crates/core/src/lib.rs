@@ -5,6 +5,7 @@
 pub mod duration;
 pub mod instance;
 pub mod license;
+pub mod licensing;
 pub mod phase_machine;
 pub mod planner;
 pub mod worker;
@@ -12,4 +13,5 @@ pub mod worker;
 pub use duration::{DURATION_PATTERN, GoDuration, ParseDurationError};
 pub use instance::{Instance, InstanceState};
 pub use license::License;
+pub use licensing::SeatState;
 pub use worker::{DesiredState, WorkerPhase};

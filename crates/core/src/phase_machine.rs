@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use crate::{DesiredState, GoDuration, Instance, InstanceState, WorkerPhase};
+use crate::{
+    DesiredState, GoDuration, Instance, InstanceState, WorkerPhase,
+    licensing::{self, Gate, LicenseFacts, LicenseNote, LicenseStep, Verdict},
+};
 
 /// The template as the worker sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -145,6 +148,8 @@ pub struct WorkerFacts {
     pub platform: PlatformFacts,
     /// When the current drain began, from status.
     pub drain_started_at: Option<Timestamp>,
+    /// Its Smart Licensing.
+    pub license: LicenseFacts,
 }
 
 /// The one cloud step to take.
@@ -202,11 +207,13 @@ pub enum Reason {
     Terminating,
     /// The instance is terminated: the worker goes.
     Terminated,
+    /// Not licensed within `registrationTimeout`.
+    RegistrationTimeout,
 }
 
 impl Reason {
     /// Every value, in declaration order.
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 17] = [
         Reason::TemplateNotFound,
         Reason::TemplateNotReady,
         Reason::Launching,
@@ -223,6 +230,7 @@ impl Reason {
         Reason::Starting,
         Reason::Terminating,
         Reason::Terminated,
+        Reason::RegistrationTimeout,
     ];
 
     /// The reason as an Event spells it.
@@ -244,6 +252,7 @@ impl Reason {
             Reason::Starting => "Starting",
             Reason::Terminating => "Terminating",
             Reason::Terminated => "Terminated",
+            Reason::RegistrationTimeout => "LicenseRegistrationTimeout",
         }
     }
 
@@ -257,6 +266,7 @@ impl Reason {
                 | Reason::ReadyTimeout
                 | Reason::InstanceVanished
                 | Reason::DrainTimeout
+                | Reason::RegistrationTimeout
         )
     }
 }
@@ -268,6 +278,19 @@ pub enum Recheck {
     Soon,
     /// Steady state: the periodic resync.
     Steady,
+}
+
+/// Licensing's part of a plan.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LicensePlan {
+    /// The licensing call to make now.
+    pub step: Option<LicenseStep>,
+    /// The `Licensed` condition; `None` leaves it as it is.
+    pub note: Option<LicenseNote>,
+    /// When the current deregistration began, to record in status.
+    pub deregistration_started_at: Option<Timestamp>,
+    /// A stop or terminate goes on although the seat's return was not confirmed.
+    pub seat_may_be_held: bool,
 }
 
 /// The outcome of the phase machine.
@@ -285,6 +308,8 @@ pub struct Plan {
     pub waiting: Option<String>,
     /// How soon to look again.
     pub recheck: Recheck,
+    /// Licensing's part.
+    pub license: LicensePlan,
 }
 
 impl Plan {
@@ -296,7 +321,14 @@ impl Plan {
             drain_started_at: None,
             waiting: None,
             recheck,
+            license: LicensePlan::default(),
         }
+    }
+
+    fn licensing(mut self, step: Option<LicenseStep>, note: LicenseNote) -> Plan {
+        self.license.step = step;
+        self.license.note = Some(note);
+        self
     }
 
     fn because(mut self, reason: Reason, message: impl Into<String>) -> Plan {
@@ -375,6 +407,7 @@ pub fn plan(f: &WorkerFacts) -> Plan {
     } else {
         plan_live(f, phase)
     };
+    let plan = with_steady_note(f, seat_gate(f, plan));
     // An event only for a real change of phase or a warning worth repeating once.
     match (&plan.event, f.phase) {
         (Some((reason, _)), Some(old)) if old == plan.phase && !reason.is_warning() => Plan {
@@ -382,6 +415,94 @@ pub fn plan(f: &WorkerFacts) -> Plan {
             ..plan
         },
         _ => plan,
+    }
+}
+
+/// A stop or terminate waits while the worker's license seat is given back (the drain, if any,
+/// is over by then): in the phase it was decided from, so labs that start meanwhile are
+/// drained again rather than cut.
+fn seat_gate(f: &WorkerFacts, plan: Plan) -> Plan {
+    if !matches!(plan.step, Step::Stop | Step::Terminate) {
+        return plan;
+    }
+    match licensing::gate(&f.license, f.now) {
+        Gate::Open => plan,
+        Gate::OpenMayBeHeld(note) => {
+            let mut plan = plan;
+            plan.license.note = Some(note);
+            plan.license.seat_may_be_held = true;
+            plan
+        }
+        Gate::Hold { step, since, note } => {
+            let was = f.phase.unwrap_or(WorkerPhase::Pending);
+            let draining = matches!(was, WorkerPhase::Running | WorkerPhase::Draining)
+                && matches!(plan.phase, WorkerPhase::Stopping | WorkerPhase::Terminating);
+            let (phase, drain_since) = if draining {
+                (WorkerPhase::Draining, f.drain_started_at.or(Some(f.now)))
+            } else {
+                (plan.phase, plan.drain_started_at)
+            };
+            let waiting = note.message.clone();
+            let mut held = Plan::new(phase, Step::Wait, Recheck::Soon)
+                .draining_since(drain_since)
+                .waiting_for(waiting)
+                .licensing(step, note);
+            held.license.deregistration_started_at = Some(since);
+            // A warning (a timeout that fails the worker) is still worth its Event.
+            held.event = plan.event.filter(|(reason, _)| reason.is_warning());
+            held
+        }
+    }
+}
+
+/// The `Licensed` condition when registration and deregistration said nothing.
+fn with_steady_note(f: &WorkerFacts, mut plan: Plan) -> Plan {
+    if seat_lost(f) {
+        plan.license.seat_may_be_held = true;
+    }
+    if plan.license.note.is_none() {
+        plan.license.note = licensing::steady_note(&f.license, f.license.seat_now());
+    }
+    plan
+}
+
+/// The machine is down or going while its seat was neither given back nor reported lost.
+fn seat_lost(f: &WorkerFacts) -> bool {
+    use licensing::SeatState::*;
+    let counting = matches!(f.license.seat_now(), Registering | Held | Deregistering);
+    let down = match &f.instance {
+        InstanceFacts::NotLaunched => false,
+        InstanceFacts::Missing { .. } => true,
+        InstanceFacts::Seen(i) => {
+            !matches!(i.state, InstanceState::Pending | InstanceState::Running)
+        }
+    };
+    counting && down
+}
+
+/// CML is ready: the worker runs once it is licensed (when the template manages licenses).
+fn when_licensed(f: &WorkerFacts, waiting: WorkerPhase, message: &str) -> Plan {
+    use WorkerPhase::*;
+    match licensing::verdict(&f.license, f.now) {
+        Verdict::Licensed => {
+            let message = match &f.license.policy {
+                Some(p) => format!("{message}; licensed as {}", p.product),
+                None => message.to_owned(),
+            };
+            Plan::new(Running, Step::Wait, Recheck::Steady).because(Reason::Provisioned, message)
+        }
+        Verdict::Pending(step, note) => {
+            let waiting_for = note.message.clone();
+            Plan::new(waiting, Step::Wait, Recheck::Soon)
+                .waiting_for(waiting_for)
+                .licensing(step, note)
+        }
+        Verdict::TimedOut(note) => {
+            let message = note.message.clone();
+            Plan::new(Failed, Step::Terminate, Recheck::Steady)
+                .because(Reason::RegistrationTimeout, message)
+                .licensing(None, note)
+        }
     }
 }
 
@@ -541,8 +662,9 @@ fn plan_phase(f: &WorkerFacts, phase: WorkerPhase, instance: &Instance) -> Plan 
             _ => Plan::new(Stopped, Step::Wait, Recheck::Steady),
         },
         Starting => match instance.state {
-            InstanceState::Running if cml_ready => Plan::new(Running, Step::Wait, Recheck::Steady)
-                .because(Reason::Provisioned, "started; CML is ready"),
+            InstanceState::Running if cml_ready => {
+                when_licensed(f, Starting, "started; CML is ready")
+            }
             InstanceState::Stopped => Plan::new(Starting, Step::Start, Recheck::Soon),
             _ => Plan::new(Starting, Step::Wait, Recheck::Soon),
         },
@@ -561,8 +683,7 @@ fn plan_provisioning(
 ) -> Plan {
     use WorkerPhase::*;
     match instance.state {
-        InstanceState::Running if cml_ready => Plan::new(Running, Step::Wait, Recheck::Steady)
-            .because(Reason::Provisioned, "CML is ready"),
+        InstanceState::Running if cml_ready => when_licensed(f, Provisioning, "CML is ready"),
         InstanceState::Running => {
             let since = instance.launch_time.or(f.launch.started_at);
             if elapsed(f.now, since) > timeouts.ready {

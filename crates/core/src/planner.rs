@@ -78,6 +78,9 @@ pub struct TemplateView {
     pub max_concurrent_drains: u32,
     /// When capacity was last added, if known.
     pub last_scale_up: Option<Timestamp>,
+    /// License seats the seat budget has left for more of its workers up (started or created);
+    /// `None` without a budget.
+    pub seats_available: Option<u32>,
 }
 
 /// One worker of the template as the planner sees it.
@@ -257,6 +260,8 @@ pub struct Plan {
     pub unplaceable: u32,
     /// Why the plan holds back, if it does (e.g. maxWorkers reached, demand unknown).
     pub held: Option<String>,
+    /// The seat budget, not maxWorkers, kept workers from coming up.
+    pub seats_exhausted: bool,
 }
 
 fn elapsed(now: Timestamp, since: Timestamp) -> Duration {
@@ -320,6 +325,10 @@ struct Draft {
     max: u32,
     /// Stopped workers that may be started, in the order to start them.
     startable: Vec<String>,
+    /// License seats left for more workers up; `None` without a budget.
+    seats: Option<u32>,
+    /// A worker could not come up for want of a seat.
+    seat_limited: bool,
 }
 
 impl Draft {
@@ -332,16 +341,18 @@ impl Draft {
     }
 
     fn room(&self) -> bool {
-        self.up < self.max
+        self.up < self.max && self.seats != Some(0)
     }
 
     /// One more worker up: a stopped one started if there is one, else a new one (counted by
     /// the caller, who decides once for all of them). `None` at maxWorkers.
     fn add_one(&mut self, trigger: Trigger, why: &str) -> Option<bool> {
         if !self.room() {
+            self.seat_limited |= self.up < self.max;
             return None;
         }
         self.up += 1;
+        self.seats = self.seats.map(|n| n - 1);
         if self.startable.is_empty() {
             return Some(true);
         }
@@ -377,6 +388,8 @@ pub fn plan(i: &Inputs) -> Plan {
         up: ws.iter().filter(|w| is_up(w)).count() as u32,
         max: t.max_workers,
         startable: Vec::new(),
+        seats: t.seats_available,
+        seat_limited: false,
     };
     delete_failed(&mut d, ws);
     fill_stopped_pool(&mut d, t, ws);
@@ -394,7 +407,8 @@ pub fn plan(i: &Inputs) -> Plan {
         demand: i.demand.map_or(0, |x| x.len() as u32),
         within_lead_time,
         unplaceable: short.capped + short.too_big,
-        held: short.held(t, i.lead_time).or(unknown),
+        held: short.held(t, i.lead_time, d.seat_limited).or(unknown),
+        seats_exhausted: d.seat_limited,
     }
 }
 
@@ -561,11 +575,15 @@ struct Shortfall {
 
 impl Shortfall {
     /// Why the plan holds back, when maxWorkers keeps demand waiting.
-    fn held(&self, t: &TemplateView, lead_time: Duration) -> Option<String> {
-        (self.capped > 0).then(|| {
+    fn held(&self, t: &TemplateView, lead_time: Duration, seat_limited: bool) -> Option<String> {
+        let limit = if seat_limited {
+            "no license seat left in the seat budget".to_owned()
+        } else {
+            format!("maxWorkers {} reached", t.max_workers)
+        };
+        (self.capped > 0 || seat_limited).then(|| {
             format!(
-                "maxWorkers {} reached: {} lab instances due within {} wait for capacity",
-                t.max_workers,
+                "{limit}: {} lab instances due within {} wait for capacity",
                 self.capped,
                 human(lead_time)
             )

@@ -46,6 +46,7 @@ fn facts(phase: Option<WorkerPhase>, instance: InstanceFacts) -> WorkerFacts {
         cml: CmlFacts::NotProbed,
         platform: PlatformFacts::NotConfigured,
         drain_started_at: None,
+        license: LicenseFacts::default(),
     }
 }
 
@@ -489,5 +490,137 @@ fn lab_instances_the_platform_placed_hold_a_drain_whatever_cml_says() {
                 assert_ne!(plan(&f).step, Step::Wait, "drainTimeout still forces it");
             }
         }
+    }
+}
+
+mod licensing_in_the_phase_machine {
+    use super::*;
+    use crate::licensing::{
+        COMPLETED, IN_COMPLIANCE, LicensePolicy, LicenseReason, LicenseSeen, LicenseStep,
+        LicenseView, NOT_REGISTERED, SeatState,
+    };
+
+    fn licensed_facts(phase: WorkerPhase, seat: SeatState, registration: &str) -> WorkerFacts {
+        let mut f = facts(Some(phase), seen(InstanceState::Running));
+        f.cml = CmlFacts::Ready {
+            running_nodes: Some(0),
+        };
+        f.license = LicenseFacts {
+            policy: Some(LicensePolicy {
+                product: "CML_Enterprise".into(),
+                expansion_nodes: None,
+                registration_timeout: Duration::from_secs(300),
+                deregistration_timeout: Duration::from_secs(120),
+            }),
+            view: LicenseView::Seen(LicenseSeen {
+                registration: Some(registration.into()),
+                authorization: Some(
+                    if registration == COMPLETED {
+                        IN_COMPLIANCE
+                    } else {
+                        "EVAL"
+                    }
+                    .into(),
+                ),
+                ..LicenseSeen::default()
+            }),
+            seat,
+            permit: true,
+            ..LicenseFacts::default()
+        };
+        f
+    }
+
+    #[test]
+    fn a_ready_cml_runs_only_once_licensed() {
+        let f = licensed_facts(Provisioning, SeatState::Free, NOT_REGISTERED);
+        let p = plan(&f);
+        assert_eq!((p.phase, p.step), (Provisioning, Step::Wait));
+        assert_eq!(p.license.step, Some(LicenseStep::Register));
+        let f = licensed_facts(Provisioning, SeatState::Registering, COMPLETED);
+        let p = plan(&f);
+        assert_eq!(p.phase, Running);
+        assert_eq!(
+            p.license.note.map(|n| n.reason),
+            Some(LicenseReason::Registered)
+        );
+    }
+
+    #[test]
+    fn a_started_worker_registers_again() {
+        let f = licensed_facts(Starting, SeatState::Free, NOT_REGISTERED);
+        let p = plan(&f);
+        assert_eq!(
+            (p.phase, p.license.step),
+            (Starting, Some(LicenseStep::Register))
+        );
+    }
+
+    #[test]
+    fn a_finished_drain_gives_the_seat_back_before_the_stop() {
+        let mut f = licensed_facts(Draining, SeatState::Held, COMPLETED);
+        f.desired = DesiredState::Stopped;
+        f.drain_started_at = Some(at(0));
+        let p = plan(&f);
+        assert_eq!((p.phase, p.step), (Draining, Step::Wait));
+        assert_eq!(p.license.step, Some(LicenseStep::Deregister));
+        assert_eq!(
+            p.drain_started_at,
+            Some(at(0)),
+            "the drain clock keeps running"
+        );
+        assert_eq!(p.event, None);
+        let mut freed = licensed_facts(Draining, SeatState::Deregistering, NOT_REGISTERED);
+        freed.desired = DesiredState::Stopped;
+        freed.drain_started_at = Some(at(0));
+        let p = plan(&freed);
+        assert_eq!((p.phase, p.step), (Stopping, Step::Stop));
+        assert_eq!(p.license.step, None);
+    }
+
+    #[test]
+    fn a_delete_gives_the_seat_back_even_with_skip_drain() {
+        let mut f = licensed_facts(Running, SeatState::Held, COMPLETED);
+        f.deleting = true;
+        f.skip_drain = true;
+        let p = plan(&f);
+        assert_eq!(p.step, Step::Wait);
+        assert_eq!(p.license.step, Some(LicenseStep::Deregister));
+    }
+
+    #[test]
+    fn a_seat_not_confirmed_within_the_timeout_lets_the_terminate_go_on() {
+        let mut f = licensed_facts(Running, SeatState::Deregistering, COMPLETED);
+        f.deleting = true;
+        f.license.view = LicenseView::Unknown {
+            why: "unreachable".into(),
+        };
+        f.cml = CmlFacts::Unreachable {
+            message: "unreachable".into(),
+        };
+        f.skip_drain = true;
+        f.license.deregistration_started_at = Some(at(-120));
+        let p = plan(&f);
+        assert_eq!(p.step, Step::Terminate);
+        assert!(p.license.seat_may_be_held);
+    }
+
+    #[test]
+    fn registration_past_its_timeout_fails_the_worker_and_still_deregisters_first() {
+        let mut f = licensed_facts(Provisioning, SeatState::Registering, "FAILED");
+        f.license.registration_started_at = Some(at(-300));
+        let p = plan(&f);
+        assert_eq!((p.phase, p.step), (Failed, Step::Wait));
+        assert_eq!(p.license.step, Some(LicenseStep::Deregister));
+        assert_eq!(p.event.map(|e| e.0), Some(Reason::RegistrationTimeout));
+    }
+
+    #[test]
+    fn an_instance_gone_while_its_seat_is_held_reports_the_seat() {
+        let mut f = licensed_facts(Running, SeatState::Held, COMPLETED);
+        f.instance = InstanceFacts::Missing { id: "i-1".into() };
+        f.cml = CmlFacts::NotProbed;
+        f.license.view = LicenseView::NotAsked;
+        assert!(plan(&f).license.seat_may_be_held);
     }
 }

@@ -26,6 +26,7 @@ fn template() -> TemplateView {
         grace: 30 * MIN,
         max_concurrent_drains: 1,
         last_scale_up: None,
+        seats_available: None,
     }
 }
 
@@ -736,5 +737,46 @@ mod properties {
             let p = run(&template(), &ws, Some(&[lab("a", 5, nodes)]));
             prop_assert!(p.decisions.iter().all(|d| !d.action.is_scale_up()));
         }
+    }
+}
+
+#[test]
+fn the_seat_budget_caps_workers_coming_up_and_says_so() {
+    let mut t = template();
+    t.seats_available = Some(2);
+    let demand = [lab("a", 5, 20.0), lab("b", 5, 20.0), lab("c", 5, 20.0)];
+    let p = run(&t, &[], Some(&demand));
+    assert_eq!(actions(&p), vec![create(2)]);
+    assert!(p.seats_exhausted);
+    assert!(
+        p.held
+            .as_deref()
+            .unwrap_or_default()
+            .contains("license seat"),
+        "{:?}",
+        p.held
+    );
+    // Starting a stopped worker takes a seat as well.
+    t.seats_available = Some(1);
+    t.max_stopped_workers = 2;
+    let stopped = [
+        worker("s1", WorkerPhase::Stopped),
+        worker("s2", WorkerPhase::Stopped),
+    ];
+    let p = run(&t, &stopped, Some(&demand[..2]));
+    assert_eq!(actions(&p), vec![start("s1")]);
+    assert!(p.seats_exhausted);
+}
+
+#[test]
+fn without_a_budget_or_with_seats_to_spare_nothing_is_held_for_seats() {
+    let mut t = template();
+    let demand = [lab("a", 5, 20.0), lab("b", 5, 20.0)];
+    for seats in [None, Some(2), Some(9)] {
+        t.seats_available = seats;
+        let p = run(&t, &[], Some(&demand));
+        assert_eq!(actions(&p), vec![create(2)], "{seats:?}");
+        assert!(!p.seats_exhausted);
+        assert_eq!(p.held, None);
     }
 }
