@@ -7,7 +7,10 @@ use ccm_harness as support;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::{
-    cml_server::{CmlServer, Mode, PASSWORD, USERNAME},
+    cml_server::{
+        CmlServer, INVALID_TOKEN, Mode, NODE_COUNT_FEATURE, PASSWORD, SmartAccount, USERNAME,
+        VALID_TOKEN,
+    },
     contract,
 };
 
@@ -37,6 +40,36 @@ impl Raw {
         (status, response.json().await.expect("a JSON body"))
     }
 
+    /// Any method, with a JSON body or raw bytes; an empty answer reads as `null`.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Body,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        request = match body {
+            Body::None => request,
+            Body::Json(value) => request.json(&value),
+            Body::Raw(text) => request
+                .header("content-type", "application/json")
+                .body(text),
+        };
+        let response = request.send().await.expect("answer");
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await.expect("a body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("a JSON body")
+        };
+        (status, body)
+    }
+
     async fn login(&self, password: &str) -> (u16, Value) {
         let response = self
             .http
@@ -48,6 +81,13 @@ impl Raw {
         let status = response.status().as_u16();
         (status, response.json().await.expect("a JSON body"))
     }
+}
+
+#[derive(Clone)]
+enum Body {
+    None,
+    Json(Value),
+    Raw(&'static str),
 }
 
 /// Validates one answer with the contract, independently of the server's own check.
@@ -196,6 +236,308 @@ async fn the_contract_rejects_the_shapes_the_server_once_gave() {
     assert!(
         contract
             .check("post", "/authenticate", 200, &json!({"token": "a.b.c"}))
+            .is_err()
+    );
+}
+
+/// One licensing call, its answer validated with the contract and its status as expected.
+async fn licensing(
+    raw: &Raw,
+    token: Option<&str>,
+    (method, path): (&str, &str),
+    body: Body,
+    expected: u16,
+) -> Value {
+    let verb = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+    let answer = raw.send(verb, path, body, token).await;
+    assert_eq!(answer.0, expected, "{method} {path}: {answer:?}");
+    conforms(method, path, &answer);
+    answer.1
+}
+
+const STATUS: (&str, &str) = ("get", "/licensing");
+const TRANSPORT: (&str, &str) = ("put", "/licensing/transport");
+const PRODUCT: (&str, &str) = ("put", "/licensing/product_license");
+const REGISTRATION: (&str, &str) = ("post", "/licensing/registration");
+const FEATURES: (&str, &str) = ("patch", "/licensing/features");
+const FEATURE_LIST: (&str, &str) = ("get", "/licensing/features");
+const DEREGISTRATION: (&str, &str) = ("delete", "/licensing/deregistration");
+
+/// Polls `GET /licensing` (each answer validated) until the registration is `wanted`.
+async fn registration_is(raw: &Raw, token: &str, wanted: &str) -> Value {
+    for _ in 0..100 {
+        let status = licensing(raw, Some(token), STATUS, Body::None, 200).await;
+        if status["registration"]["status"] == wanted {
+            return status;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("registration never {wanted}");
+}
+
+fn registration(token: &str) -> Body {
+    Body::Json(json!({"token": token, "reregister": false}))
+}
+
+#[tokio::test]
+async fn every_licensing_answer_follows_the_published_schemas() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = CmlServer::start_in(dir.path(), SmartAccount::new()).await;
+    server.set_registration_delay(std::time::Duration::from_millis(200));
+    let raw = Raw::new(&server);
+    let (_, login) = raw.login(PASSWORD).await;
+    let token = login.as_str().expect("a JWT string").to_owned();
+    let t = Some(token.as_str());
+
+    // Not registered: every required key of the full status, and the refusals it brings.
+    let status = licensing(&raw, t, STATUS, Body::None, 200).await;
+    assert_eq!(status["registration"]["status"], "NOT_REGISTERED");
+    assert_eq!(status["authorization"]["status"], "EVAL");
+    assert_eq!(
+        status["udi"]["product_uuid"],
+        json!(server.product_instance())
+    );
+    assert_eq!(
+        status["transport"]["proxy"],
+        json!({"server": null, "port": null})
+    );
+    licensing(&raw, t, DEREGISTRATION, Body::None, 400).await;
+    let count = |n: u32| Body::Json(json!([{"id": NODE_COUNT_FEATURE, "count": n}]));
+    licensing(&raw, t, FEATURES, count(1), 400).await;
+    licensing(&raw, t, FEATURE_LIST, Body::None, 200).await;
+
+    // Transport and product: accepted, then the active product and an unknown one refused.
+    let proxy = json!({"ssms": null, "proxy": {"server": "lab-proxy.example.com", "port": 80}});
+    licensing(&raw, t, TRANSPORT, Body::Json(proxy), 204).await;
+    let status = licensing(&raw, t, STATUS, Body::None, 200).await;
+    assert_eq!(
+        status["transport"]["proxy"]["server"],
+        "lab-proxy.example.com"
+    );
+    licensing(&raw, t, PRODUCT, Body::Json(json!("CML_Education")), 204).await;
+    licensing(&raw, t, PRODUCT, Body::Json(json!("CML_Education")), 400).await;
+    licensing(&raw, t, PRODUCT, Body::Json(json!("CML_Unknown")), 400).await;
+
+    // Registering: accepted, running (busy to a second request and to deregistration), done.
+    licensing(&raw, t, REGISTRATION, registration(VALID_TOKEN), 204).await;
+    let running = licensing(&raw, t, STATUS, Body::None, 200).await;
+    assert_eq!(running["registration"]["status"], "IN_PROGRESS");
+    licensing(&raw, t, REGISTRATION, registration(VALID_TOKEN), 409).await;
+    licensing(&raw, t, DEREGISTRATION, Body::None, 409).await;
+    let done = registration_is(&raw, &token, "COMPLETED").await;
+    assert_eq!(done["authorization"]["status"], "IN_COMPLIANCE");
+    licensing(&raw, t, REGISTRATION, registration(VALID_TOKEN), 400).await;
+
+    // Features once registered.
+    licensing(&raw, t, FEATURES, count(20), 204).await;
+    licensing(&raw, t, FEATURES, count(301), 400).await;
+    let unknown = Body::Json(json!([{"id": "regid.unknown,1.0_x", "count": 1}]));
+    licensing(&raw, t, FEATURES, unknown, 400).await;
+    licensing(&raw, t, FEATURE_LIST, Body::None, 200).await;
+
+    // Deregistration: nodes running, then each forced answer, then for real.
+    server.set_usage(0, 2);
+    let running = licensing(&raw, t, DEREGISTRATION, Body::None, 400).await;
+    assert_eq!(
+        running["description"],
+        "Cannot de-register when nodes are running"
+    );
+    server.set_usage(0, 0);
+    for code in [409, 403, 400] {
+        server.set_deregistration_answer(Some(code));
+        licensing(&raw, t, DEREGISTRATION, Body::None, code).await;
+    }
+    server.set_deregistration_answer(Some(202));
+    licensing(&raw, t, DEREGISTRATION, Body::None, 202).await;
+    registration_is(&raw, &token, "NOT_REGISTERED").await;
+    server.set_deregistration_answer(None);
+    licensing(&raw, t, REGISTRATION, registration(VALID_TOKEN), 204).await;
+    registration_is(&raw, &token, "COMPLETED").await;
+    licensing(&raw, t, DEREGISTRATION, Body::None, 204).await;
+
+    // A token Cisco does not know: accepted, then FAILED with the reason.
+    licensing(&raw, t, REGISTRATION, registration(INVALID_TOKEN), 204).await;
+    let failed = registration_is(&raw, &token, "FAILED").await;
+    assert!(failed["registration"]["register_time"]["failure"].is_string());
+
+    // No login, and each call refused or failing.
+    let calls = [
+        (
+            TRANSPORT,
+            Body::Json(json!({"proxy": {"server": null, "port": null}})),
+        ),
+        (PRODUCT, Body::Json(json!("CML_Personal"))),
+        (REGISTRATION, registration(VALID_TOKEN)),
+        (FEATURES, count(1)),
+        (DEREGISTRATION, Body::None),
+    ];
+    for ((method, path), body) in calls {
+        let name = path.trim_start_matches('/');
+        licensing(&raw, None, (method, path), body.clone(), 401).await;
+        for code in [StatusCode::FORBIDDEN, StatusCode::INTERNAL_SERVER_ERROR] {
+            server.set_failing(name, Some(code));
+            licensing(&raw, t, (method, path), body.clone(), code.as_u16()).await;
+            server.set_failing(name, None);
+        }
+    }
+    assert_eq!(server.violations(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn request_bodies_that_break_the_contract_are_recorded_and_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = CmlServer::start_in(dir.path(), SmartAccount::new()).await;
+    let raw = Raw::new(&server);
+    let (_, login) = raw.login(PASSWORD).await;
+    let t = login.as_str();
+
+    let breaches = [
+        (
+            REGISTRATION,
+            Body::Json(json!({"token": VALID_TOKEN, "reregister": false, "force": true})),
+        ),
+        (REGISTRATION, registration("has spaces and a colon:")),
+        (REGISTRATION, Body::Json(json!({"reregister": false}))),
+        (PRODUCT, Body::Json(json!("CML Enterprise"))),
+        (PRODUCT, Body::Json(json!({"product": "CML_Enterprise"}))),
+        (TRANSPORT, Body::Json(json!({"ssms": null}))),
+        (
+            TRANSPORT,
+            Body::Json(json!({"ssms": "not a url", "proxy": {"server": null, "port": null}})),
+        ),
+        (FEATURES, Body::Json(json!([]))),
+        (
+            FEATURES,
+            Body::Json(json!([{"id": NODE_COUNT_FEATURE, "count": -1}])),
+        ),
+        (
+            FEATURES,
+            Body::Json(json!({"id": NODE_COUNT_FEATURE, "count": 1})),
+        ),
+        (REGISTRATION, Body::Raw("{not json")),
+    ];
+    let n = breaches.len();
+    for (call, body) in breaches {
+        licensing(&raw, t, call, body, 400).await;
+    }
+    let violations = server.violations();
+    assert_eq!(violations.len(), n, "{violations:#?}");
+    assert!(
+        violations.iter().all(|v| v.contains("request")),
+        "{violations:#?}"
+    );
+    assert_eq!(server.registrations(), 0, "nothing was registered");
+    assert_eq!(server.registration_status(), "NOT_REGISTERED");
+    assert_eq!(server.product_license(), "CML_Enterprise");
+    assert_eq!(server.transport(), None);
+}
+
+#[tokio::test]
+async fn the_contract_reads_the_licensing_shapes_as_published() {
+    let contract = contract::cml();
+    let time = json!({"succeeded": null, "attempted": null, "scheduled": null, "status": null,
+                      "failure": null, "success": null});
+    let status = json!({
+        "udi": {"hostname": "cml", "product_uuid": "5ea71ce5-0000-4000-8000-000000000001"},
+        "registration": {"status": "COMPLETED", "register_time": time, "renew_time": time},
+        "transport": {"proxy": {"server": null, "port": null}, "ssms": null,
+                      "default_ssms": "https://smartreceiver.cisco.com/licservice/license"}
+    });
+    assert_eq!(contract.check("get", "/licensing", 200, &status), Ok(()));
+    // Every key of a time info is required, if only as null.
+    let mut partial = status.clone();
+    partial["registration"]["register_time"] = json!({"failure": "x"});
+    assert!(contract.check("get", "/licensing", 200, &partial).is_err());
+    // The transport as read names the default server; as set it need not.
+    let mut no_default = status.clone();
+    no_default["transport"] = json!({"proxy": {"server": null, "port": null}});
+    assert!(
+        contract
+            .check("get", "/licensing", 200, &no_default)
+            .is_err()
+    );
+    let mut extra = status.clone();
+    extra["registration"]["failure"] = json!("not here");
+    assert!(contract.check("get", "/licensing", 200, &extra).is_err());
+    assert!(
+        contract
+            .check(
+                "get",
+                "/licensing",
+                200,
+                &json!({"features": [{"name": "no id"}]})
+            )
+            .is_err()
+    );
+
+    // Bodies the client sends.
+    assert!(
+        contract
+            .check_request(
+                "post",
+                "/licensing/registration",
+                &json!({"token": VALID_TOKEN})
+            )
+            .is_ok()
+    );
+    assert!(
+        contract
+            .check_request(
+                "post",
+                "/licensing/registration",
+                &json!({"token": VALID_TOKEN, "reregister": false, "force": true})
+            )
+            .is_err()
+    );
+    assert!(
+        contract
+            .check_request(
+                "put",
+                "/licensing/product_license",
+                &json!("CML_Enterprise")
+            )
+            .is_ok()
+    );
+    assert!(
+        contract
+            .check_request("put", "/licensing/transport", &json!({"ssms": null}))
+            .is_err(),
+        "proxy is required, if only with null server and port"
+    );
+    let two = json!([{"id": "a", "count": 1}, {"id": "b", "count": 2}]);
+    assert!(
+        contract
+            .check_request("patch", "/licensing/features", &two)
+            .is_ok()
+    );
+    let three = json!([{"id": "a", "count": 1}, {"id": "b", "count": 2}, {"id": "c", "count": 3}]);
+    assert!(
+        contract
+            .check_request("patch", "/licensing/features", &three)
+            .is_err()
+    );
+
+    // Answers: no body on success; the deregistration 400 has none documented, and CML's
+    // error body is read as its `default` one.
+    let error = json!({"code": 400, "description": "Cannot de-register when nodes are running"});
+    let dereg = "/licensing/deregistration";
+    for status in [204, 202] {
+        assert_eq!(
+            contract.check("delete", dereg, status, &Value::Null),
+            Ok(())
+        );
+        assert!(contract.check("delete", dereg, status, &error).is_err());
+    }
+    assert_eq!(contract.check("delete", dereg, 400, &error), Ok(()));
+    assert_eq!(contract.check("delete", dereg, 400, &Value::Null), Ok(()));
+    assert!(
+        contract
+            .check("delete", dereg, 400, &json!({"detail": "no"}))
+            .is_err()
+    );
+    assert!(
+        contract
+            .check("post", "/licensing/registration", 409, &json!("busy"))
             .is_err()
     );
 }

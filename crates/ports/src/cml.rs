@@ -285,7 +285,7 @@ pub trait CmlProbe: Send + Sync {
     async fn probe(&self, target: &CmlTarget) -> Result<CmlReport, CmlError>;
 }
 
-/// Smart Licensing calls on a worker's CML (`shared/reference/cml-licensing.md`).
+/// Smart Licensing calls on a worker's CML (`tests/contracts/cml-licensing.md`).
 #[async_trait]
 pub trait CmlLicensing: Send + Sync {
     /// Sets the transport and the product when asked, then requests registration.
