@@ -420,7 +420,9 @@ pub fn gate(f: &LicenseFacts, now: Timestamp) -> Gate {
             ),
         ));
     }
-    let step = f.may_call(now).then_some(LicenseStep::Deregister);
+    // The first attempt goes at once: a registration's backoff does not delay it.
+    let first = f.deregistration_started_at.is_none();
+    let step = (first || f.may_call(now)).then_some(LicenseStep::Deregister);
     Gate::Hold {
         step,
         since,

@@ -5,8 +5,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use ccm_simulator::{SimulatedCloud, SimulatedConfig};
-use k8s_openapi::api::events::v1::Event;
+use ccm_simulator::{SimulatedCloud, SimulatedCml, SimulatedConfig};
+use k8s_openapi::api::{core::v1::Secret, events::v1::Event};
 use kube::{
     Api, Client, ResourceExt,
     api::{ListParams, PostParams},
@@ -41,6 +41,8 @@ pub struct Harness {
     pub ctx: Option<Arc<Context>>,
     /// The simulated cloud behind every template.
     pub sim: Arc<SimulatedCloud>,
+    /// The CML stand-in of its workers, with its Smart Account.
+    pub cml: Arc<SimulatedCml>,
     settings: Settings,
 }
 
@@ -86,6 +88,10 @@ impl Harness {
                 terminate_delay: Duration::from_millis(300),
                 ..SimulatedConfig::default()
             })),
+            cml: Arc::new(SimulatedCml::with_license_delay(
+                Duration::from_millis(300),
+                Duration::from_millis(300),
+            )),
             settings,
         };
         h.start_controller();
@@ -98,7 +104,7 @@ impl Harness {
         let registry = ProviderRegistry::new(
             "us-east-1",
             aws_default_chain(None),
-            crate::simulated(sim, Duration::from_millis(300)),
+            crate::simulated_with(sim, self.cml.clone()),
         );
         let cp = ControlPlaneClient::new(ControlPlaneConfig {
             url: self.cp.url(),
@@ -133,7 +139,27 @@ impl Harness {
     }
 
     pub async fn template_with(&self, scaling: serde_json::Value) {
-        let t: WorkerTemplate = serde_json::from_value(json!({
+        self.template_spec_with(scaling, json!({})).await;
+    }
+
+    /// A template whose workers register their license with a token from a Secret.
+    pub async fn licensed_template(&self, scaling: serde_json::Value) {
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "smart-licensing"},
+            "stringData": {"token": "simulated-registration-token"}
+        }))
+        .expect("secret");
+        Api::<Secret>::namespaced(self.client.clone(), &self.ns.name)
+            .create(&PostParams::default(), &secret)
+            .await
+            .expect("token secret");
+        let licensing = json!({"licensing": {"tokenSecretRef": {"name": "smart-licensing"}}});
+        self.template_spec_with(scaling, licensing).await;
+    }
+
+    /// The simulated template, with `extra` fields merged into its spec.
+    async fn template_spec_with(&self, scaling: serde_json::Value, extra: serde_json::Value) {
+        let mut t: WorkerTemplate = serde_json::from_value(json!({
             "apiVersion": "ccm.dev/v1alpha1", "kind": "WorkerTemplate",
             "metadata": {"name": "t"},
             "spec": {
@@ -144,6 +170,9 @@ impl Harness {
             }
         }))
         .expect("template");
+        if let Some(licensing) = extra.get("licensing") {
+            t.spec.licensing = Some(serde_json::from_value(licensing.clone()).expect("licensing"));
+        }
         Api::<WorkerTemplate>::namespaced(self.client.clone(), &self.ns.name)
             .create(&PostParams::default(), &t)
             .await

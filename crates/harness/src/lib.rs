@@ -17,6 +17,7 @@ pub mod process;
 pub mod records;
 pub mod replica;
 pub mod serve;
+pub mod smart_account;
 pub mod state_etcd;
 pub mod tcp_proxy;
 pub mod workers;
@@ -52,13 +53,20 @@ pub fn controller_binary() -> PathBuf {
         })
 }
 
-/// The simulator as a provider backend: `cloud`, and a CML ready `cml_boot` after each boot.
+/// The simulator as a provider backend: `cloud`, and a CML ready `cml_boot` after each boot
+/// whose registrations complete as quickly.
 pub fn simulated(
     cloud: std::sync::Arc<ccm_simulator::SimulatedCloud>,
     cml_boot: std::time::Duration,
 ) -> Option<resource_controller::provider::SimulatedBackend> {
-    Some(resource_controller::provider::SimulatedBackend {
-        cloud,
-        cml: std::sync::Arc::new(ccm_simulator::SimulatedCml::new(cml_boot)),
-    })
+    let cml = ccm_simulator::SimulatedCml::with_license_delay(cml_boot, cml_boot);
+    simulated_with(cloud, std::sync::Arc::new(cml))
+}
+
+/// The simulator as a provider backend, with this CML stand-in.
+pub fn simulated_with(
+    cloud: std::sync::Arc<ccm_simulator::SimulatedCloud>,
+    cml: std::sync::Arc<ccm_simulator::SimulatedCml>,
+) -> Option<resource_controller::provider::SimulatedBackend> {
+    Some(resource_controller::provider::SimulatedBackend { cloud, cml })
 }

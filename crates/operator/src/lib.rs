@@ -19,4 +19,4 @@ pub mod telemetry;
 pub mod tls;
 
 /// The pure decisions, from `ccm-core`.
-pub use ccm_core::{phase_machine, planner};
+pub use ccm_core::{licensing, phase_machine, planner};

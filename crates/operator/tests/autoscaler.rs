@@ -393,3 +393,54 @@ async fn a_control_plane_outage_drains_nothing_and_the_audit_trail_catches_up() 
     assert!(first < second, "{events:?}");
     h.finish().await;
 }
+
+#[tokio::test]
+async fn the_seat_budget_caps_licensed_workers_and_says_so() {
+    let h = Harness::new("seats", |s| {
+        s.license_seats = [("CML_Enterprise".to_owned(), 2)].into();
+    })
+    .await;
+    h.cp.add_definition(definition("d12", 12, &["ENTERPRISE"]));
+    h.licensed_template(json!({"maxWorkers": 5})).await;
+    // Three labs of 12 nodes want three workers of 20; the budget has two seats.
+    for id in ["l1", "l2", "l3"] {
+        h.cp.add_instance(instance(id, "d12", 5));
+    }
+    h.announce("l1").await;
+    let ws = h
+        .wait_owned("t", "two licensed", |ws| {
+            ws.len() == 2
+                && ws.iter().all(|w| {
+                    phase(w) == Some(WorkerPhase::Running)
+                        && w.status.as_ref().is_some_and(|s| {
+                            conditions::is_true(&s.conditions, conditions::ConditionType::Licensed)
+                        })
+                })
+        })
+        .await;
+    assert_eq!(ws.len(), 2);
+    let status = h
+        .wait_template("t", "limited by seats", |s| {
+            conditions::find(&s.conditions, conditions::ConditionType::ScalingLimited)
+                .is_some_and(|c| c.status == "True" && c.reason == "LicenseSeatsExhausted")
+        })
+        .await;
+    let seats = status.license_seats.expect("licenseSeats");
+    assert_eq!(
+        (
+            seats.product.as_str(),
+            seats.budget,
+            seats.in_use,
+            seats.available
+        ),
+        ("CML_Enterprise", 2, 2, 0)
+    );
+    assert_eq!(
+        h.cml.seats_held().len(),
+        2,
+        "the Smart Account holds two seats"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(h.owned("t").await.len(), 2, "no third worker");
+    h.finish().await;
+}

@@ -16,7 +16,10 @@ use kube::{
 };
 use resource_controller::{
     controller::{self, Context, Settings},
-    crd::{Worker, WorkerPhase, WorkerTemplate, conditions},
+    crd::{
+        SeatState, Worker, WorkerPhase, WorkerTemplate,
+        conditions::{self, ConditionType},
+    },
     provider::{
         CloudProvider, LaunchRequest, LaunchSpec, Provider, ProviderRegistry, WorkerIdentity,
         api::CloudApi, client_token, ec2::Ec2Api,
@@ -122,6 +125,13 @@ impl Harness {
             let _ = rx.await;
         }));
         self.running = Some((tx, task));
+    }
+
+    /// Stops the controller at once, as a kill -9 would: no reconcile runs to its end.
+    fn kill_controller(&mut self) {
+        if let Some((_, task)) = self.running.take() {
+            task.abort();
+        }
     }
 
     async fn stop_controller(&mut self) {
@@ -365,12 +375,15 @@ async fn a_worker_reaches_running_with_its_instance_in_status() {
         &status.conditions,
         conditions::ConditionType::Ready
     ));
-    let cml = status.cml.expect("cml status");
+    let cml = status.cml.clone().expect("cml status");
     assert_eq!(
         (cml.ready, cml.version.as_deref(), cml.licensed),
         (true, Some("2.9.1"), Some(true))
     );
-    let license = cml.license.expect("license status");
+    // Licensed by hand (the template does not manage licenses): shown, never touched.
+    let license = status.license.clone().expect("license status");
+    assert_eq!(license.seat, SeatState::Free);
+    assert!(conditions::find(&status.conditions, ConditionType::Licensed).is_none());
     assert_eq!(
         (license.authorization.as_deref(), license.product.as_deref()),
         (Some("IN_COMPLIANCE"), Some("CML_Enterprise"))
@@ -402,8 +415,7 @@ async fn a_worker_reaches_running_with_its_instance_in_status() {
     h.wait_for("w1", "authorization OUT_OF_COMPLIANCE", |w| {
         w.status
             .as_ref()
-            .and_then(|s| s.cml.as_ref())
-            .and_then(|c| c.license.as_ref())
+            .and_then(|s| s.license.as_ref())
             .and_then(|l| l.authorization.as_deref())
             == Some("OUT_OF_COMPLIANCE")
     })
@@ -571,7 +583,8 @@ async fn a_worker_whose_licensing_endpoint_refuses_still_runs_with_the_license_u
     h.worker("w1", "t").await;
     let w = h.wait_phase("w1", WorkerPhase::Running).await;
     let cml = w.status.as_ref().and_then(|s| s.cml.clone()).expect("cml");
-    assert_eq!(cml.license, None, "unknown, not made up");
+    let license = w.status.as_ref().and_then(|s| s.license.as_ref());
+    assert_eq!(license, None, "unknown, not made up");
     assert_eq!((cml.licensed, cml.running_nodes), (Some(true), Some(0)));
     assert_eq!(degraded(&w).as_deref(), Some("LicensingForbidden"));
     assert!(h.warned("w1", "LicensingForbidden").await);
@@ -584,10 +597,7 @@ async fn a_worker_whose_licensing_endpoint_refuses_still_runs_with_the_license_u
     h.cml.set_failing("licensing", None);
     let w = h
         .wait_for("w1", "licensed again", |w| {
-            w.status
-                .as_ref()
-                .and_then(|s| s.cml.as_ref())
-                .is_some_and(|c| c.license.is_some())
+            w.status.as_ref().is_some_and(|s| s.license.is_some())
         })
         .await;
     assert_eq!(degraded(&w), None);
@@ -1078,3 +1088,6 @@ async fn a_running_worker_is_probed_once_per_resync() {
     );
     h.finish().await;
 }
+
+#[path = "worker/licensing.rs"]
+mod licensing;

@@ -190,6 +190,21 @@ fn a_held_seat_holds_a_stop_until_deregistered_or_the_timeout() {
 }
 
 #[test]
+fn a_registrations_backoff_does_not_delay_the_first_deregistration() {
+    let mut f = facts(seen(FAILED, "EVAL"), SeatState::Registering);
+    f.retry_at = Some(at(60));
+    let Gate::Hold { step, .. } = gate(&f, at(0)) else {
+        panic!()
+    };
+    assert_eq!(step, Some(LicenseStep::Deregister));
+    f.deregistration_started_at = Some(at(0));
+    let Gate::Hold { step, .. } = gate(&f, at(1)) else {
+        panic!()
+    };
+    assert_eq!(step, None, "later attempts back off");
+}
+
+#[test]
 fn a_seat_that_may_be_held_or_was_never_taken_does_not_hold_a_stop() {
     for seat in [SeatState::Free, SeatState::MayBeHeld] {
         let f = facts(seen(NOT_REGISTERED, "EVAL"), seat);

@@ -17,6 +17,7 @@ use kube::runtime::reflector::Store;
 
 use super::{
     events::{EventSink, EventSpec},
+    seats::SeatBudget,
     template_cache::TemplateCache,
 };
 use crate::{
@@ -60,6 +61,8 @@ pub struct Settings {
     /// How far ahead of a lab's timeslot the autoscaler makes room for it (worker boot plus lab
     /// start-up).
     pub scale_up_lead_time: Duration,
+    /// Most workers per CML product license that may hold a seat (`--license-seats`).
+    pub license_seats: std::collections::BTreeMap<String, u32>,
 }
 
 impl Default for Settings {
@@ -80,6 +83,7 @@ impl Default for Settings {
             demand_debounce: Duration::from_millis(200),
             demand_resync: Duration::from_secs(30),
             scale_up_lead_time: Duration::from_secs(35 * 60),
+            license_seats: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -96,6 +100,8 @@ pub struct Context {
     demand: watch::Sender<Option<Arc<DemandSnapshot>>>,
     /// Scaling audit records on their way to the Control Plane API.
     pub outbox: Arc<Outbox>,
+    /// The license seat budget.
+    pub seats: SeatBudget,
     pub metrics: Arc<Metrics>,
     /// The Worker cache has synced.
     synced: std::sync::atomic::AtomicBool,
@@ -123,6 +129,7 @@ impl Context {
             remotes: Arc::new(Remotes::none()),
             demand: watch::channel(None).0,
             outbox: Arc::new(Outbox::new(1000)),
+            seats: SeatBudget::new(settings.license_seats.clone()),
             metrics: Arc::new(Metrics::default()),
             synced: std::sync::atomic::AtomicBool::new(false),
             leading: std::sync::atomic::AtomicBool::new(true),
@@ -176,6 +183,11 @@ impl Context {
         self.metrics.audit_dropped_total(self.outbox.dropped());
         for (remote, total) in self.remotes.failures() {
             self.metrics.sync_failures_total(remote.as_str(), total);
+        }
+        if let Some(store) = self.worker_cache() {
+            let workers = store.state();
+            let refs: Vec<&Worker> = workers.iter().map(Arc::as_ref).collect();
+            self.metrics.license_seats(&SeatBudget::by_state(&refs));
         }
         for c in self.providers.call_totals() {
             self.metrics.cloud_calls_total(

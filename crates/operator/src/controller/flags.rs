@@ -35,6 +35,10 @@ pub struct ControllerArgs {
     /// start-up).
     #[arg(long, env = "SCALE_UP_LEAD_TIME", default_value = "35m")]
     pub scale_up_lead_time: GoDuration,
+    /// Most workers per CML product license that may hold a Smart Licensing seat at once, e.g.
+    /// `CML_Enterprise=10,CML_Personal=2`; no budget for a product not named.
+    #[arg(long, env = "LICENSE_SEATS", value_parser = parse_seats)]
+    pub license_seats: Option<std::collections::BTreeMap<String, u32>>,
     /// Port of `/health`, `/readyz` and `/metrics` (0 turns them off).
     #[arg(long, env = "HEALTH_PORT", default_value_t = 8082)]
     pub health_port: u16,
@@ -48,4 +52,8 @@ impl ControllerArgs {
             .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
             .unwrap_or_else(|| format!("resource-controller-{}", std::process::id()))
     }
+}
+
+fn parse_seats(text: &str) -> Result<std::collections::BTreeMap<String, u32>, String> {
+    crate::controller::seats::parse_budget(text)
 }

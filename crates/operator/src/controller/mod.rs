@@ -10,10 +10,11 @@ pub mod orphans;
 mod periodic;
 pub mod reasons;
 mod record_sweep;
+pub mod seats;
 mod secrets;
 mod status;
 pub mod template;
-mod template_cache;
+pub(crate) mod template_cache;
 pub mod worker;
 
 use std::{sync::Arc, time::Duration};

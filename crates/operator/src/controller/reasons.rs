@@ -6,6 +6,7 @@
 use crate::{
     cml::{CmlEndpoint, CmlErrorKind},
     controller::error::CATEGORIES,
+    licensing::LicenseReason,
     mirror::RemoteName,
     phase_machine::Reason,
     remote::RemoteErrorKind,
@@ -45,9 +46,11 @@ pub const DRAIN_CANCELLED: &str = "DrainCancelled";
 pub const SCALED_DOWN: &str = "ScaledDown";
 pub const WORKER_STOPPED: &str = "WorkerStopped";
 pub const WORKER_DELETED: &str = "WorkerDeleted";
+// Worker licensing Events besides the `Licensed` condition's reasons.
+pub const LICENSE_DEREGISTERED: &str = "LicenseDeregistered";
 
 /// The plain names above.
-pub const PLAIN: [&str; 30] = [
+pub const PLAIN: [&str; 31] = [
     LAUNCHED,
     LAUNCH_FAILED,
     NOT_LAUNCHED,
@@ -78,6 +81,7 @@ pub const PLAIN: [&str; 30] = [
     SCALED_DOWN,
     WORKER_STOPPED,
     WORKER_DELETED,
+    LICENSE_DEREGISTERED,
 ];
 
 /// Every whole reason: the plain ones, the phase machine's, the error categories and the CML
@@ -85,6 +89,7 @@ pub const PLAIN: [&str; 30] = [
 pub fn whole() -> Vec<&'static str> {
     let mut out: Vec<&'static str> = PLAIN.to_vec();
     out.extend(Reason::ALL.iter().map(|r| r.as_str()));
+    out.extend(LicenseReason::ALL.iter().map(|r| r.as_str()));
     out.extend(CATEGORIES);
     out.extend(
         CmlErrorKind::ALL

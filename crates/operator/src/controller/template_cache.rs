@@ -70,6 +70,11 @@ impl TemplateCache {
             .map(Arc::new))
     }
 
+    /// The template as last watched, without asking the API server.
+    pub fn cached(&self, namespace: &str, name: &str) -> Option<Arc<WorkerTemplate>> {
+        self.store.get(&ObjectRef::new(name).within(namespace))
+    }
+
     /// The templates of a namespace, as last watched.
     pub fn in_namespace(&self, namespace: &str) -> Vec<Arc<WorkerTemplate>> {
         self.store

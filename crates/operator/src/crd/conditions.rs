@@ -23,17 +23,20 @@ pub enum ConditionType {
     CmlDegraded,
     /// Template: the autoscaler wants more than it may make (`maxWorkers`, unknown demand).
     ScalingLimited,
+    /// Worker: registered and authorized with Smart Licensing (templates with `licensing`).
+    Licensed,
 }
 
 impl ConditionType {
     /// Every value, in declaration order.
-    pub const ALL: [ConditionType; 6] = [
+    pub const ALL: [ConditionType; 7] = [
         ConditionType::Ready,
         ConditionType::Launched,
         ConditionType::Drifted,
         ConditionType::Synced,
         ConditionType::CmlDegraded,
         ConditionType::ScalingLimited,
+        ConditionType::Licensed,
     ];
 
     /// The `type` field as written.
@@ -45,6 +48,7 @@ impl ConditionType {
             ConditionType::Synced => "Synced",
             ConditionType::CmlDegraded => "CmlDegraded",
             ConditionType::ScalingLimited => "ScalingLimited",
+            ConditionType::Licensed => "Licensed",
         }
     }
 }
@@ -180,7 +184,8 @@ mod tests {
                 "Drifted",
                 "Synced",
                 "CmlDegraded",
-                "ScalingLimited"
+                "ScalingLimited",
+                "Licensed"
             ]
         );
     }

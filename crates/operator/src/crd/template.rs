@@ -30,6 +30,9 @@ use super::GoDuration;
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.fallbackInstanceTypes) || !(self.instanceType in self.fallbackInstanceTypes)").message("fallbackInstanceTypes must not repeat instanceType").field_path(".fallbackInstanceTypes"))]
+#[x_kube(validation = Rule::new("!has(self.licensing) || self.licenseType != 'Evaluation'").message("an Evaluation worker runs unregistered: remove licensing, or choose licenseType Personal or Enterprise").field_path(".licensing"))]
+#[x_kube(validation = Rule::new("!has(self.licensing) || !has(self.licensing.productLicense) || ((self.licenseType == 'Personal') == self.licensing.productLicense.startsWith('CML_Personal'))").message("licensing.productLicense must match licenseType: CML_Personal or CML_Personal40 for Personal, another CML product for Enterprise").field_path(".licensing.productLicense"))]
+#[x_kube(validation = Rule::new("!has(self.licensing) || !has(self.licensing.expansionNodes) || (self.licenseType == 'Enterprise' && (!has(self.licensing.productLicense) || !self.licensing.productLicense.startsWith('CML_Personal')))").message("licensing.expansionNodes only applies to an Enterprise product").field_path(".licensing.expansionNodes"))]
 pub struct WorkerTemplateSpec {
     /// Free text for people: what this template is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -111,6 +114,11 @@ pub struct WorkerTemplateSpec {
     /// How the controller reaches the CML API on each worker.
     #[serde(default)]
     pub cml: CmlAccess,
+
+    /// Smart Licensing of the workers: each registers before it takes labs and gives its seat
+    /// back before it stops or goes. Without it licenses are left to people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub licensing: Option<LicensingSpec>,
 
     /// Fleet size and the pace of scaling.
     pub scaling: Scaling,
@@ -314,6 +322,87 @@ impl Default for CmlAccess {
     }
 }
 
+/// Smart Licensing of a template's workers (`licensing`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LicensingSpec {
+    /// Secret in the template's namespace whose key `token` holds the Smart Licensing
+    /// registration token. The controller reads it only to register, and never shows it.
+    pub token_secret_ref: SecretRef,
+
+    /// CML product license to run, e.g. `CML_Enterprise`; by default `CML_Enterprise` for an
+    /// Enterprise template and `CML_Personal` for a Personal one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^\w{1,20}$"))]
+    pub product_license: Option<String>,
+
+    /// Extra lab nodes (the `CML_NODE_COUNT` feature) set after registration; Enterprise only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub expansion_nodes: Option<u32>,
+
+    /// How CML reaches Cisco's licensing servers, when not directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<LicensingTransport>,
+
+    /// Longest wait from the first registration request to a registered, authorized CML; the
+    /// worker fails after it (and the autoscaler replaces it).
+    #[serde(default = "default_registration_timeout")]
+    pub registration_timeout: GoDuration,
+
+    /// Longest wait for the seat's return before a stop or terminate goes on anyway (and the
+    /// seat is reported as possibly still held).
+    #[serde(default = "default_deregistration_timeout")]
+    pub deregistration_timeout: GoDuration,
+}
+
+fn default_registration_timeout() -> GoDuration {
+    GoDuration::from_mins(5)
+}
+
+fn default_deregistration_timeout() -> GoDuration {
+    GoDuration::from_mins(2)
+}
+
+impl LicensingSpec {
+    /// The product license the workers run: the one given, or the license type's own.
+    pub fn product(&self, license: LicenseType) -> String {
+        match (&self.product_license, license) {
+            (Some(p), _) => p.clone(),
+            (None, LicenseType::Personal) => "CML_Personal".into(),
+            (None, _) => "CML_Enterprise".into(),
+        }
+    }
+}
+
+/// A Smart Software Manager satellite and/or an HTTP proxy for CML's licensing traffic.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LicensingTransport {
+    /// URL of an on-premises Smart Software Manager satellite.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(pattern = r"^https?://[^\s/]+(/[\w.-]+)+$")
+    )]
+    pub satellite_url: Option<String>,
+
+    /// HTTP proxy to reach Cisco (or the satellite) through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<LicensingProxy>,
+}
+
+/// An HTTP proxy.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+pub struct LicensingProxy {
+    /// Host name or IP address.
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9.:\[\]%-]+$"))]
+    pub server: String,
+    /// Port.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: u16,
+}
+
 /// A Secret in the template's namespace.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
 pub struct SecretRef {
@@ -455,6 +544,10 @@ pub struct WorkerTemplateStatus {
     /// The last scale-down decision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_down: Option<ScalingRecord>,
+
+    /// The license seat budget of the template's product (`--license-seats`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license_seats: Option<LicenseSeats>,
 }
 
 /// Workers of a template by phase.
@@ -538,4 +631,19 @@ pub struct DemandStatus {
     /// Unplaced lab instances in the namespace that no WorkerTemplate can hold (license or size).
     #[serde(default)]
     pub unmatched: u32,
+}
+
+/// Seats of a CML product license, across every template of that product.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LicenseSeats {
+    /// The product license, e.g. CML_Enterprise.
+    pub product: String,
+    /// Most workers of the product that may hold a seat.
+    pub budget: u32,
+    /// Workers holding, taking, giving back or maybe still holding a seat, or up and about to
+    /// register.
+    pub in_use: u32,
+    /// Seats left.
+    pub available: u32,
 }

@@ -5,7 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub use ccm_core::{DesiredState, WorkerPhase};
+pub use ccm_core::{DesiredState, SeatState, WorkerPhase};
 
 /// Label on the Workers the autoscaler creates: the name of their WorkerTemplate.
 pub const TEMPLATE_LABEL: &str = "ccm.dev/template";
@@ -74,6 +74,10 @@ pub struct WorkerStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cml: Option<CmlStatus>,
 
+    /// Smart Licensing: what CML says and whether the worker holds a seat.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<LicenseStatus>,
+
     /// Lab usage of the worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<UsageStatus>,
@@ -86,8 +90,8 @@ pub struct WorkerStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch_spec_hash: Option<String>,
 
-    /// `Launched`, `Ready`, `Drifted`, `Synced`, and `CmlDegraded` (True while a CML endpoint
-    /// does not answer and the fields it feeds are unknown).
+    /// `Launched`, `Ready`, `Drifted`, `Synced`, `CmlDegraded` (True while a CML endpoint
+    /// does not answer and the fields it feeds are unknown) and `Licensed`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 
@@ -165,9 +169,6 @@ pub struct CmlStatus {
     /// CML's `system_health` says it is licensed; absent when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub licensed: Option<bool>,
-    /// Smart Licensing state from CML's `licensing` endpoint; absent when unknown.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub license: Option<CmlLicenseStatus>,
     /// Labs on the worker, of all users; absent when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labs: Option<u32>,
@@ -181,19 +182,49 @@ pub struct CmlStatus {
     pub last_probe_time: Option<Time>,
 }
 
-/// Smart Licensing state of a worker's CML.
+/// Smart Licensing of a worker: what its CML last said, and its seat.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct CmlLicenseStatus {
+pub struct LicenseStatus {
+    /// The product instance in the Smart Software Manager (CML's `udi.product_uuid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_instance_id: Option<String>,
+    /// The product instance's host name there (`udi.hostname`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
     /// Registration with Smart Software Licensing, e.g. COMPLETED.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registration: Option<String>,
-    /// Authorization, e.g. IN_COMPLIANCE or OUT_OF_COMPLIANCE.
+    /// Authorization, e.g. IN_COMPLIANCE.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization: Option<String>,
+    /// When the authorization lapses unless renewed, as CML says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_expires: Option<String>,
     /// The active product license, e.g. CML_Enterprise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub product: Option<String>,
+    /// The seat: Free, Registering, Held, Deregistering, or MayBeHeld (its return could not be
+    /// confirmed: see the runbook).
+    #[serde(default)]
+    pub seat: SeatState,
+    /// When this start's first registration request was made; `registrationTimeout` counts
+    /// from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration_started_at: Option<Time>,
+    /// When the current deregistration began; `deregistrationTimeout` counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deregistration_started_at: Option<Time>,
+    /// Licensing calls made since the last settled state (for the backoff).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts: u32,
+    /// No licensing call before this time (backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<Time>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Lab usage of a worker, as the Control Plane API reports it.

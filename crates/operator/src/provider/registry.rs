@@ -12,7 +12,7 @@ use super::{
     api::CloudApi,
     ec2::{Ec2Api, Ec2Settings},
 };
-use crate::{cml::CmlProbe, crd::ProviderKind};
+use crate::{cml::CmlApi, crd::ProviderKind};
 
 /// Makes the raw EC2 API of a region.
 pub type AwsConnector = Arc<dyn Fn(String) -> BoxFuture<'static, Arc<dyn CloudApi>> + Send + Sync>;
@@ -31,7 +31,7 @@ pub fn aws_default_chain(endpoint_url: Option<String>) -> AwsConnector {
 /// The simulator's cloud and CML (`provider: simulated`), in builds that include it.
 pub struct SimulatedBackend {
     pub cloud: Arc<dyn CloudApi>,
-    pub cml: Arc<dyn CmlProbe>,
+    pub cml: Arc<dyn CmlApi>,
 }
 
 /// A template asked for a provider this build does not have.
@@ -44,7 +44,7 @@ pub struct ProviderUnavailable(pub &'static str);
 
 struct Simulated {
     provider: Arc<Provider>,
-    cml: Arc<dyn CmlProbe>,
+    cml: Arc<dyn CmlApi>,
 }
 
 pub struct ProviderRegistry {
@@ -157,7 +157,7 @@ impl ProviderRegistry {
     }
 
     /// The simulator's CML, for workers of the simulated provider; `None` in a build without it.
-    pub fn simulated_cml(&self) -> Option<&dyn CmlProbe> {
+    pub fn simulated_cml(&self) -> Option<&dyn CmlApi> {
         self.simulated.as_ref().map(|s| s.cml.as_ref())
     }
 

@@ -49,6 +49,18 @@ pub struct FleetLabels {
     pub phase: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LicenseCallLabels {
+    pub operation: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SeatLabels {
+    pub product: String,
+    pub state: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     reconciles: Family<ReconcileLabels, Counter>,
@@ -57,6 +69,8 @@ pub struct Metrics {
     sync_failures: Family<RemoteLabels, Counter>,
     cloud_calls: Family<CloudCallLabels, Counter>,
     cml_probes: Family<OutcomeLabels, Counter>,
+    license_calls: Family<LicenseCallLabels, Counter>,
+    license_seats: Family<SeatLabels, Gauge>,
     audit_dropped: Counter,
     workers: Family<FleetLabels, Gauge>,
     leader: Gauge,
@@ -107,6 +121,21 @@ impl Default for Metrics {
             "Probes of workers' CML APIs by outcome (ok, degraded, or why it failed)",
             cml_probes.clone(),
         );
+        let license_calls = Family::<LicenseCallLabels, Counter>::default();
+        registry.register(
+            "license_operations",
+            "Smart Licensing calls to workers' CML by operation (register, set_node_count, \
+             deregister) and outcome (accepted, busy, refused, freed, local_only, nodes_running, \
+             not_registered, or why it failed)",
+            license_calls.clone(),
+        );
+        let license_seats = Family::<SeatLabels, Gauge>::default();
+        registry.register(
+            "license_seats",
+            "Workers holding (or maybe holding) a license seat, by product and state \
+             (Registering, Held, Deregistering, MayBeHeld)",
+            license_seats.clone(),
+        );
         let audit_dropped = Counter::default();
         registry.register(
             "audit_records_dropped",
@@ -141,6 +170,8 @@ impl Default for Metrics {
             sync_failures,
             cloud_calls,
             cml_probes,
+            license_calls,
+            license_seats,
             audit_dropped,
             workers,
         }
@@ -208,6 +239,26 @@ impl Metrics {
         self.cml_probes
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
+    }
+
+    /// Counts one licensing call.
+    pub fn license_call(&self, operation: &'static str, outcome: &'static str) {
+        self.license_calls
+            .get_or_create(&LicenseCallLabels { operation, outcome })
+            .inc();
+    }
+
+    /// Seats by product and state, replacing what was there.
+    pub fn license_seats(&self, counts: &std::collections::BTreeMap<(String, &'static str), u32>) {
+        self.license_seats.clear();
+        for ((product, state), n) in counts {
+            self.license_seats
+                .get_or_create(&SeatLabels {
+                    product: product.clone(),
+                    state,
+                })
+                .set(i64::from(*n));
+        }
     }
 
     /// Brings the dropped-audit counter up to the outbox's own count.

@@ -61,7 +61,13 @@ pub async fn reconcile(
     // The cached template can lag our own last status write: keep the newest scaling records.
     let uid = template.uid().unwrap_or_default();
     ctx.scaling_history.recall(&uid, status);
-    let view = observe::template_view(template, status.last_scale_up.as_ref().map(|r| r.time.0));
+    let everyone: Vec<&Worker> = all.iter().map(Arc::as_ref).collect();
+    status.license_seats = observe::license_seats(template, &everyone, &ctx.seats, &ctx.templates);
+    let view = observe::template_view(
+        template,
+        status.last_scale_up.as_ref().map(|r| r.time.0),
+        status.license_seats.as_ref(),
+    );
     let plan = planner::plan(&Inputs {
         template: &view,
         workers: &views,

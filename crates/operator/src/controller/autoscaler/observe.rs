@@ -7,9 +7,13 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::{
+    controller::{
+        seats::{SeatBudget, template_product},
+        template_cache::TemplateCache,
+    },
     crd::{
-        DO_NOT_DISRUPT_ANNOTATION, DesiredState, UsageStatus, Worker, WorkerPhase, WorkerStatus,
-        WorkerTemplate, conditions,
+        DO_NOT_DISRUPT_ANNOTATION, DesiredState, LicenseSeats, UsageStatus, Worker, WorkerPhase,
+        WorkerStatus, WorkerTemplate, conditions,
     },
     demand::DemandSnapshot,
     planner::{DemandItem, Offer, Resources, TemplateView, Wanted, WorkerView, assign},
@@ -26,7 +30,11 @@ pub fn capacity(t: &WorkerTemplate) -> Resources {
 }
 
 /// `last_scale_up`: the newest known (the cached template may not show our own last write).
-pub fn template_view(t: &WorkerTemplate, last_scale_up: Option<Timestamp>) -> TemplateView {
+pub fn template_view(
+    t: &WorkerTemplate,
+    last_scale_up: Option<Timestamp>,
+    seats: Option<&LicenseSeats>,
+) -> TemplateView {
     let s = &t.spec.scaling;
     TemplateView {
         license: t.spec.license_type.into(),
@@ -38,7 +46,25 @@ pub fn template_view(t: &WorkerTemplate, last_scale_up: Option<Timestamp>) -> Te
         grace: s.scale_down_grace_period.as_std(),
         max_concurrent_drains: s.max_concurrent_drains,
         last_scale_up,
+        seats_available: seats.map(|s| s.available),
     }
+}
+
+/// The seats of the template's product, when the seat budget names it.
+pub fn license_seats(
+    t: &WorkerTemplate,
+    workers: &[&Worker],
+    budget: &SeatBudget,
+    templates: &TemplateCache,
+) -> Option<LicenseSeats> {
+    let product = template_product(t)?;
+    let usage = budget.usage(&product, workers, templates)?;
+    Some(LicenseSeats {
+        budget: usage.limit,
+        in_use: usage.in_use,
+        available: usage.available(),
+        product,
+    })
 }
 
 /// Whether `w` carries an ownerReference to `t`.

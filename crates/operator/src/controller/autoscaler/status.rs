@@ -9,6 +9,7 @@ use crate::{
         WorkerTemplate, WorkerTemplateStatus,
         conditions::{self, ConditionType, NewCondition, Stamp},
     },
+    licensing::LicenseReason,
     planner::{Action, Decision, Plan},
 };
 
@@ -119,7 +120,9 @@ pub fn apply(
 fn scaling_limited(plan: &Plan) -> NewCondition {
     match &plan.held {
         Some(why) => {
-            let reason = if why.starts_with("maxWorkers") {
+            let reason = if plan.seats_exhausted {
+                LicenseReason::SeatsExhausted.as_str()
+            } else if why.starts_with("maxWorkers") {
                 reasons::MAX_WORKERS_REACHED
             } else {
                 reasons::DEMAND_UNKNOWN

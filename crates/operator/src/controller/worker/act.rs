@@ -29,6 +29,8 @@ pub struct Acted {
     pub error: Option<Error>,
     /// The launch waits for its turn at the launch rate limit, this long: nothing was done.
     pub queued: Option<std::time::Duration>,
+    /// The licensing call made, if any.
+    pub license: Option<super::license::LicenseCall>,
 }
 
 impl Acted {

@@ -4,7 +4,7 @@ use std::{ops::Deref, sync::Arc};
 
 use super::UnseenLaunches;
 use crate::{
-    cml::{CmlProbe, HttpCml},
+    cml::{CmlApi, HttpCml},
     controller::{Context, fleet::FleetCache, secrets::SecretCache},
     crd::ProviderKind,
 };
@@ -33,7 +33,7 @@ impl WorkerContext {
     }
 
     /// The CML client for workers of `provider`; `None` for a provider this build lacks.
-    pub fn cml(&self, provider: ProviderKind) -> Option<&dyn CmlProbe> {
+    pub fn cml(&self, provider: ProviderKind) -> Option<&dyn CmlApi> {
         match provider {
             ProviderKind::Aws => Some(&self.cml_http),
             ProviderKind::Simulated => self.providers.simulated_cml(),

@@ -11,6 +11,7 @@ use crate::{
         Worker, WorkerStatus,
         conditions::{self, ConditionType},
     },
+    licensing::LicenseReason,
     phase_machine::{Plan, Reason},
 };
 
@@ -25,6 +26,11 @@ pub(super) fn decide(
     let mut events: Vec<EventSpec> = transition(worker, plan, acted).into_iter().collect();
     events.extend(cml_failure(worker, observed));
     events.extend(newly_degraded(worker, next));
+    events.extend(license_trouble(worker, next));
+    events.extend(super::license::seat_events(
+        worker.status.as_ref().and_then(|s| s.license.as_ref()),
+        next.license.as_ref(),
+    ));
     events.extend(acted.events.iter().cloned());
     if let Some(e) = acted.error.as_ref().filter(|_| acted.events.is_empty()) {
         events.push(EventSpec::warning(e.category(), "Reconcile", e.to_string()));
@@ -81,6 +87,26 @@ fn newly_degraded(worker: &Worker, next: &WorkerStatus) -> Vec<EventSpec> {
         Some(EventSpec::warning(c.reason.clone(), action, c.message.clone()))
     })
     .collect()
+}
+
+/// A licensing failure worth a person's attention, once per new kind: CML's registration
+/// failure, a refusal, or no seat left in the budget.
+fn license_trouble(worker: &Worker, next: &WorkerStatus) -> Option<EventSpec> {
+    let c = newly_failing(
+        worker.status.as_ref(),
+        next,
+        ConditionType::Licensed,
+        "False",
+    )?;
+    let warned = [
+        LicenseReason::RegistrationFailed,
+        LicenseReason::RegistrationRefused,
+        LicenseReason::SeatsExhausted,
+    ];
+    warned
+        .iter()
+        .any(|r| r.as_str() == c.reason)
+        .then(|| EventSpec::warning(c.reason.clone(), "License", c.message.clone()))
 }
 
 /// The condition `type_` of `next` when it is in its `failing` status with a reason it did not

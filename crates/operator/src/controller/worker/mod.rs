@@ -7,6 +7,7 @@
 mod act;
 mod context;
 mod events;
+mod license;
 mod observe;
 mod remotes;
 mod status;
@@ -97,11 +98,12 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<WorkerContext>) -> Result<A
 
     let observed = observe_or_record(api, &worker, &ctx).await?;
     let plan = plan(&observed.facts);
-    let acted = act::act(&worker, &ctx, &plan, &observed).await;
+    let mut acted = act::act(&worker, &ctx, &plan, &observed).await;
     if let Some(wait) = acted.queued {
         // Nothing changed: no write, no Event; back when the launch's turn is due.
         return Ok(Action::requeue(wait));
     }
+    acted.license = license::call(&worker, &ctx, &plan, &observed).await;
     let mut next = status::next(&worker, &observed, &plan, &acted);
     let sync_retry = if plan.step == Step::Release {
         None
@@ -109,6 +111,7 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<WorkerContext>) -> Result<A
         remotes::push(&worker, &observed, &mut next, &ctx).await
     };
     let next = write_status(api, &worker, &ctx, &uid, next, &acted).await?;
+    account_for_seat(&worker, &ctx, &uid, &next);
     events::publish(
         &ctx,
         &worker,
@@ -195,8 +198,29 @@ async fn release(
 ) -> Result<()> {
     forget_records(worker, ctx).await;
     ctx.unseen_launches.forget(uid);
+    ctx.seats.release(uid);
     remove_finalizer(&api(), worker).await?;
     Ok(())
+}
+
+/// A seat just reported as maybe held goes on the platform's audit trail; a seat given back
+/// returns its grant to the budget.
+fn account_for_seat(worker: &Worker, ctx: &WorkerContext, uid: &str, next: &WorkerStatus) {
+    let old = worker.status.as_ref().and_then(|s| s.license.as_ref());
+    let Some(license) = next.license.as_ref() else {
+        return;
+    };
+    if license::newly_may_be_held(old, Some(license)) {
+        let message = conditions::find(&next.conditions, ConditionType::Licensed)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        let now = k8s_openapi::jiff::Timestamp::now();
+        ctx.outbox
+            .push(license::audit(worker, license, &message, now));
+    }
+    if license.seat == crate::crd::SeatState::Free {
+        ctx.seats.release(uid);
+    }
 }
 
 /// Back at the plan's recheck, or sooner to retry a remote's sync.

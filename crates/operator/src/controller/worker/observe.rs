@@ -8,6 +8,7 @@ use kube::ResourceExt;
 use crate::{
     cml::{CmlError, CmlErrorKind, CmlReport, CmlTarget, TlsPolicy},
     control_plane::WorkerCapacity,
+    controller::worker::license,
     controller::{
         error::Result,
         fleet::{Freshness, provider_key},
@@ -32,6 +33,8 @@ pub struct Observed {
     /// The provider the worker's instance lives in (or will).
     pub provider: Option<(ProviderKind, Option<String>, Arc<Provider>)>,
     pub cml: Option<(String, Result<CmlReport, CmlError>)>,
+    /// Where CML was asked, for the licensing call the plan may ask for.
+    pub cml_target: Option<(ProviderKind, CmlTarget)>,
     /// The Control Plane API's view of the worker's usage, when it was asked: `Ok(None)` when
     /// it does not know the worker.
     pub usage: Option<Result<Option<WorkerCapacity>, RemoteError>>,
@@ -59,7 +62,7 @@ pub async fn observe(worker: &Worker, ctx: &WorkerContext) -> Result<Observed> {
     let instance = instance_facts(worker, ctx, status, provider.as_ref()).await?;
 
     let running = matches!(&instance, InstanceFacts::Seen(i) if i.state == InstanceState::Running);
-    let (cml, usage) = tokio::join!(
+    let ((cml, cml_target), usage) = tokio::join!(
         probe_if_running(
             ctx,
             &namespace,
@@ -72,6 +75,12 @@ pub async fn observe(worker: &Worker, ctx: &WorkerContext) -> Result<Observed> {
     );
     let platform = platform_facts(ctx, usage.as_ref());
     let cml_facts = cml_facts(cml.as_ref());
+    let license = license::facts(
+        worker,
+        ctx,
+        template.as_deref(),
+        license::view(cml.as_ref()),
+    );
 
     let launch = launch_facts(status);
     let facts = WorkerFacts {
@@ -89,12 +98,14 @@ pub async fn observe(worker: &Worker, ctx: &WorkerContext) -> Result<Observed> {
         cml: cml_facts,
         platform,
         drain_started_at: status.drain_started_at.as_ref().map(|t| t.0),
+        license,
     };
     Ok(Observed {
         facts,
         template,
         provider,
         cml,
+        cml_target,
         usage,
     })
 }
@@ -149,12 +160,13 @@ async fn probe_if_running(
     instance: &InstanceFacts,
     template: Option<&WorkerTemplate>,
     provider: Option<&ChosenProvider>,
-) -> Option<CmlAnswer> {
+) -> (Option<CmlAnswer>, Option<(ProviderKind, CmlTarget)>) {
     match (instance, template, provider) {
         (InstanceFacts::Seen(i), Some(t), Some((kind, _, _))) if running => {
-            Some(probe_cml(ctx, namespace, t, *kind, i).await)
+            let (answer, target) = probe_cml(ctx, namespace, t, *kind, i).await;
+            (Some(answer), target.map(|t| (*kind, t)))
         }
-        _ => None,
+        _ => (None, None),
     }
 }
 
@@ -262,14 +274,14 @@ async fn probe_cml(
     template: &WorkerTemplate,
     kind: ProviderKind,
     instance: &Instance,
-) -> CmlAnswer {
-    let (endpoint, report) = ask_cml(ctx, namespace, template, kind, instance).await;
+) -> (CmlAnswer, Option<CmlTarget>) {
+    let ((endpoint, report), target) = ask_cml(ctx, namespace, template, kind, instance).await;
     ctx.metrics.cml_probed(match &report {
         Ok(r) if r.failures.is_empty() => "ok",
         Ok(_) => "degraded",
         Err(e) => e.kind.label(),
     });
-    (endpoint, report)
+    ((endpoint, report), target)
 }
 
 /// Asks the worker's CML API; failures to even build the request become facts too.
@@ -279,15 +291,15 @@ async fn ask_cml(
     template: &WorkerTemplate,
     kind: ProviderKind,
     instance: &Instance,
-) -> CmlAnswer {
+) -> (CmlAnswer, Option<CmlTarget>) {
     let access = &template.spec.cml;
     let endpoint = match cml_endpoint(ctx, access, kind, instance) {
         Ok(endpoint) => endpoint,
-        Err(e) => return (String::new(), Err(e)),
+        Err(e) => return ((String::new(), Err(e)), None),
     };
     let target = match cml_target(ctx, namespace, access, &endpoint, instance).await {
         Ok(target) => target,
-        Err(e) => return (endpoint, Err(e)),
+        Err(e) => return ((endpoint, Err(e)), None),
     };
     let report = match ctx.cml(kind) {
         Some(cml) => cml.probe(&target).await,
@@ -302,7 +314,7 @@ async fn ask_cml(
         // The Secret may have been fixed or rotated since it was read.
         ctx.secrets.forget(namespace, &r.name);
     }
-    (endpoint, report)
+    ((endpoint, report), Some(target))
 }
 
 fn cml_endpoint(

@@ -9,8 +9,7 @@ use super::{act::Acted, observe::Observed};
 use crate::{
     controller::reasons,
     crd::{
-        AllocatedUsage, CmlLicenseStatus, CmlStatus, InstanceStatus, UsageStatus, Worker,
-        WorkerPhase, WorkerStatus,
+        AllocatedUsage, CmlStatus, InstanceStatus, UsageStatus, Worker, WorkerPhase, WorkerStatus,
         conditions::{self, ConditionType, NewCondition, Stamp},
     },
     phase_machine::{InstanceFacts, Plan},
@@ -62,6 +61,8 @@ pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) ->
         s.cml = Some(cml);
     }
     s.usage = usage(old, observed);
+    s.license =
+        super::license::status(old.license.as_ref(), observed, plan, acted.license.as_ref());
 
     let stamp = Stamp {
         generation: worker.metadata.generation,
@@ -72,6 +73,7 @@ pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) ->
         ready(&s, old, observed, plan, acted),
         cml_degraded(observed),
         drifted(s.launch_spec_hash.as_deref(), template_hash),
+        licensed(plan, acted),
     ];
     for condition in decided.into_iter().flatten() {
         conditions::set(&mut s.conditions, condition, stamp);
@@ -126,11 +128,6 @@ fn cml_status(old: &WorkerStatus, observed: &Observed) -> Option<CmlStatus> {
             version: r.version.clone(),
             ready: r.ready,
             licensed: r.licensed,
-            license: r.license.as_ref().map(|l| CmlLicenseStatus {
-                registration: l.registration.clone(),
-                authorization: l.authorization.clone(),
-                product: l.product.clone(),
-            }),
             labs: r.labs,
             running_nodes: r.running_nodes,
             last_probe_time: Some(Time(now)),
@@ -210,6 +207,11 @@ fn ready(
     {
         return not_ready(reasons::DRAINING.into(), waiting.clone());
     }
+    if matches!(phase, WorkerPhase::Provisioning | WorkerPhase::Starting)
+        && let Some(note) = plan.license.note.as_ref().filter(|n| !n.licensed)
+    {
+        return not_ready(note.reason.as_str().into(), note.message.clone());
+    }
     let stale = old.phase != Some(phase)
         || conditions::is_true(&s.conditions, ConditionType::Ready)
         || conditions::find(&s.conditions, ConditionType::Ready).is_none();
@@ -250,6 +252,18 @@ fn cml_degraded(observed: &Observed) -> Option<NewCondition> {
         degraded,
         reason,
         message,
+    ))
+}
+
+/// `Licensed`: registered and authorized, or why not; absent for a worker whose template does
+/// not manage licenses and that holds no seat.
+fn licensed(plan: &Plan, acted: &Acted) -> Option<NewCondition> {
+    let note = super::license::note(plan, acted.license.as_ref())?;
+    Some(NewCondition::new(
+        ConditionType::Licensed,
+        note.licensed,
+        note.reason.as_str(),
+        note.message,
     ))
 }
 
