@@ -434,6 +434,16 @@ pub fn gate(f: &LicenseFacts, now: Timestamp) -> Gate {
     }
 }
 
+/// The `Licensed` condition of a machine that stopped or went while its seat counted.
+pub fn seat_lost_note() -> LicenseNote {
+    LicenseNote::new(
+        false,
+        LicenseReason::SeatMayBeHeld,
+        "the instance stopped or went while it held a license seat: the seat may still be held \
+         in the Smart Software Manager",
+    )
+}
+
 /// The seat as what CML said leaves it. Only a registration CML reports (or one we asked for)
 /// takes a seat; only `NOT_REGISTERED` after a deregistration frees it. A seat that may be held
 /// stays so until CML is registered again: a local `NOT_REGISTERED` is what a 202 leaves behind.

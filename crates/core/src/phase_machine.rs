@@ -459,6 +459,7 @@ fn seat_gate(f: &WorkerFacts, plan: Plan) -> Plan {
 fn with_steady_note(f: &WorkerFacts, mut plan: Plan) -> Plan {
     if seat_lost(f) {
         plan.license.seat_may_be_held = true;
+        plan.license.note = Some(licensing::seat_lost_note());
     }
     if plan.license.note.is_none() {
         plan.license.note = licensing::steady_note(&f.license, f.license.seat_now());

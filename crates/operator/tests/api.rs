@@ -298,6 +298,43 @@ fn invalid_manifests() -> Vec<Invalid> {
             expect: &["spec.capacity.maxNodes", "Required value"],
         },
         Invalid {
+            case: "licensing on an Evaluation template",
+            base: t,
+            patch: json!({"spec": {"licenseType": "Evaluation",
+                "licensing": {"tokenSecretRef": {"name": "smart-licensing"}}}}),
+            expect: &["spec.licensing", "an Evaluation worker runs unregistered"],
+        },
+        Invalid {
+            case: "an Enterprise product on a Personal template",
+            base: t,
+            patch: json!({"spec": {"licensing": {"tokenSecretRef": {"name": "smart-licensing"},
+                "productLicense": "CML_Enterprise"}}}),
+            expect: &["spec.licensing.productLicense", "must match licenseType"],
+        },
+        Invalid {
+            case: "expansion nodes on a Personal template",
+            base: t,
+            patch: json!({"spec": {"licensing": {"tokenSecretRef": {"name": "smart-licensing"},
+                "expansionNodes": 20}}}),
+            expect: &[
+                "spec.licensing.expansionNodes",
+                "only applies to an Enterprise product",
+            ],
+        },
+        Invalid {
+            case: "a product license that is not a CML name",
+            base: t,
+            patch: json!({"spec": {"licenseType": "Enterprise", "licensing": {
+                "tokenSecretRef": {"name": "smart-licensing"}, "productLicense": "CML Enterprise!"}}}),
+            expect: &["spec.licensing.productLicense", "should match"],
+        },
+        Invalid {
+            case: "licensing without a token Secret",
+            base: t,
+            patch: json!({"spec": {"licensing": {"productLicense": "CML_Personal"}}}),
+            expect: &["spec.licensing.tokenSecretRef", "Required value"],
+        },
+        Invalid {
             case: "duration in words",
             base: t,
             patch: json!({"spec": {"scaling": {"drainTimeout": "4 hours"}}}),
@@ -474,6 +511,22 @@ async fn defaults_are_filled_in_by_the_api_server() {
         serde_json::from_str(&cp.kubectl_ok(&["get", "wk", "w", "-n", &ns.name, "-o", "json"]))
             .expect("json");
     assert_eq!(stored["spec"]["desiredState"], "Running");
+
+    // Licensing: its timeouts default, and an Enterprise template may take expansion nodes.
+    let mut licensed = valid_template("licensed");
+    licensed["spec"]["licenseType"] = json!("Enterprise");
+    licensed["spec"]["licensing"] = json!({
+        "tokenSecretRef": {"name": "smart-licensing"}, "expansionNodes": 20});
+    cp.kubectl_with_input(&["apply", "-n", &ns.name, "-f", "-"], &licensed.to_string());
+    let stored: Value = serde_json::from_str(
+        &cp.kubectl_ok(&["get", "wkt", "licensed", "-n", &ns.name, "-o", "json"]),
+    )
+    .expect("json");
+    assert_eq!(
+        stored["spec"]["licensing"],
+        json!({"tokenSecretRef": {"name": "smart-licensing"}, "expansionNodes": 20,
+               "registrationTimeout": "5m", "deregistrationTimeout": "2m"})
+    );
 
     // What the API server stores reads back into the Rust types.
     let client = cp.client().await;

@@ -444,3 +444,58 @@ async fn the_seat_budget_caps_licensed_workers_and_says_so() {
     assert_eq!(h.owned("t").await.len(), 2, "no third worker");
     h.finish().await;
 }
+
+#[tokio::test]
+async fn a_worker_gone_while_registered_reports_the_seat_to_people_and_the_platform() {
+    let h = Harness::new("seatlost", |_| {}).await;
+    h.licensed_template(json!({"minWorkers": 1, "maxWorkers": 1}))
+        .await;
+    let ws = h.one_running("t").await;
+    let name = ws[0].name_any();
+    let w = h
+        .wait_for(&name, "licensed", |w| {
+            w.status.as_ref().is_some_and(|s| {
+                conditions::is_true(&s.conditions, conditions::ConditionType::Licensed)
+            })
+        })
+        .await;
+    let id = w
+        .status
+        .as_ref()
+        .and_then(|s| s.instance.as_ref())
+        .map(|i| i.id.clone())
+        .expect("instance");
+    assert!(
+        h.sim.vanish(&id),
+        "the instance goes behind the controller's back"
+    );
+    // The failed worker is replaced at once; its seat is reported on the way out.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let record = loop {
+        let events = h.cp.state().scaling_events.clone();
+        if let Some(e) = events
+            .iter()
+            .find(|e| e["action"] == "license_seat_may_be_held")
+        {
+            break e.clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{events:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(record["worker"], format!("{}/{name}", h.ns.name));
+    assert!(
+        record["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("may still be held"),
+        "{record}"
+    );
+    let warned = h.events().await.into_iter().any(|e| {
+        e.reason.as_deref() == Some("LicenseSeatMayBeHeld")
+            && e.note
+                .as_deref()
+                .is_some_and(|n| n.contains(&format!("simulated-{id}")))
+    });
+    assert!(warned, "a Warning names the product instance");
+    h.finish().await;
+}

@@ -621,6 +621,11 @@ mod licensing_in_the_phase_machine {
         f.instance = InstanceFacts::Missing { id: "i-1".into() };
         f.cml = CmlFacts::NotProbed;
         f.license.view = LicenseView::NotAsked;
-        assert!(plan(&f).license.seat_may_be_held);
+        let p = plan(&f);
+        assert!(p.license.seat_may_be_held);
+        assert_eq!(
+            p.license.note.map(|n| n.reason),
+            Some(LicenseReason::SeatMayBeHeld)
+        );
     }
 }

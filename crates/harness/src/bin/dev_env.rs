@@ -121,6 +121,8 @@ fn print_guide(kubeconfig: &Path, kubectl: &Path) {
          export KUBECONFIG={}\n  \
          kubectl get wkt,wk -w        (workers go Pending -> Provisioning -> Running)\n  \
          kubectl describe wk personal-1\n  \
+         kubectl get wk -o custom-columns=NAME:.metadata.name,PHASE:.status.phase,SEAT:.status.license.seat\n  \
+         (enterprise-large workers register a license before Running, and give it back first)\n  \
          curl -s localhost:{HEALTH_PORT}/metrics   (also /health and /readyz)\n\n\
          kubectl is {} (built from the same Kubernetes version).\n\
          Ctrl-C stops the controller, then the cluster.\n",

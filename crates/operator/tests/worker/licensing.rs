@@ -58,6 +58,7 @@ impl Harness {
 
     /// A worker `w1` of template `t` on a fresh CML, registered with a valid token and Running.
     async fn licensed_worker(prefix: &str) -> (Harness, CmlServer, Worker) {
+        support::logs::capture();
         let h = Harness::new(prefix, |_| {}).await;
         let cml = h.fresh_cml().await;
         h.token_secret(VALID_TOKEN).await;
@@ -177,6 +178,12 @@ async fn a_worker_runs_once_licensed_gives_its_seat_back_before_stopping_and_reg
     assert!(
         !said.contains(VALID_TOKEN),
         "the token leaked into status or Events"
+    );
+    let logs = support::logs::captured();
+    assert!(logs.contains("w1"), "logs are captured");
+    assert!(
+        !logs.contains(VALID_TOKEN),
+        "the token leaked into the logs"
     );
     assert_eq!(cml.violations(), Vec::<String>::new());
     h.finish().await;
