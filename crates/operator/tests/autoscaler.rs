@@ -440,6 +440,13 @@ async fn the_seat_budget_caps_licensed_workers_and_says_so() {
         2,
         "the Smart Account holds two seats"
     );
+    let ctx = h.ctx.as_ref().expect("ctx");
+    ctx.collect_metrics();
+    let metrics = ctx.metrics.encode();
+    assert!(
+        metrics.contains(r#"ccm_license_seats{product="CML_Enterprise",state="Held"} 2"#),
+        "{metrics}"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(h.owned("t").await.len(), 2, "no third worker");
     h.finish().await;
