@@ -120,6 +120,10 @@ pub enum Mode {
     Slow(Duration),
     /// Closes every connection at once.
     Down,
+    /// Answers every request with a redirect to this port on localhost (a hostile CML).
+    Redirect(u16),
+    /// Answers every request with this many bytes of JSON-looking padding (a hostile CML).
+    Oversized(usize),
 }
 
 #[derive(Debug)]
@@ -1070,6 +1074,15 @@ async fn respond(
             return warp::reply::with_status("<html>gateway error</html>", StatusCode::OK)
                 .into_response();
         }
+        Mode::Redirect(port) => {
+            let to = format!("http://127.0.0.1:{port}/stolen");
+            let found = warp::reply::with_status(warp::reply(), StatusCode::FOUND);
+            return warp::reply::with_header(found, "location", to).into_response();
+        }
+        Mode::Oversized(len) => {
+            let body = format!("\"{}\"", "x".repeat(len));
+            return warp::reply::with_status(body, StatusCode::OK).into_response();
+        }
         _ => {}
     }
     handler(&mut state.lock().expect("test server state"))
@@ -1142,7 +1155,7 @@ pub fn make_certificates(dir: &Path) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
 /// Creates Secret `name` in `namespace` holding this server's admin login.
 pub async fn create_login_secret(client: &kube::Client, namespace: &str, name: &str) {
     let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": {"ccm.dev/usage": "cml"}},
         "stringData": {"username": USERNAME, "password": PASSWORD}
     }))
     .expect("secret");

@@ -29,6 +29,10 @@ pub enum Mode {
     Failing,
     /// 200 with a body that is not JSON.
     Garbage,
+    /// A redirect to this port on localhost, for everything (a hostile platform).
+    Redirect(u16),
+    /// 200 with this many bytes of body (a hostile platform).
+    Oversized(usize),
 }
 
 #[derive(Debug)]
@@ -190,6 +194,15 @@ fn routes(
                     Mode::Garbage => {
                         return warp::reply::with_status("<html>oops", StatusCode::OK)
                             .into_response();
+                    }
+                    Mode::Redirect(port) => {
+                        let to = format!("http://127.0.0.1:{port}/stolen");
+                        let found = warp::reply::with_status(warp::reply(), StatusCode::FOUND);
+                        return warp::reply::with_header(found, "location", to).into_response();
+                    }
+                    Mode::Oversized(len) => {
+                        let body = format!("[\"{}\"]", "x".repeat(len));
+                        return warp::reply::with_status(body, StatusCode::OK).into_response();
                     }
                     _ => {}
                 }

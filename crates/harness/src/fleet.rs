@@ -107,6 +107,7 @@ impl Harness {
             crate::simulated_with(sim, self.cml.clone()),
         );
         let cp = ControlPlaneClient::new(ControlPlaneConfig {
+            allow_http: true,
             url: self.cp.url(),
             token: Some(TOKEN.into()),
             ca_pem: None,
@@ -145,7 +146,7 @@ impl Harness {
     /// A template whose workers register their license with a token from a Secret.
     pub async fn licensed_template(&self, scaling: serde_json::Value) {
         let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": "smart-licensing"},
+            "metadata": {"name": "smart-licensing", "labels": {"ccm.dev/usage": "cml"}},
             "stringData": {"token": "simulated-registration-token"}
         }))
         .expect("secret");

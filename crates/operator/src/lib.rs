@@ -8,6 +8,7 @@ pub mod controller;
 pub mod crd;
 pub mod demand;
 pub mod http_error;
+pub mod http_peer;
 pub mod leader;
 mod lock;
 pub mod mirror;

@@ -51,7 +51,7 @@ mod tests {
     fn every_run_flag_is_a_row_with_its_env_and_default() {
         let table = super::flag_table();
         assert!(
-            table.contains("| `--cluster-id` | `CLUSTER_ID` | `default` |"),
+            table.contains("| `--cluster-id` | `CLUSTER_ID` |  |"),
             "{table}"
         );
         assert!(

@@ -240,6 +240,7 @@ async fn a_taken_health_port_is_a_start_up_error_that_names_its_cause() {
     let port = taken.local_addr().expect("addr").port().to_string();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_resource-controller"))
         .args(["run", "--health-port", &port, "--leader-election=false"])
+        .args(["--cluster-id", "binary-test"])
         .env("KUBECONFIG", &ControlPlane::shared().kubeconfig)
         .output()
         .expect("run");
@@ -250,6 +251,21 @@ async fn a_taken_health_port_is_a_start_up_error_that_names_its_cause() {
             && stderr.contains("Address already in use"),
         "{stderr}"
     );
+}
+
+#[test]
+fn run_refuses_to_start_without_a_cluster_id() {
+    for args in [vec!["run"], vec!["run", "--cluster-id", " "]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_resource-controller"))
+            .args(&args)
+            .env_remove("CLUSTER_ID")
+            .env("KUBECONFIG", "/nonexistent")
+            .output()
+            .expect("run");
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--cluster-id"), "{args:?}: {stderr}");
+    }
 }
 
 fn holder(lease: &Lease) -> Option<String> {

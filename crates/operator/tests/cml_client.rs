@@ -709,3 +709,55 @@ async fn license_of(cml: &HttpCml, to: &CmlTarget) -> LicenseReport {
 fn statuses(l: &LicenseReport) -> (Option<&str>, Option<&str>) {
     (l.registration.as_deref(), l.authorization.as_deref())
 }
+
+/// A listener that counts the connections made to it: where a redirect would lead.
+async fn counting_listener() -> (u16, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((_socket, _)) = listener.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    (port, count)
+}
+
+#[tokio::test]
+async fn a_redirect_is_an_error_and_is_never_followed() {
+    let (server, _dir) = server().await;
+    let (port, visits) = counting_listener().await;
+    server.set_mode(Mode::Redirect(port));
+    let cml = HttpCml::new(Duration::from_secs(2));
+    let to = target(&server, insecure(), PASSWORD);
+    let err = cml.probe(&to).await.expect_err("a redirect is no answer");
+    assert_eq!(err.kind, CmlErrorKind::BadResponse, "{err}");
+    assert!(err.message.contains("302"), "{err}");
+    let deregistered = cml.deregister(&to).await;
+    assert!(deregistered.is_err(), "{deregistered:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(visits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn an_answer_over_one_mebibyte_is_refused_not_read() {
+    let (server, _dir) = server().await;
+    server.set_mode(Mode::Oversized(2 << 20));
+    let cml = HttpCml::new(Duration::from_secs(5));
+    let err = cml
+        .probe(&target(&server, insecure(), PASSWORD))
+        .await
+        .expect_err("too large");
+    assert_eq!(err.kind, CmlErrorKind::BadResponse, "{err}");
+    assert!(err.message.contains("larger than"), "{err}");
+    // Just under the cap is read (and then found not to be CML's answer).
+    server.set_mode(Mode::Oversized((1 << 20) - 16));
+    let err = cml
+        .probe(&target(&server, insecure(), PASSWORD))
+        .await
+        .expect_err("not CML's answer");
+    assert!(err.message.contains("unexpected answer"), "{err}");
+}

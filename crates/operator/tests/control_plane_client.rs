@@ -19,6 +19,7 @@ const TOKEN: &str = "cp-test-token-8c1f";
 
 fn client(server: &ControlPlaneServer, token: Option<&str>) -> ControlPlaneClient {
     ControlPlaneClient::new(ControlPlaneConfig {
+        allow_http: true,
         url: server.url(),
         token: token.map(str::to_owned),
         ca_pem: None,
@@ -160,6 +161,20 @@ async fn faults_become_classified_errors_never_panics() {
     let err = cp.workers().await.expect_err("garbage");
     assert_eq!(err.kind, RemoteErrorKind::BadResponse);
 
+    // A redirect is an error, never followed; an answer over 1 MiB is refused.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let elsewhere = listener.local_addr().expect("addr").port();
+    server.set_mode(Mode::Redirect(elsewhere));
+    let err = cp.workers().await.expect_err("redirect");
+    assert_eq!(err.kind, RemoteErrorKind::Rejected, "{err}");
+    assert!(err.message.contains("302"), "{err}");
+    assert!(listener.accept().is_err(), "the redirect was followed");
+    server.set_mode(Mode::Oversized(2 << 20));
+    let err = cp.workers().await.expect_err("too large");
+    assert_eq!(err.kind, RemoteErrorKind::BadResponse, "{err}");
+    assert!(err.message.contains("larger than"), "{err}");
+
     server.set_mode(Mode::Slow(Duration::from_secs(2)));
     let err = cp.workers().await.expect_err("slow");
     assert_eq!(err.kind, RemoteErrorKind::Timeout);
@@ -169,6 +184,7 @@ async fn faults_become_classified_errors_never_panics() {
     assert_eq!(err.kind, RemoteErrorKind::Unavailable);
 
     let nowhere = ControlPlaneClient::new(ControlPlaneConfig {
+        allow_http: true,
         url: format!("http://127.0.0.1:{}", support::process::free_port()),
         token: None,
         ca_pem: None,
@@ -237,6 +253,7 @@ async fn tls_is_verified_against_the_configured_ca() {
     let (server, ca_pem) = ControlPlaneServer::start_tls(dir.path()).await;
     let with = |ca_pem: Option<Vec<u8>>| {
         ControlPlaneClient::new(ControlPlaneConfig {
+            allow_http: true,
             url: server.url(),
             token: None,
             ca_pem,
@@ -256,6 +273,7 @@ async fn tls_is_verified_against_the_configured_ca() {
     assert_eq!(err.kind, RemoteErrorKind::Unavailable);
     assert!(err.message.to_lowercase().contains("certificate"), "{err}");
     let err = ControlPlaneClient::new(ControlPlaneConfig {
+        allow_http: true,
         url: server.url(),
         token: None,
         ca_pem: Some(b"not a pem".to_vec()),

@@ -5,7 +5,10 @@ use ccm_harness as support;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use aws_sdk_ec2::Client;
+use aws_sdk_ec2::{
+    Client,
+    types::{HttpTokensState, InstanceMetadataTagsState},
+};
 use resource_controller::provider::{
     CloudProvider, ErrorKind, ImageQuery, InstanceState, LaunchRequest, LaunchSpec, Provider,
     WorkerIdentity, ec2::Ec2Api, ratelimit::Operation, tag,
@@ -409,4 +412,107 @@ async fn unreachable_endpoint_is_transient_and_not_retried() {
     assert_eq!(err.kind, ErrorKind::Transient, "{err}");
     assert!(err.message.contains("could not reach the EC2 API"), "{err}");
     assert_eq!(provider.calls().total(), 1, "no retries");
+}
+
+#[tokio::test]
+async fn instances_launch_with_imdsv2_no_public_ip_and_the_named_kms_key() {
+    let f = fixture("ca-central-1").await;
+    let stock = f.stock_image().await;
+    let spec = LaunchSpec {
+        kms_key_id: Some("alias/cml-workers".into()),
+        ..f.spec(&stock)
+    };
+    let launched = f
+        .provider
+        .launch(&f.request("c1", "w1", spec))
+        .await
+        .expect("launch");
+    let id = launched.instance.id.clone();
+    assert_eq!(
+        launched.instance.public_ip, None,
+        "no public address by default"
+    );
+    let out = f
+        .sdk
+        .describe_instances()
+        .instance_ids(&id)
+        .send()
+        .await
+        .expect("describe");
+    let instance = &out.reservations()[0].instances()[0];
+    let metadata = instance.metadata_options().expect("metadata options");
+    assert_eq!(metadata.http_tokens(), Some(&HttpTokensState::Required));
+    assert_eq!(metadata.http_put_response_hop_limit(), Some(1));
+    assert_eq!(
+        metadata.instance_metadata_tags(),
+        Some(&InstanceMetadataTagsState::Disabled)
+    );
+    assert_eq!(instance.public_ip_address(), None);
+    let volumes = f
+        .sdk
+        .describe_volumes()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("attachment.instance-id")
+                .values(&id)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("volumes");
+    let root = &volumes.volumes()[0];
+    assert_eq!(root.encrypted(), Some(true));
+    assert_eq!(root.kms_key_id(), Some("alias/cml-workers"));
+
+    // A public address only when asked for.
+    let public = LaunchSpec {
+        public_ip: true,
+        ..f.spec(&stock)
+    };
+    let launched = f
+        .provider
+        .launch(&f.request("c1", "w2", public))
+        .await
+        .expect("launch");
+    assert!(
+        launched.instance.public_ip.is_some(),
+        "{:?}",
+        launched.instance
+    );
+}
+
+#[tokio::test]
+async fn a_template_pattern_without_owners_never_picks_someone_elses_image() {
+    let f = fixture("sa-east-1").await;
+    // A public image whose name a template's pattern matches (name squatting).
+    let images = f
+        .sdk
+        .describe_images()
+        .owners("amazon")
+        .send()
+        .await
+        .expect("describe images");
+    let public_name = images.images()[0].name().expect("name").to_owned();
+    let template: resource_controller::crd::WorkerTemplateSpec =
+        serde_json::from_value(serde_json::json!({
+            "instanceType": "m5zn.metal",
+            "image": {"namePattern": public_name},
+            "capacity": {"cpuCores": 1, "memoryGiB": 1, "storageGiB": 1, "maxNodes": 1},
+            "licenseType": "Personal",
+            "scaling": {"maxWorkers": 1}
+        }))
+        .expect("spec");
+    let query = resource_controller::provider::image_query(&template).expect("query");
+    let err = f
+        .provider
+        .resolve_image(&query)
+        .await
+        .expect_err("another owner's image is not ours");
+    assert_eq!(err.kind, ErrorKind::NotFound, "{err}");
+    // Named owners still reach it.
+    let amazon = ImageQuery::NamePattern {
+        pattern: public_name,
+        owners: vec!["amazon".into()],
+    };
+    assert!(f.provider.resolve_image(&amazon).await.is_ok());
 }

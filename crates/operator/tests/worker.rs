@@ -267,11 +267,20 @@ impl Harness {
             .collect()
     }
 
-    /// Whether a Warning Event with `reason` was published on the worker.
+    /// Whether a Warning Event with `reason` was published on the worker, within a few seconds:
+    /// Events are published after the status write a test usually waits for.
     async fn warned(&self, name: &str, reason: &str) -> bool {
-        self.event_reasons(name)
-            .await
-            .contains(&("Warning".to_owned(), reason.to_owned()))
+        let wanted = ("Warning".to_owned(), reason.to_owned());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.event_reasons(name).await.contains(&wanted) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     /// Gives the worker's CML labs and running nodes, and waits until its status shows them.
@@ -289,9 +298,14 @@ impl Harness {
 
     /// Launches an instance for a worker identity directly, as a crashed controller would have.
     async fn launch_directly(&self, name: &str, uid: &str) -> String {
+        self.launch_for_cluster(&self.ns.name, name, uid).await
+    }
+
+    /// Launches an instance tagged for `cluster`, as another install of the controller would.
+    async fn launch_for_cluster(&self, cluster: &str, name: &str, uid: &str) -> String {
         let request = LaunchRequest {
             worker: WorkerIdentity {
-                cluster_id: self.ns.name.clone(),
+                cluster_id: cluster.to_owned(),
                 namespace: self.ns.name.clone(),
                 name: name.into(),
                 uid: uid.into(),
@@ -687,6 +701,10 @@ async fn an_orphan_instance_is_swept() {
     let orphan = h
         .launch_directly("gone", &format!("{}-no-such-worker", h.ns.name))
         .await;
+    // Another install's instance in the same account, just as old and as unknown to us.
+    let theirs = h
+        .launch_for_cluster("another-install", "theirs", "uid-of-another-install")
+        .await;
     let deadline = tokio::time::Instant::now() + WAIT;
     while h.instance_state(&orphan).await != "terminated" {
         assert!(
@@ -695,6 +713,56 @@ async fn an_orphan_instance_is_swept() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        h.instance_state(&theirs).await,
+        "running",
+        "never ours to sweep"
+    );
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_status_naming_another_clusters_instance_never_stops_it() {
+    let mut h = Harness::new("notours", |_| {}).await;
+    h.template("t", json!({})).await;
+    h.worker("w1", "t").await;
+    let w = h.wait_phase("w1", WorkerPhase::Running).await;
+    let ours = instance_id(&w);
+    h.stop_controller().await;
+    let theirs = h
+        .launch_for_cluster("another-install", "theirs", "uid-of-another-install")
+        .await;
+    // A status edited by hand (or restored from a backup) names someone else's instance.
+    let patch = json!({"status": {"instance": {"id": theirs}}});
+    h.workers()
+        .patch_status("w1", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch status");
+    h.start_controller();
+    h.set_desired("w1", "Stopped").await;
+    h.wait_for("w1", "refusing", |w| ready_reason(w) == "InstanceNotOwned")
+        .await;
+    assert!(h.warned("w1", "InstanceNotOwned").await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(h.instance_state(&theirs).await, "running");
+    h.workers()
+        .delete("w1", &DeleteParams::default())
+        .await
+        .expect("delete");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        h.instance_state(&theirs).await,
+        "running",
+        "nor terminates it"
+    );
+    assert_eq!(h.instance_state(&ours).await, "running");
+    // Cleanup: the Worker's finalizer would wait forever on an instance it may not touch.
+    let release = json!({"metadata": {"finalizers": null}});
+    h.workers()
+        .patch("w1", &PatchParams::default(), &Patch::Merge(&release))
+        .await
+        .expect("release");
     h.finish().await;
 }
 
@@ -920,7 +988,7 @@ async fn an_instance_that_never_runs_fails_after_launch_timeout() {
 async fn cml_tls_is_verified_with_the_ca_from_a_secret() {
     let h = Harness::new("cmlca", |_| {}).await;
     let ca: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cml-ca"},
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cml-ca", "labels": {"ccm.dev/usage": "cml"}},
         "stringData": {"bundle.pem": String::from_utf8(h.cml.ca_pem.clone()).expect("pem")}
     }))
     .expect("secret");
@@ -1091,3 +1159,36 @@ async fn a_running_worker_is_probed_once_per_resync() {
 
 #[path = "worker/licensing.rs"]
 mod licensing;
+
+#[tokio::test]
+async fn a_secret_without_the_consent_label_is_never_used() {
+    let h = Harness::new("consent", |_| {}).await;
+    let secrets: Api<Secret> = Api::namespaced(h.client.clone(), &h.ns.name);
+    let label = |value: serde_json::Value| {
+        let secrets = secrets.clone();
+        async move {
+            let patch = json!({"metadata": {"labels": {"ccm.dev/usage": value}}});
+            secrets
+                .patch("cml-admin", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .expect("label");
+        }
+    };
+    label(serde_json::Value::Null).await;
+    h.template("t", json!({})).await;
+    h.worker("w1", "t").await;
+    let w = h
+        .wait_for("w1", "the Secret refused", |w| {
+            ready_message(w).contains("lacks the label ccm.dev/usage=cml")
+        })
+        .await;
+    assert!(
+        ready_message(&w).contains("cml-admin"),
+        "{}",
+        ready_message(&w)
+    );
+    assert_eq!(h.cml.authentications(), 0, "no credentials were sent");
+    label(json!("cml")).await;
+    h.wait_phase("w1", WorkerPhase::Running).await;
+    h.finish().await;
+}

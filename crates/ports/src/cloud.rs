@@ -10,6 +10,6 @@ pub use ccm_core::{Instance, InstanceState};
 pub use error::{ErrorKind, ProviderError, Result, classify_code};
 pub use ratelimit::{Ec2Limits, Rate};
 pub use types::{
-    DEFAULT_ROOT_DEVICE, Image, ImageQuery, LaunchRequest, LaunchSpec, Launched, WorkerIdentity,
-    client_token, tag,
+    DEFAULT_ROOT_DEVICE, Image, ImageQuery, LaunchRequest, LaunchSpec, Launched, MetadataOptions,
+    WorkerIdentity, client_token, tag,
 };

@@ -523,7 +523,10 @@ impl CloudApi for SimulatedCloud {
                 (n >> 8) % 256,
                 n % 256
             )),
-            public_ip: Some(format!("198.51.100.{}", n % 254 + 1)),
+            public_ip: request
+                .spec
+                .public_ip
+                .then(|| format!("198.51.100.{}", n % 254 + 1)),
             image_id: Some(request.spec.image_id.clone()),
             launch_time: Some(Timestamp::now()),
             tags: request.tags.clone(),

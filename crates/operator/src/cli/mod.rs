@@ -110,7 +110,9 @@ mod tests {
     use crate::provider::{Ec2Limits, Rate};
 
     fn election(args: &[&str]) -> ElectionArgs {
-        let argv = ["resource-controller", "run"].iter().chain(args);
+        let argv = ["resource-controller", "run", "--cluster-id", "c"]
+            .iter()
+            .chain(args);
         match Cli::try_parse_from(argv).expect("parse").command {
             Command::Run(run) => run.election,
             Command::Crds(_) => unreachable!("parsed run"),
@@ -136,7 +138,9 @@ mod tests {
     }
 
     fn run_args(args: &[&str]) -> RunArgs {
-        let argv = ["resource-controller", "run"].iter().chain(args);
+        let argv = ["resource-controller", "run", "--cluster-id", "c"]
+            .iter()
+            .chain(args);
         match Cli::try_parse_from(argv).expect("parse").command {
             Command::Run(run) => *run,
             Command::Crds(_) => unreachable!("parsed run"),
@@ -151,17 +155,39 @@ mod tests {
         assert_eq!(limits.run_instances, Rate::new(1000, 100));
         assert_eq!(limits.describe, Ec2Limits::default().describe);
         assert!(
-            Cli::try_parse_from(["resource-controller", "run", "--ec2-describe-limit", "0/1"])
-                .is_err()
+            Cli::try_parse_from([
+                "resource-controller",
+                "run",
+                "--cluster-id",
+                "c",
+                "--ec2-describe-limit",
+                "0/1"
+            ])
+            .is_err()
         );
     }
 
     #[test]
     fn log_format_comes_from_the_flag_or_the_environment() {
-        let cli = Cli::try_parse_from(["resource-controller", "run", "--log-format", "json"]);
+        let cli = Cli::try_parse_from([
+            "resource-controller",
+            "run",
+            "--cluster-id",
+            "c",
+            "--log-format",
+            "json",
+        ]);
         assert_eq!(cli.expect("parse").log_format, LogFormat::Json);
         assert!(
-            Cli::try_parse_from(["resource-controller", "run", "--log-format", "xml"]).is_err()
+            Cli::try_parse_from([
+                "resource-controller",
+                "run",
+                "--cluster-id",
+                "c",
+                "--log-format",
+                "xml"
+            ])
+            .is_err()
         );
     }
 
@@ -182,7 +208,15 @@ mod tests {
             RuntimeFlavor::MultiThread
         );
         assert!(
-            Cli::try_parse_from(["resource-controller", "run", "--runtime-threads", "0"]).is_err()
+            Cli::try_parse_from([
+                "resource-controller",
+                "run",
+                "--cluster-id",
+                "c",
+                "--runtime-threads",
+                "0"
+            ])
+            .is_err()
         );
     }
 }

@@ -111,6 +111,7 @@ pub async fn remotes(args: &RunArgs, client: &kube::Client) -> anyhow::Result<Re
                 token,
                 ca_pem,
                 timeout: cp.control_plane_api_timeout.as_std(),
+                allow_http: cp.control_plane_api_allow_http,
             };
             Some(Arc::new(ControlPlaneClient::new(config)?))
         }

@@ -223,9 +223,7 @@ impl HttpCml {
         if let Some(c) = clients.get(tls) {
             return Ok(c.clone());
         }
-        let mut builder = Client::builder()
-            .timeout(self.timeout)
-            .connect_timeout(self.timeout)
+        let mut builder = crate::http_peer::client_builder(self.timeout)
             .tls_danger_accept_invalid_certs(tls.insecure_skip_verify);
         if let Some(pem) = &tls.ca_pem {
             let cas = crate::tls::ca_certificates(pem)
@@ -383,7 +381,7 @@ async fn read_answer(
     secret: Option<&LicenseToken>,
 ) -> Result<(StatusCode, String), CmlError> {
     let status = response.status();
-    let bytes = response.bytes().await.map_err(|e| transport(url, e))?;
+    let bytes = body(url, response).await?;
     let description = match serde_json::from_slice::<ErrorBody>(&bytes) {
         Ok(body) => body.description,
         Err(_) if bytes.is_empty() => status.to_string(),
@@ -472,6 +470,15 @@ fn transport(url: &str, e: reqwest::Error) -> CmlError {
     CmlError::new(kind, chain(url, &e))
 }
 
+/// The answer's body, up to the cap: a larger one is not CML's answer.
+async fn body(url: &str, response: reqwest::Response) -> Result<Vec<u8>, CmlError> {
+    use crate::http_peer::{BodyError, capped_body};
+    capped_body(response).await.map_err(|e| match e {
+        BodyError::Transport(e) => transport(url, e),
+        too_large => CmlError::new(CmlErrorKind::BadResponse, format!("{url}: {too_large}")),
+    })
+}
+
 /// CML's error body (schemas `Error` and `ErrorResponse`).
 #[derive(Deserialize)]
 struct ErrorBody {
@@ -483,7 +490,7 @@ async fn decode<T: DeserializeOwned>(
     response: reqwest::Response,
 ) -> Result<T, CmlError> {
     let status = response.status();
-    let bytes = response.bytes().await.map_err(|e| transport(url, e))?;
+    let bytes = body(url, response).await?;
     if !status.is_success() {
         let detail = match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(body) => body.description,

@@ -26,6 +26,9 @@ pub struct ControlPlaneConfig {
     /// PEM bundle of the CA to trust instead of the system roots.
     pub ca_pem: Option<Vec<u8>>,
     pub timeout: Duration,
+    /// Send the token over plain `http://` too (`--control-plane-api-allow-http`): an explicit
+    /// opt-in, for a platform reached through a local sidecar or in tests.
+    pub allow_http: bool,
 }
 
 impl std::fmt::Debug for ControlPlaneConfig {
@@ -71,9 +74,17 @@ impl ControlPlaneClient {
                 format!("CONTROL_PLANE_API_URL {base:?} must be http or https"),
             ));
         }
-        let mut builder = Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout);
+        let has_token = config.token.as_ref().is_some_and(|t| !t.is_empty());
+        if url.scheme() == "http" && has_token && !config.allow_http {
+            return Err(RemoteError::new(
+                RemoteErrorKind::Rejected,
+                format!(
+                    "refusing to send the Control Plane API token in clear text to {base:?}: use \
+                     https, or accept the risk with --control-plane-api-allow-http"
+                ),
+            ));
+        }
+        let mut builder = crate::http_peer::client_builder(config.timeout);
         if let Some(pem) = &config.ca_pem {
             let cas = crate::tls::ca_certificates(pem).map_err(|e| {
                 RemoteError::new(RemoteErrorKind::Rejected, format!("Control Plane API: {e}"))
@@ -226,11 +237,14 @@ fn transport(path: &str, e: reqwest::Error) -> RemoteError {
 /// The body of a successful answer, or the error the status and `{"detail"}` body say.
 async fn check(path: &str, response: reqwest::Response) -> Result<Vec<u8>, RemoteError> {
     let status = response.status();
-    let bytes = response
-        .bytes()
+    let bytes = crate::http_peer::capped_body(response)
         .await
-        .map_err(|e| transport(path, e))?
-        .to_vec();
+        .map_err(|e| match e {
+            crate::http_peer::BodyError::Transport(e) => transport(path, e),
+            too_large => {
+                RemoteError::new(RemoteErrorKind::BadResponse, format!("{path}: {too_large}"))
+            }
+        })?;
     if status.is_success() {
         return Ok(bytes);
     }
@@ -270,6 +284,7 @@ mod tests {
     #[test]
     fn a_bad_url_is_a_clear_error_and_the_token_is_never_shown() {
         let config = ControlPlaneConfig {
+            allow_http: false,
             url: "not a url".into(),
             token: Some("s3cret".into()),
             ca_pem: None,
@@ -279,10 +294,33 @@ mod tests {
         let err = ControlPlaneClient::new(config.clone()).expect_err("bad url");
         assert!(err.message.contains("not a URL"), "{err}");
         let err = ControlPlaneClient::new(ControlPlaneConfig {
+            allow_http: false,
             url: "ftp://host".into(),
-            ..config
+            ..config.clone()
         })
         .expect_err("bad scheme");
         assert!(err.message.contains("http or https"), "{err}");
+        let err = ControlPlaneClient::new(ControlPlaneConfig {
+            url: "http://platform.example".into(),
+            ..config.clone()
+        })
+        .expect_err("a token over plain http");
+        assert!(
+            err.message.contains("--control-plane-api-allow-http"),
+            "{err}"
+        );
+        assert!(!err.message.contains("s3cret"));
+        let allowed = ControlPlaneClient::new(ControlPlaneConfig {
+            url: "http://platform.example".into(),
+            allow_http: true,
+            ..config.clone()
+        });
+        assert!(allowed.is_ok(), "an explicit opt-in");
+        let tokenless = ControlPlaneClient::new(ControlPlaneConfig {
+            url: "http://platform.example".into(),
+            token: None,
+            ..config
+        });
+        assert!(tokenless.is_ok(), "nothing secret to send");
     }
 }

@@ -20,6 +20,10 @@ pub struct ControlPlaneArgs {
     /// PEM file of the CA that signed the Control Plane API's certificate (default: system roots).
     #[arg(long, value_name = "FILE")]
     pub control_plane_api_ca_file: Option<PathBuf>,
+    /// Send the bearer token over plain http when the URL says http (refused otherwise: anyone
+    /// on the path could read it). For a platform reached through a local proxy only.
+    #[arg(long, env = "CONTROL_PLANE_API_ALLOW_HTTP")]
+    pub control_plane_api_allow_http: bool,
     /// Timeout of each Control Plane API request.
     #[arg(long, default_value = "5s")]
     pub control_plane_api_timeout: GoDuration,

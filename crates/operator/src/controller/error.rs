@@ -19,6 +19,8 @@ pub enum Error {
     Invalid(String),
     #[error(transparent)]
     ProviderUnavailable(#[from] ProviderUnavailable),
+    #[error("{0}")]
+    NotOwned(String),
 }
 
 impl Error {
@@ -37,6 +39,7 @@ impl Error {
             Error::Secret { .. } => "SecretError",
             Error::Invalid(_) => "InvalidObject",
             Error::ProviderUnavailable(_) => "ProviderUnavailable",
+            Error::NotOwned(_) => "InstanceNotOwned",
         }
     }
 
@@ -44,14 +47,14 @@ impl Error {
     pub fn is_permanent(&self) -> bool {
         match self {
             Error::Cloud(e) => !e.kind.is_retryable(),
-            Error::Invalid(_) | Error::ProviderUnavailable(_) => true,
+            Error::Invalid(_) | Error::ProviderUnavailable(_) | Error::NotOwned(_) => true,
             Error::Kube(_) | Error::Secret { .. } => false,
         }
     }
 }
 
 /// Every value [`Error::category`] can take.
-pub const CATEGORIES: [&str; 10] = [
+pub const CATEGORIES: [&str; 11] = [
     "KubernetesError",
     "CloudThrottled",
     "CloudInsufficientCapacity",
@@ -62,6 +65,7 @@ pub const CATEGORIES: [&str; 10] = [
     "SecretError",
     "InvalidObject",
     "ProviderUnavailable",
+    "InstanceNotOwned",
 ];
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -78,6 +82,7 @@ mod tests {
             .collect();
         errors.push(Error::Kube(kube::Error::LinesCodecMaxLineLengthExceeded));
         errors.push(Error::Invalid("x".into()));
+        errors.push(Error::NotOwned("x".into()));
         errors.push(Error::Secret {
             namespace: "n".into(),
             name: "s".into(),

@@ -6,8 +6,10 @@ use crate::crd::GoDuration;
 
 #[derive(Debug, Args)]
 pub struct ControllerArgs {
-    /// Value of the `ccm:cluster` tag on this controller's instances.
-    #[arg(long, env = "CLUSTER_ID", default_value = "default")]
+    /// Value of the `ccm:cluster` tag on this controller's instances: a name unique to this
+    /// install within the AWS account (the orphan sweep terminates untracked instances carrying
+    /// it). Required: two installs sharing one would terminate each other's workers.
+    #[arg(long, env = "CLUSTER_ID", value_parser = parse_cluster_id)]
     pub cluster_id: String,
     /// This replica's identity in Events and in the leader Lease (default: the host name, which
     /// in a pod is the pod's name).
@@ -56,4 +58,13 @@ impl ControllerArgs {
 
 fn parse_seats(text: &str) -> Result<std::collections::BTreeMap<String, u32>, String> {
     crate::controller::seats::parse_budget(text)
+}
+
+/// A cluster id: what an EC2 tag value may hold, and not empty.
+fn parse_cluster_id(text: &str) -> Result<String, String> {
+    let id = text.trim();
+    if id.is_empty() || id.len() > 256 {
+        return Err("a cluster id takes 1 to 256 characters".into());
+    }
+    Ok(id.to_owned())
 }

@@ -18,6 +18,14 @@ use crate::cml::CmlCredentials;
 
 type Data = Arc<BTreeMap<String, Vec<u8>>>;
 
+/// The label a Secret must carry for the controller to use it (CML credentials, a CA, a license
+/// token): a template's author can name any Secret of the namespace, so the Secret's owner says
+/// yes by labelling it. Without it the credentials would go to whatever instance the template
+/// launches.
+pub const CONSENT_LABEL: &str = "ccm.dev/usage";
+/// The value of [`CONSENT_LABEL`] that consents.
+pub const CONSENT_VALUE: &str = "cml";
+
 pub struct SecretCache {
     ttl: Duration,
     entries: Mutex<HashMap<(String, String), (Instant, Data)>>,
@@ -67,6 +75,7 @@ impl SecretCache {
                 .get_opt(name)
                 .await?
                 .ok_or_else(|| secret_error(namespace, name, "not found".into()))?;
+            consented(&secret, namespace, name)?;
             Ok(secret
                 .data
                 .unwrap_or_default()
@@ -100,6 +109,26 @@ impl SecretCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), (Instant, Data)>> {
         self.entries.locked()
     }
+}
+
+/// Whether the Secret carries the consent label; the error says how to give it.
+fn consented(secret: &Secret, namespace: &str, name: &str) -> Result<()> {
+    let label = secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(CONSENT_LABEL));
+    if label.map(String::as_str) == Some(CONSENT_VALUE) {
+        return Ok(());
+    }
+    Err(secret_error(
+        namespace,
+        name,
+        format!(
+            "lacks the label {CONSENT_LABEL}={CONSENT_VALUE}, so the controller does not use it \
+             (consent: kubectl -n {namespace} label secret {name} {CONSENT_LABEL}={CONSENT_VALUE})"
+        ),
+    ))
 }
 
 fn secret_error(namespace: &str, name: &str, message: String) -> Error {
@@ -187,6 +216,23 @@ mod tests {
         let reads = AtomicU32::new(0);
         read(&cache, &reads, "created").await;
         assert_eq!(reads.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn only_a_secret_labelled_for_the_controller_is_used() {
+        let mut secret = Secret::default();
+        let e = consented(&secret, "ns", "cml-admin").expect_err("no label");
+        assert!(e.to_string().contains("ccm.dev/usage=cml"), "{e}");
+        secret.metadata.labels = Some(BTreeMap::from([(
+            CONSENT_LABEL.to_owned(),
+            "something-else".to_owned(),
+        )]));
+        assert!(consented(&secret, "ns", "cml-admin").is_err());
+        secret.metadata.labels = Some(BTreeMap::from([(
+            CONSENT_LABEL.to_owned(),
+            CONSENT_VALUE.to_owned(),
+        )]));
+        assert!(consented(&secret, "ns", "cml-admin").is_ok());
     }
 
     #[test]

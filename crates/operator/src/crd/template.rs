@@ -90,9 +90,22 @@ pub struct WorkerTemplateSpec {
     #[serde(default)]
     pub root_volume: RootVolume,
 
-    /// Extra EC2 tags on every worker. Keys starting with `ccm:` or `aws:` are reserved.
+    /// The instance metadata service (IMDS) of the workers. By default session tokens (IMDSv2)
+    /// are required, the hop limit is 1 and tags are not in it, so lab nodes on a worker cannot
+    /// read its credentials.
+    #[serde(default)]
+    pub metadata_options: MetadataOptionsSpec,
+
+    /// Give each worker a public IPv4 address. Off by default: the controller reaches CML on
+    /// the private address; turning it on exposes CML to whatever the security groups allow.
+    #[serde(default)]
+    pub associate_public_ip_address: bool,
+
+    /// Extra EC2 tags on every worker: keys up to 128 characters, values up to 256. Keys
+    /// starting with `ccm:`, `aws:` or `kubernetes.io/cluster/` are reserved.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('ccm:') && !k.startsWith('aws:'))").message("tag keys starting with 'ccm:' or 'aws:' are reserved"))]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('ccm:') && !k.startsWith('aws:') && !k.startsWith('kubernetes.io/cluster/'))").message("tag keys starting with 'ccm:', 'aws:' or 'kubernetes.io/cluster/' are reserved"))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) >= 1 && size(k) <= 128 && size(self[k]) <= 256)").message("tag keys take 1 to 128 characters and values at most 256"))]
     #[schemars(extend("maxProperties" = 40))]
     pub tags: BTreeMap<String, String>,
 
@@ -161,10 +174,57 @@ pub struct ImageSelector {
     #[schemars(length(min = 1, max = 128))]
     pub name_pattern: Option<String>,
 
-    /// Account ids (or `self`, `amazon`) allowed to own the image matched by `namePattern`.
+    /// Account ids (or `self`, `amazon`) allowed to own the image matched by `namePattern`;
+    /// `self` (this account) when empty, so a public image with a look-alike name is never
+    /// picked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(inner(length(min = 1)))]
     pub owners: Vec<String>,
+}
+
+/// The instance metadata service's settings (EC2 `MetadataOptions`).
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetadataOptionsSpec {
+    /// `required` (IMDSv2 session tokens) or `optional` (IMDSv1 too: only for an image that
+    /// cannot use tokens, and it lets anything on the worker that can make a request read the
+    /// instance profile's credentials).
+    #[serde(default)]
+    pub http_tokens: HttpTokens,
+
+    /// How many network hops a metadata answer travels: 1 keeps it on the host.
+    #[serde(default = "default_hop_limit")]
+    #[schemars(range(min = 1, max = 64))]
+    pub http_put_response_hop_limit: u8,
+
+    /// Put the instance's tags in its metadata.
+    #[serde(default)]
+    pub instance_metadata_tags: bool,
+}
+
+fn default_hop_limit() -> u8 {
+    1
+}
+
+impl Default for MetadataOptionsSpec {
+    fn default() -> Self {
+        MetadataOptionsSpec {
+            http_tokens: HttpTokens::default(),
+            http_put_response_hop_limit: default_hop_limit(),
+            instance_metadata_tags: false,
+        }
+    }
+}
+
+/// Whether the metadata service requires session tokens.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpTokens {
+    /// IMDSv2 only.
+    #[default]
+    Required,
+    /// IMDSv1 too.
+    Optional,
 }
 
 /// The root EBS volume.
@@ -179,6 +239,12 @@ pub struct RootVolume {
     /// EBS volume type.
     #[serde(rename = "type", default)]
     pub volume_type: VolumeType,
+
+    /// KMS key (id, alias or ARN) that encrypts the volume; the account's default EBS key when
+    /// unset. The volume is always encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub kms_key_id: Option<String>,
 }
 
 fn default_root_size() -> u32 {
@@ -190,6 +256,7 @@ impl Default for RootVolume {
         Self {
             size_gib: default_root_size(),
             volume_type: VolumeType::default(),
+            kms_key_id: None,
         }
     }
 }
@@ -277,16 +344,18 @@ impl Default for PortRange {
 }
 
 /// How to reach and trust the CML API on a worker.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.caSecretRef) || !self.insecureSkipTlsVerify").message("caSecretRef verifies CML's certificate: set insecureSkipTlsVerify to false with it (it defaults to true)").field_path(".caSecretRef"))]
 pub struct CmlAccess {
     /// HTTPS port of the CML API.
     #[serde(default = "default_cml_port")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: u16,
 
-    /// Use the instance's private IP instead of its public one.
-    #[serde(default)]
+    /// Reach CML on the instance's private IP (the default); `false` prefers the public one,
+    /// which sends the CML credentials across whatever lies between.
+    #[serde(default = "default_true")]
     pub use_private_ip: bool,
 
     /// Secret with keys `username` and `password` for the CML API.
@@ -314,7 +383,7 @@ impl Default for CmlAccess {
     fn default() -> Self {
         Self {
             port: default_cml_port(),
-            use_private_ip: false,
+            use_private_ip: true,
             credentials_secret_ref: None,
             insecure_skip_tls_verify: true,
             ca_secret_ref: None,

@@ -8,15 +8,19 @@ use aws_sdk_ec2::{
     Client,
     error::{DisplayErrorContext, ProvideErrorMetadata, SdkError},
     types::{
-        BlockDeviceMapping, EbsBlockDevice, Filter, IamInstanceProfileSpecification, InstanceType,
-        ResourceType, Tag, TagSpecification, VolumeType,
+        BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState,
+        IamInstanceProfileSpecification, InstanceMetadataEndpointState,
+        InstanceMetadataOptionsRequest, InstanceMetadataTagsState,
+        InstanceNetworkInterfaceSpecification, InstanceType, ResourceType, Tag, TagSpecification,
+        VolumeType,
     },
 };
 use aws_smithy_types::base64;
 use k8s_openapi::jiff::Timestamp;
 
 use super::{
-    ErrorKind, Image, ImageQuery, Instance, InstanceState, ProviderError, Result,
+    ErrorKind, Image, ImageQuery, Instance, InstanceState, LaunchSpec, MetadataOptions,
+    ProviderError, Result,
     api::{CloudApi, InstanceFilter, MAX_RESULTS_PER_PAGE, Page, RunInstance},
     ratelimit::Operation,
 };
@@ -158,6 +162,42 @@ fn instances_of(reservations: &[aws_sdk_ec2::types::Reservation]) -> Vec<Instanc
         .collect()
 }
 
+/// The primary interface: its subnet, security groups and whether it gets a public address
+/// (said here, not left to the subnet's default).
+fn network_interface(
+    spec: &LaunchSpec,
+    subnet_id: Option<&str>,
+) -> InstanceNetworkInterfaceSpecification {
+    InstanceNetworkInterfaceSpecification::builder()
+        .device_index(0)
+        .delete_on_termination(true)
+        .associate_public_ip_address(spec.public_ip)
+        .set_subnet_id(subnet_id.map(str::to_owned))
+        .set_groups((!spec.security_group_ids.is_empty()).then(|| spec.security_group_ids.clone()))
+        .build()
+}
+
+fn metadata_options(m: &MetadataOptions) -> InstanceMetadataOptionsRequest {
+    let (tokens, tags) = (
+        if m.tokens_required {
+            HttpTokensState::Required
+        } else {
+            HttpTokensState::Optional
+        },
+        if m.tags {
+            InstanceMetadataTagsState::Enabled
+        } else {
+            InstanceMetadataTagsState::Disabled
+        },
+    );
+    InstanceMetadataOptionsRequest::builder()
+        .http_endpoint(InstanceMetadataEndpointState::Enabled)
+        .http_tokens(tokens)
+        .http_put_response_hop_limit(i32::from(m.hop_limit))
+        .instance_metadata_tags(tags)
+        .build()
+}
+
 const LIVE_STATES: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
 
 #[async_trait]
@@ -188,6 +228,7 @@ impl CloudApi for Ec2Api {
                     .volume_type(VolumeType::from(spec.root_volume_type.as_str()))
                     .delete_on_termination(true)
                     .encrypted(true)
+                    .set_kms_key_id(spec.kms_key_id.clone())
                     .build(),
             )
             .build();
@@ -208,10 +249,8 @@ impl CloudApi for Ec2Api {
             .min_count(1)
             .max_count(1)
             .client_token(request.client_token)
-            .set_subnet_id(request.subnet_id.map(str::to_owned))
-            .set_security_group_ids(
-                (!spec.security_group_ids.is_empty()).then(|| spec.security_group_ids.clone()),
-            )
+            .network_interfaces(network_interface(spec, request.subnet_id))
+            .metadata_options(metadata_options(&spec.metadata))
             .set_key_name(spec.key_name.clone())
             .set_iam_instance_profile(profile)
             .set_user_data(spec.user_data.as_ref().map(base64::encode))

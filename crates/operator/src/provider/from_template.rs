@@ -1,7 +1,10 @@
 //! What a WorkerTemplate asks of the cloud, in the cloud's values.
 
-use super::{DEFAULT_ROOT_DEVICE, Image, ImageQuery, LaunchSpec};
-use crate::crd::WorkerTemplateSpec;
+use super::{DEFAULT_ROOT_DEVICE, Image, ImageQuery, LaunchSpec, MetadataOptions};
+use crate::crd::{HttpTokens, WorkerTemplateSpec};
+
+/// Whose images a name pattern searches when the template names no owner: this account's.
+pub const SELF_OWNER: &str = "self";
 
 /// The image query of a template's image selector; `None` when it names no image.
 pub fn image_query(spec: &WorkerTemplateSpec) -> Option<ImageQuery> {
@@ -9,7 +12,11 @@ pub fn image_query(spec: &WorkerTemplateSpec) -> Option<ImageQuery> {
         (Some(id), _) => Some(ImageQuery::Id(id.clone())),
         (None, Some(pattern)) => Some(ImageQuery::NamePattern {
             pattern: pattern.clone(),
-            owners: spec.image.owners.clone(),
+            owners: if spec.image.owners.is_empty() {
+                vec![SELF_OWNER.to_owned()]
+            } else {
+                spec.image.owners.clone()
+            },
         }),
         (None, None) => None,
     }
@@ -38,5 +45,12 @@ pub fn launch_spec(spec: &WorkerTemplateSpec, image: &Image) -> LaunchSpec {
         root_volume_type: volume_type,
         user_data: spec.user_data.clone(),
         extra_tags: spec.tags.clone(),
+        metadata: MetadataOptions {
+            tokens_required: spec.metadata_options.http_tokens == HttpTokens::Required,
+            hop_limit: spec.metadata_options.http_put_response_hop_limit,
+            tags: spec.metadata_options.instance_metadata_tags,
+        },
+        kms_key_id: spec.root_volume.kms_key_id.clone(),
+        public_ip: spec.associate_public_ip_address,
     }
 }

@@ -327,10 +327,14 @@ impl Provider {
             .collect())
     }
 
-    /// Instances already tagged for this worker, oldest first; keeps the oldest, ends the rest.
+    /// Instances already tagged for this worker in this cluster, oldest first; keeps the
+    /// oldest, ends the rest. Another cluster's instance is never adopted nor ended.
     async fn adopt_existing(&self, request: &LaunchRequest) -> Result<Option<Instance>> {
         let filter = InstanceFilter {
-            tags: vec![(tag::WORKER_UID.to_owned(), request.worker.uid.clone())],
+            tags: vec![
+                (tag::WORKER_UID.to_owned(), request.worker.uid.clone()),
+                (tag::CLUSTER.to_owned(), request.worker.cluster_id.clone()),
+            ],
             exclude_terminated: true,
         };
         let mut found: Vec<Instance> = self

@@ -15,8 +15,8 @@ use async_trait::async_trait;
 pub use capacity::CapacityCache;
 pub use ccm_ports::cloud::{
     DEFAULT_ROOT_DEVICE, Ec2Limits, ErrorKind, Image, ImageQuery, Instance, InstanceState,
-    LaunchRequest, LaunchSpec, Launched, ProviderError, Rate, Result, WorkerIdentity, api,
-    classify_code, client_token, glob, ratelimit, tag,
+    LaunchRequest, LaunchSpec, Launched, MetadataOptions, ProviderError, Rate, Result,
+    WorkerIdentity, api, classify_code, client_token, glob, ratelimit, tag,
 };
 pub use from_template::{image_query, launch_spec};
 pub use managed::{CallCounts, Provider, ProviderSettings};

@@ -32,7 +32,7 @@ impl Harness {
 
     async fn token_secret(&self, token: &str) {
         let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": TOKEN_SECRET},
+            "metadata": {"name": TOKEN_SECRET, "labels": {"ccm.dev/usage": "cml"}},
             "stringData": {"token": token}
         }))
         .expect("secret");

@@ -58,6 +58,33 @@ pub struct LaunchSpec {
     pub root_volume_type: String,
     pub user_data: Option<String>,
     pub extra_tags: BTreeMap<String, String>,
+    /// The instance metadata service's settings.
+    pub metadata: MetadataOptions,
+    /// The KMS key that encrypts the root volume; the account's default EBS key when `None`.
+    pub kms_key_id: Option<String>,
+    /// Give the instance a public IPv4 address.
+    pub public_ip: bool,
+}
+
+/// How the instance metadata service answers (EC2 `MetadataOptions`). The default is the safe
+/// one: session tokens (IMDSv2) required, a hop limit of 1 so nothing behind the host (lab
+/// nodes, containers) reaches it, and no instance tags in it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetadataOptions {
+    pub tokens_required: bool,
+    pub hop_limit: u8,
+    pub tags: bool,
+}
+
+impl Default for MetadataOptions {
+    fn default() -> Self {
+        MetadataOptions {
+            tokens_required: true,
+            hop_limit: 1,
+            tags: false,
+        }
+    }
 }
 
 impl LaunchSpec {
@@ -75,6 +102,9 @@ impl LaunchSpec {
             root_volume_type: "gp3".to_owned(),
             user_data: None,
             extra_tags: BTreeMap::new(),
+            metadata: MetadataOptions::default(),
+            kms_key_id: None,
+            public_ip: false,
         }
     }
 

@@ -13,8 +13,8 @@ use crate::{
     crd::{LaunchStatus, Worker, WorkerPhase},
     phase_machine::{Plan, Step},
     provider::{
-        CloudProvider, ErrorKind, ImageQuery, LaunchRequest, Launched, ProviderError,
-        WorkerIdentity, client_token, launch_spec,
+        CloudProvider, ErrorKind, ImageQuery, LaunchRequest, Launched, Provider, ProviderError,
+        WorkerIdentity, client_token, launch_spec, tag,
     },
 };
 
@@ -51,17 +51,21 @@ pub async fn act(worker: &Worker, ctx: &WorkerContext, plan: &Plan, observed: &O
         .as_ref()
         .and_then(|s| s.instance.as_ref())
         .map(|i| i.id.clone());
-    let result = match (plan.step, &instance_id) {
+    let id = match (plan.step, &instance_id) {
         (Step::Launch { attempt }, _) => return launch(worker, ctx, observed, attempt).await,
-        (Step::Start, Some(id)) => provider.start(id).await,
-        (Step::Stop, Some(id)) => provider.stop(id).await,
-        (Step::Terminate, Some(id)) => provider.terminate(id).await,
+        (Step::Start | Step::Stop | Step::Terminate, Some(id)) => id,
         _ => return Acted::default(),
     };
-    if let Some(id) = &instance_id {
-        let key = provider_key(*kind, region.as_deref(), ctx.providers.default_region());
-        ctx.fleet.touched(&key, id).await;
+    if let Err(e) = ensure_owned(worker, ctx, provider.as_ref(), id).await {
+        return Acted::failed(e);
     }
+    let result = match plan.step {
+        Step::Start => provider.start(id).await,
+        Step::Stop => provider.stop(id).await,
+        _ => provider.terminate(id).await,
+    };
+    let key = provider_key(*kind, region.as_deref(), ctx.providers.default_region());
+    ctx.fleet.touched(&key, id).await;
     match result {
         // Already gone is what stop or terminate wanted; the next observation will say so.
         Ok(())
@@ -71,6 +75,38 @@ pub async fn act(worker: &Worker, ctx: &WorkerContext, plan: &Plan, observed: &O
         }) => Acted::default(),
         Err(e) => Acted::failed(e.into()),
     }
+}
+
+/// Before a start, stop or terminate: the instance must carry this cluster's tag and this
+/// Worker's UID, as the cloud says now. A status that names someone else's instance (edited by
+/// hand, copied, restored from a backup) never makes the controller touch it.
+async fn ensure_owned(
+    worker: &Worker,
+    ctx: &WorkerContext,
+    provider: &Provider,
+    id: &str,
+) -> Result<(), Error> {
+    let found = provider
+        .describe(&[id.to_owned()])
+        .await
+        .map_err(Error::from)?;
+    let Some(instance) = found.into_iter().find(|i| i.id == id) else {
+        // Gone: nothing to act on, and the next observation says so.
+        return Ok(());
+    };
+    let uid = worker.uid().unwrap_or_default();
+    let cluster = instance.tags.get(tag::CLUSTER).map(String::as_str);
+    let owner = instance.tags.get(tag::WORKER_UID).map(String::as_str);
+    if cluster == Some(ctx.settings.cluster_id.as_str()) && owner == Some(uid.as_str()) {
+        return Ok(());
+    }
+    Err(Error::NotOwned(format!(
+        "instance {id} is not this Worker's: its tags say cluster {} and worker {} (this is \
+         cluster {} and Worker UID {uid}); the controller does not start, stop or terminate it",
+        cluster.unwrap_or("(none)"),
+        owner.unwrap_or("(none)"),
+        ctx.settings.cluster_id,
+    )))
 }
 
 async fn launch(worker: &Worker, ctx: &WorkerContext, observed: &Observed, attempt: u32) -> Acted {
