@@ -298,6 +298,33 @@ fn invalid_manifests() -> Vec<Invalid> {
             expect: &["spec.capacity.maxNodes", "Required value"],
         },
         Invalid {
+            case: "a tag key in the Kubernetes cluster namespace",
+            base: t,
+            patch: json!({"spec": {"tags": {"kubernetes.io/cluster/prod": "owned"}}}),
+            expect: &["spec.tags", "are reserved"],
+        },
+        Invalid {
+            case: "a tag value over 256 characters",
+            base: t,
+            patch: json!({"spec": {"tags": {"team": "x".repeat(257)}}}),
+            expect: &["spec.tags", "values at most 256"],
+        },
+        Invalid {
+            case: "a CA with TLS verification off",
+            base: t,
+            patch: json!({"spec": {"cml": {"caSecretRef": {"name": "cml-ca"}}}}),
+            expect: &["spec.cml.caSecretRef", "set insecureSkipTlsVerify to false"],
+        },
+        Invalid {
+            case: "a metadata hop limit of zero",
+            base: t,
+            patch: json!({"spec": {"metadataOptions": {"httpPutResponseHopLimit": 0}}}),
+            expect: &[
+                "spec.metadataOptions.httpPutResponseHopLimit",
+                "greater than or equal to 1",
+            ],
+        },
+        Invalid {
             case: "licensing on an Evaluation template",
             base: t,
             patch: json!({"spec": {"licenseType": "Evaluation",
@@ -499,6 +526,12 @@ async fn defaults_are_filled_in_by_the_api_server() {
     assert_eq!(spec["portRange"], json!({"start": 2000, "end": 9999}));
     assert_eq!(spec["cml"]["port"], 443);
     assert_eq!(spec["cml"]["insecureSkipTlsVerify"], true);
+    assert_eq!(spec["cml"]["usePrivateIp"], true);
+    assert_eq!(spec["associatePublicIpAddress"], false);
+    assert_eq!(
+        spec["metadataOptions"],
+        json!({"httpTokens": "required", "httpPutResponseHopLimit": 1, "instanceMetadataTags": false})
+    );
     assert_eq!(
         spec["scaling"],
         json!({

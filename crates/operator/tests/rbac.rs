@@ -36,6 +36,7 @@ async fn the_deployment_passes_server_side_validation() {
         "poddisruptionbudget.policy/resource-controller",
         "service/resource-controller-metrics",
         "role.rbac.authorization.k8s.io/resource-controller-leader",
+        "networkpolicy.networking.k8s.io/resource-controller",
     ] {
         assert!(out.contains(object), "{object} missing from:\n{out}");
     }
@@ -50,6 +51,8 @@ async fn the_deployment_passes_server_side_validation() {
         "path: /readyz",
         "path: /health",
         "minAvailable: 1",
+        "ccm.dev/scrape-metrics",
+        "port: 8082",
     ] {
         assert!(
             rendered.contains(needle),
