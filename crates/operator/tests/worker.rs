@@ -1192,3 +1192,31 @@ async fn a_secret_without_the_consent_label_is_never_used() {
     h.wait_phase("w1", WorkerPhase::Running).await;
     h.finish().await;
 }
+
+#[tokio::test]
+async fn a_launch_beyond_max_instances_waits_until_one_goes() {
+    let h = Harness::new("cap", |s| s.max_instances = 1).await;
+    h.template("t", json!({})).await;
+    h.worker("w1", "t").await;
+    h.wait_phase("w1", WorkerPhase::Running).await;
+    let w2 = h.worker("w2", "t").await;
+    let launched = |w: &Worker| {
+        w.status
+            .as_ref()
+            .and_then(|s| conditions::find(&s.conditions, ConditionType::Launched))
+            .map(|c| c.reason.clone())
+            .unwrap_or_default()
+    };
+    h.wait_for("w2", "capped", |w| launched(w) == "InstanceCapReached")
+        .await;
+    assert!(h.warned("w2", "InstanceCapReached").await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(h.live_instances(&w2.uid().unwrap()).await.is_empty());
+    h.workers()
+        .delete("w1", &DeleteParams::default())
+        .await
+        .expect("delete");
+    h.wait_gone("w1").await;
+    h.wait_phase("w2", WorkerPhase::Running).await;
+    h.finish().await;
+}

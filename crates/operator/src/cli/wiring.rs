@@ -29,6 +29,7 @@ impl RunArgs {
             demand_resync: Duration::from_secs(c.reconcile_interval.max(1)),
             scale_up_lead_time: c.scale_up_lead_time.as_std(),
             license_seats: c.license_seats.clone().unwrap_or_default(),
+            max_instances: c.max_instances,
             concurrency: c.concurrency.max(1),
             orphan_grace: c.orphan_grace.as_std(),
             orphan_sweep_interval: c.orphan_sweep_interval.as_std().max(Duration::from_secs(1)),

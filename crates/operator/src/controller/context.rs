@@ -17,6 +17,7 @@ use kube::runtime::reflector::Store;
 
 use super::{
     events::{EventSink, EventSpec},
+    instance_cap::InstanceCap,
     seats::SeatBudget,
     template_cache::TemplateCache,
 };
@@ -61,6 +62,8 @@ pub struct Settings {
     /// How far ahead of a lab's timeslot the autoscaler makes room for it (worker boot plus lab
     /// start-up).
     pub scale_up_lead_time: Duration,
+    /// Most instances the controller keeps at once, over every Worker (`--max-instances`).
+    pub max_instances: u32,
     /// Most workers per CML product license that may hold a seat (`--license-seats`).
     pub license_seats: std::collections::BTreeMap<String, u32>,
 }
@@ -84,6 +87,7 @@ impl Default for Settings {
             demand_resync: Duration::from_secs(30),
             scale_up_lead_time: Duration::from_secs(35 * 60),
             license_seats: std::collections::BTreeMap::new(),
+            max_instances: 100,
         }
     }
 }
@@ -102,6 +106,8 @@ pub struct Context {
     pub outbox: Arc<Outbox>,
     /// The license seat budget.
     pub seats: SeatBudget,
+    /// The cap on instances.
+    pub instance_cap: InstanceCap,
     pub metrics: Arc<Metrics>,
     /// The Worker cache has synced.
     synced: std::sync::atomic::AtomicBool,
@@ -130,6 +136,7 @@ impl Context {
             demand: watch::channel(None).0,
             outbox: Arc::new(Outbox::new(1000)),
             seats: SeatBudget::new(settings.license_seats.clone()),
+            instance_cap: InstanceCap::new(settings.max_instances),
             metrics: Arc::new(Metrics::default()),
             synced: std::sync::atomic::AtomicBool::new(false),
             leading: std::sync::atomic::AtomicBool::new(true),

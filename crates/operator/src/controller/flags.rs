@@ -37,6 +37,10 @@ pub struct ControllerArgs {
     /// start-up).
     #[arg(long, env = "SCALE_UP_LEAD_TIME", default_value = "35m")]
     pub scale_up_lead_time: GoDuration,
+    /// Most instances the controller keeps at once, over every Worker, the autoscaler's and
+    /// hand-made ones alike; a launch beyond it waits (`Launched=False`, `InstanceCapReached`).
+    #[arg(long, env = "MAX_INSTANCES", default_value_t = 100)]
+    pub max_instances: u32,
     /// Most workers per CML product license that may hold a Smart Licensing seat at once, e.g.
     /// `CML_Enterprise=10,CML_Personal=2`; no budget for a product not named.
     #[arg(long, env = "LICENSE_SEATS", value_parser = parse_seats)]

@@ -6,6 +6,7 @@ pub mod error;
 pub mod events;
 pub mod flags;
 mod fleet;
+pub mod instance_cap;
 pub mod orphans;
 mod periodic;
 pub mod reasons;

@@ -16,6 +16,7 @@ use crate::{
 pub const LAUNCHED: &str = "Launched";
 pub const LAUNCH_FAILED: &str = "LaunchFailed";
 pub const NOT_LAUNCHED: &str = "NotLaunched";
+pub const INSTANCE_CAP_REACHED: &str = "InstanceCapReached";
 pub const ADOPTED: &str = "Adopted";
 // Worker `Ready`: ready, or not ready because of the phase.
 pub const CML_READY: &str = "CmlReady";
@@ -50,10 +51,11 @@ pub const WORKER_DELETED: &str = "WorkerDeleted";
 pub const LICENSE_DEREGISTERED: &str = "LicenseDeregistered";
 
 /// The plain names above.
-pub const PLAIN: [&str; 31] = [
+pub const PLAIN: [&str; 32] = [
     LAUNCHED,
     LAUNCH_FAILED,
     NOT_LAUNCHED,
+    INSTANCE_CAP_REACHED,
     ADOPTED,
     CML_READY,
     PENDING,

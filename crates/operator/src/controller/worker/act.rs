@@ -10,7 +10,10 @@ use super::observe::Observed;
 use crate::{
     controller::{error::Error, fleet::provider_key, worker::WorkerContext},
     controller::{events::EventSpec, reasons},
-    crd::{LaunchStatus, Worker, WorkerPhase},
+    crd::{
+        LaunchStatus, Worker, WorkerPhase,
+        conditions::{self, ConditionType},
+    },
     phase_machine::{Plan, Step},
     provider::{
         CloudProvider, ErrorKind, ImageQuery, LaunchRequest, Launched, Provider, ProviderError,
@@ -31,6 +34,8 @@ pub struct Acted {
     pub queued: Option<std::time::Duration>,
     /// The licensing call made, if any.
     pub license: Option<super::license::LicenseCall>,
+    /// The launch waits for room under `--max-instances`: why.
+    pub capped: Option<String>,
 }
 
 impl Acted {
@@ -109,6 +114,46 @@ async fn ensure_owned(
     )))
 }
 
+/// A launch beyond `--max-instances` waits, saying so (`Some`: what to report instead of
+/// launching); nothing is decided on a partial view.
+fn over_instance_cap(worker: &Worker, ctx: &WorkerContext, uid: &str) -> Option<Acted> {
+    let Some(store) = ctx.worker_cache() else {
+        return Some(Acted {
+            capped: Some("waiting for the Worker cache before counting instances".into()),
+            ..Acted::default()
+        });
+    };
+    let workers = store.state();
+    let refs: Vec<&Worker> = workers.iter().map(|w| w.as_ref()).collect();
+    ctx.instance_cap.permit(uid, &refs).err().map(|count| {
+        let message = format!(
+            "{count} Workers hold or are launching instances: the cap --max-instances {} is \
+             reached; this launch waits for one to go",
+            ctx.instance_cap.max()
+        );
+        // One Event when the wait begins, not one per look.
+        let said = worker
+            .status
+            .as_ref()
+            .and_then(|s| conditions::find(&s.conditions, ConditionType::Launched))
+            .is_some_and(|c| c.reason == reasons::INSTANCE_CAP_REACHED);
+        let events = if said {
+            Vec::new()
+        } else {
+            vec![EventSpec::warning(
+                reasons::INSTANCE_CAP_REACHED,
+                "Reconcile",
+                message.clone(),
+            )]
+        };
+        Acted {
+            capped: Some(message),
+            events,
+            ..Acted::default()
+        }
+    })
+}
+
 async fn launch(worker: &Worker, ctx: &WorkerContext, observed: &Observed, attempt: u32) -> Acted {
     let (Some(template), Some((_, _, provider))) = (&observed.template, &observed.provider) else {
         return Acted::default();
@@ -121,6 +166,9 @@ async fn launch(worker: &Worker, ctx: &WorkerContext, observed: &Observed, attem
         return Acted::default();
     };
     let uid = worker.uid().unwrap_or_default();
+    if let Some(capped) = over_instance_cap(worker, ctx, &uid) {
+        return capped;
+    }
     let token = client_token(&uid, attempt);
     if let Some(wait) = provider.launch_turn(&token) {
         debug!(worker = %worker.name_any(), ?wait, "launch waits for its turn at the rate limit");

@@ -199,6 +199,7 @@ async fn release(
     forget_records(worker, ctx).await;
     ctx.unseen_launches.forget(uid);
     ctx.seats.release(uid);
+    ctx.instance_cap.release(uid);
     remove_finalizer(&api(), worker).await?;
     Ok(())
 }

@@ -69,7 +69,7 @@ pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) ->
         now: observed.facts.now,
     };
     let decided = [
-        Some(launched(&s)),
+        Some(launched(&s, acted)),
         ready(&s, old, observed, plan, acted),
         cml_degraded(observed),
         drifted(s.launch_spec_hash.as_deref(), template_hash),
@@ -153,8 +153,16 @@ fn cml_status(old: &WorkerStatus, observed: &Observed) -> Option<CmlStatus> {
 }
 
 /// `Launched`: the instance, or why there is none.
-fn launched(s: &WorkerStatus) -> NewCondition {
+fn launched(s: &WorkerStatus, acted: &Acted) -> NewCondition {
     let last_error = s.launch.as_ref().and_then(|l| l.last_error.as_ref());
+    if let (None, Some(why)) = (&s.instance, &acted.capped) {
+        return NewCondition::new(
+            ConditionType::Launched,
+            false,
+            reasons::INSTANCE_CAP_REACHED,
+            why.clone(),
+        );
+    }
     let (status, reason, message) = match (&s.instance, last_error) {
         (Some(i), _) => (true, reasons::LAUNCHED, format!("instance {}", i.id)),
         (None, Some(err)) => (false, reasons::LAUNCH_FAILED, err.clone()),
