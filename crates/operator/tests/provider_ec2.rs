@@ -31,8 +31,8 @@ async fn fixture(region: &'static str) -> Fixture {
 }
 
 impl Fixture {
-    /// One of moto's stock images.
-    async fn stock_image(&self) -> String {
+    /// One of moto's stock images (public, owned by Amazon).
+    async fn stock(&self) -> aws_sdk_ec2::types::Image {
         let images = self
             .sdk
             .describe_images()
@@ -40,7 +40,12 @@ impl Fixture {
             .send()
             .await
             .expect("describe images");
-        images.images()[0].image_id().expect("image id").to_owned()
+        images.images()[0].clone()
+    }
+
+    /// The id of one of moto's stock images.
+    async fn stock_image(&self) -> String {
+        self.stock().await.image_id().expect("image id").to_owned()
     }
 
     fn spec(&self, image_id: &str) -> LaunchSpec {
@@ -485,14 +490,7 @@ async fn instances_launch_with_imdsv2_no_public_ip_and_the_named_kms_key() {
 async fn a_template_pattern_without_owners_never_picks_someone_elses_image() {
     let f = fixture("sa-east-1").await;
     // A public image whose name a template's pattern matches (name squatting).
-    let images = f
-        .sdk
-        .describe_images()
-        .owners("amazon")
-        .send()
-        .await
-        .expect("describe images");
-    let public_name = images.images()[0].name().expect("name").to_owned();
+    let public_name = f.stock().await.name().expect("name").to_owned();
     let template: resource_controller::crd::WorkerTemplateSpec =
         serde_json::from_value(serde_json::json!({
             "instanceType": "m5zn.metal",

@@ -1,21 +1,19 @@
 //! The controller-wide cap on instances (`--max-instances`): every Worker with an instance, or
 //! with a launch in flight, counts, whoever made it (the autoscaler or a person with kubectl).
-//! A launch beyond it waits. A slot just granted is remembered until the Worker cache shows the
-//! launch, so two reconciles never both take the last one.
-
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+//! A launch beyond it waits. A slot just granted is remembered ([`Grants`]) until the Worker
+//! cache shows the launch.
 
 use kube::ResourceExt;
-use tokio::time::Instant;
 
-use crate::{crd::Worker, lock::Locked};
+use super::grants::Grants;
+use crate::crd::Worker;
 
-/// How long a granted slot is remembered while the cache catches up.
-const GRANT_MEMORY: Duration = Duration::from_secs(60);
+/// The one pool of instance slots.
+const POOL: &str = "instances";
 
 pub struct InstanceCap {
     max: u32,
-    granted: Mutex<HashMap<String, Instant>>,
+    granted: Grants,
 }
 
 /// Whether the Worker holds (or is getting) an instance.
@@ -38,7 +36,7 @@ impl InstanceCap {
     pub fn new(max: u32) -> InstanceCap {
         InstanceCap {
             max,
-            granted: Mutex::new(HashMap::new()),
+            granted: Grants::default(),
         }
     }
 
@@ -48,28 +46,17 @@ impl InstanceCap {
 
     /// Whether the Worker `uid` may launch now; `Err` with the count when the cap is reached.
     pub fn permit(&self, uid: &str, workers: &[&Worker]) -> Result<(), u32> {
-        let mut holders: std::collections::HashSet<String> = workers
+        let seen = workers
             .iter()
             .filter(|w| holds_instance(w))
             .filter_map(|w| w.uid())
             .collect();
-        let mut granted = self.granted.locked();
-        granted.retain(|_, at| at.elapsed() < GRANT_MEMORY);
-        holders.extend(granted.keys().cloned());
-        if holders.contains(uid) {
-            return Ok(());
-        }
-        let count = holders.len() as u32;
-        if count >= self.max {
-            return Err(count);
-        }
-        granted.insert(uid.to_owned(), Instant::now());
-        Ok(())
+        self.granted.grant(POOL, uid, seen, self.max)
     }
 
     /// Forgets a grant: the Worker is gone.
     pub fn release(&self, uid: &str) {
-        self.granted.locked().remove(uid);
+        self.granted.release(uid);
     }
 }
 

@@ -6,6 +6,7 @@ pub mod error;
 pub mod events;
 pub mod flags;
 mod fleet;
+mod grants;
 pub mod instance_cap;
 pub mod orphans;
 mod periodic;

@@ -1,25 +1,13 @@
 //! The license seat budget (`--license-seats PRODUCT=N`): most workers of a CML product that may
 //! hold a seat (registered, registering, giving it back, or possibly still holding it) at once.
-//! Workers are counted from the Worker cache; a seat just granted is remembered here until the
-//! cache shows the worker's status claiming it, so two reconciles never both take the last one.
+//! Workers are counted from the Worker cache, plus the seats just granted ([`Grants`]).
 
-use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    sync::Mutex,
-    time::Duration,
-};
+use std::collections::{BTreeMap, BTreeSet};
 
 use kube::ResourceExt;
-use tokio::time::Instant;
 
-use super::template_cache::TemplateCache;
-use crate::{
-    crd::{SeatState, Worker, WorkerPhase, WorkerTemplate},
-    lock::Locked,
-};
-
-/// How long a granted seat is remembered while the cache catches up with the worker's status.
-const GRANT_MEMORY: Duration = Duration::from_secs(60);
+use super::{grants::Grants, template_cache::TemplateCache};
+use crate::crd::{SeatState, Worker, WorkerPhase, WorkerTemplate};
 
 /// Parses `PRODUCT=N[,PRODUCT=N]`.
 pub fn parse_budget(text: &str) -> Result<BTreeMap<String, u32>, String> {
@@ -62,8 +50,8 @@ impl SeatUse {
 
 pub struct SeatBudget {
     limits: BTreeMap<String, u32>,
-    /// Seats granted but maybe not in the cache yet: worker UID -> (product, when).
-    granted: Mutex<HashMap<String, (String, Instant)>>,
+    /// Seats granted but maybe not in the cache yet, by product.
+    granted: Grants,
 }
 
 /// The product a worker's seat is of, when its template manages licenses.
@@ -93,18 +81,16 @@ fn seat(worker: &Worker) -> SeatState {
 /// Up and on its way to a seat: it will register once CML is ready.
 fn will_register(worker: &Worker) -> bool {
     let phase = worker.status.as_ref().and_then(|s| s.phase);
-    let down = matches!(
-        phase,
-        Some(WorkerPhase::Stopped | WorkerPhase::Stopping | WorkerPhase::Failed)
-    ) && worker.spec.desired_state != crate::crd::DesiredState::Running;
-    worker.metadata.deletion_timestamp.is_none() && !down && phase != Some(WorkerPhase::Failed)
+    let parked = matches!(phase, Some(WorkerPhase::Stopped | WorkerPhase::Stopping))
+        && worker.spec.desired_state != crate::crd::DesiredState::Running;
+    worker.metadata.deletion_timestamp.is_none() && !parked && phase != Some(WorkerPhase::Failed)
 }
 
 impl SeatBudget {
     pub fn new(limits: BTreeMap<String, u32>) -> SeatBudget {
         SeatBudget {
             limits,
-            granted: Mutex::new(HashMap::new()),
+            granted: Grants::default(),
         }
     }
 
@@ -112,28 +98,14 @@ impl SeatBudget {
         self.limits.get(product).copied()
     }
 
-    /// UIDs of the workers of `product` whose status claims a seat, plus recent grants.
-    fn holders(
-        &self,
-        product: &str,
-        workers: &[&Worker],
-        templates: &TemplateCache,
-    ) -> BTreeSet<String> {
-        let mut holders: BTreeSet<String> = workers
+    /// UIDs of the workers of `product` whose status claims a seat, as the cache shows them.
+    fn claiming(product: &str, workers: &[&Worker], templates: &TemplateCache) -> BTreeSet<String> {
+        workers
             .iter()
             .filter(|w| seat(w).counts())
             .filter(|w| product_of(w, templates).as_deref() == Some(product))
             .filter_map(|w| w.uid())
-            .collect();
-        let mut granted = self.granted.locked();
-        granted.retain(|_, (_, at)| at.elapsed() < GRANT_MEMORY);
-        holders.extend(
-            granted
-                .iter()
-                .filter(|(_, (p, _))| p == product)
-                .map(|(uid, _)| uid.clone()),
-        );
-        holders
+            .collect()
     }
 
     /// Whether the worker `uid` may take a seat of `product` now; a grant is remembered.
@@ -147,22 +119,13 @@ impl SeatBudget {
         let Some(limit) = self.limit(product) else {
             return true;
         };
-        let holders = self.holders(product, workers, templates);
-        if holders.contains(uid) {
-            return true;
-        }
-        if holders.len() as u64 >= u64::from(limit) {
-            return false;
-        }
-        self.granted
-            .locked()
-            .insert(uid.to_owned(), (product.to_owned(), Instant::now()));
-        true
+        let seen = Self::claiming(product, workers, templates);
+        self.granted.grant(product, uid, seen, limit).is_ok()
     }
 
     /// Forgets a grant: the worker's seat is free, or the worker is gone.
     pub fn release(&self, uid: &str) {
-        self.granted.locked().remove(uid);
+        self.granted.release(uid);
     }
 
     /// The seats of `product` in use, counting workers up that will register, for the
@@ -174,7 +137,8 @@ impl SeatBudget {
         templates: &TemplateCache,
     ) -> Option<SeatUse> {
         let limit = self.limit(product)?;
-        let mut in_use = self.holders(product, workers, templates);
+        let mut in_use = Self::claiming(product, workers, templates);
+        in_use.extend(self.granted.pending(product));
         in_use.extend(
             workers
                 .iter()
