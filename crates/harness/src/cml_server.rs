@@ -28,7 +28,14 @@ use std::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio_rustls::{TlsAcceptor, rustls::ServerConfig};
+use tokio_rustls::{
+    TlsAcceptor,
+    rustls::{
+        ServerConfig,
+        server::{ClientHello, ResolvesServerCert},
+        sign::CertifiedKey,
+    },
+};
 use warp::{
     Filter,
     http::{Method, StatusCode},
@@ -263,6 +270,70 @@ pub struct CmlServer {
     /// PEM of the CA that signed the server's certificate.
     pub ca_pem: Vec<u8>,
     state: Arc<Mutex<State>>,
+    certificate: Arc<SwappableCertificate>,
+    connections: super::serve::Connections,
+}
+
+/// The server's certificate, replaceable while it serves.
+#[derive(Debug)]
+struct SwappableCertificate(Mutex<(Arc<CertifiedKey>, String)>);
+
+impl SwappableCertificate {
+    fn new(cert_pem: &[u8], key_pem: &[u8]) -> SwappableCertificate {
+        SwappableCertificate(Mutex::new(certified_key(cert_pem, key_pem)))
+    }
+
+    fn replace(&self, cert_pem: &[u8], key_pem: &[u8]) {
+        *self.0.lock().expect("certificate") = certified_key(cert_pem, key_pem);
+    }
+
+    fn fingerprint(&self) -> String {
+        self.0.lock().expect("certificate").1.clone()
+    }
+}
+
+impl ResolvesServerCert for SwappableCertificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.lock().expect("certificate").0.clone())
+    }
+}
+
+/// The key and chain rustls serves, and the certificate's fingerprint as `openssl` prints it.
+fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> (Arc<CertifiedKey>, String) {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .expect("server certificate");
+    let key = PrivateKeyDer::from_pem_slice(key_pem).expect("server key");
+    let signing = tokio_rustls::rustls::crypto::aws_lc_rs::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .expect("signing key");
+    let key = Arc::new(CertifiedKey::new(certs, signing));
+    (key, openssl_fingerprint(cert_pem))
+}
+
+/// `openssl x509 -noout -fingerprint -sha256`, the value a person would compare with.
+fn openssl_fingerprint(cert_pem: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run openssl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(cert_pem)
+        .expect("write certificate");
+    let out = child.wait_with_output().expect("openssl fingerprint");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (_, fingerprint) = text
+        .trim()
+        .split_once('=')
+        .expect("openssl prints NAME=FINGERPRINT");
+    fingerprint.to_owned()
 }
 
 impl CmlServer {
@@ -279,14 +350,10 @@ impl CmlServer {
     /// (`NOT_REGISTERED`, `EVAL`), as a freshly launched worker.
     pub async fn start_in(dir: &Path, account: SmartAccount) -> CmlServer {
         let (ca_pem, cert_pem, key_pem) = make_certificates(dir);
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-            .collect::<Result<_, _>>()
-            .expect("server certificate");
-        let key = PrivateKeyDer::from_pem_slice(&key_pem).expect("server key");
+        let certificate = Arc::new(SwappableCertificate::new(&cert_pem, &key_pem));
         let config = ServerConfig::builder()
             .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .expect("tls config");
+            .with_cert_resolver(certificate.clone());
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
@@ -304,14 +371,32 @@ impl CmlServer {
             violations: Vec::new(),
         }));
         let serving = state.clone();
-        super::serve::spawn(listener, routes(state.clone()), Some(acceptor), move || {
-            serving.lock().expect("test server state").mode == Mode::Down
-        });
+        let connections =
+            super::serve::spawn(listener, routes(state.clone()), Some(acceptor), move || {
+                serving.lock().expect("test server state").mode == Mode::Down
+            });
         CmlServer {
             port,
             ca_pem,
             state,
+            certificate,
+            connections,
         }
+    }
+
+    /// The SHA-256 fingerprint of the certificate it presents, as OpenSSL prints it.
+    pub fn fingerprint(&self) -> String {
+        self.certificate.fingerprint()
+    }
+
+    /// Presents a new certificate (made in `dir`), as a CML whose host was replaced or whose
+    /// certificate was regenerated: open connections are closed, so every client meets it;
+    /// returns its fingerprint.
+    pub fn replace_certificate(&self, dir: &Path) -> String {
+        let (_, cert_pem, key_pem) = make_certificates(dir);
+        self.certificate.replace(&cert_pem, &key_pem);
+        self.connections.close_all();
+        self.fingerprint()
     }
 
     pub fn set_mode(&self, mode: Mode) {

@@ -1,14 +1,28 @@
 //! The accept loop of the test servers: warp routes over plain TCP or TLS, with a switch that
-//! makes the server drop every new connection (a server that is down).
+//! makes the server drop every new connection (a server that is down), and a handle that closes
+//! the open ones (a server that restarted).
 
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
     service::TowerToHyperService,
 };
-use tokio::net::TcpListener;
+use std::sync::Arc;
+
+use tokio::{net::TcpListener, sync::watch};
 use tokio_rustls::TlsAcceptor;
 use warp::Filter;
+
+/// Closes a server's open connections.
+#[derive(Clone, Debug)]
+pub struct Connections(Arc<watch::Sender<u64>>);
+
+impl Connections {
+    /// Closes every open connection; clients must connect again.
+    pub fn close_all(&self) {
+        self.0.send_modify(|generation| *generation += 1);
+    }
+}
 
 /// Serves `routes` on `listener` for as long as the test's runtime lives.
 pub fn spawn<F>(
@@ -16,13 +30,15 @@ pub fn spawn<F>(
     routes: F,
     tls: Option<TlsAcceptor>,
     down: impl Fn() -> bool + Send + 'static,
-) where
+) -> Connections
+where
     F: Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
         + Clone
         + Send
         + Sync
         + 'static,
 {
+    let (closer, closed) = watch::channel(0u64);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
@@ -34,7 +50,9 @@ pub fn spawn<F>(
             }
             let service = TowerToHyperService::new(warp::service(routes.clone()));
             let tls = tls.clone();
-            tokio::spawn(async move {
+            let mut closed = closed.clone();
+            closed.mark_unchanged();
+            let connection = async move {
                 let builder = auto::Builder::new(TokioExecutor::new());
                 match tls {
                     Some(acceptor) => {
@@ -50,7 +68,15 @@ pub fn spawn<F>(
                             .await;
                     }
                 }
+            };
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = connection => {}
+                    // Only a close: a dropped handle leaves the connection alone.
+                    Ok(()) = closed.changed() => {}
+                }
             });
         }
     });
+    Connections(Arc::new(closer))
 }

@@ -312,8 +312,11 @@ fn invalid_manifests() -> Vec<Invalid> {
         Invalid {
             case: "a CA with TLS verification off",
             base: t,
-            patch: json!({"spec": {"cml": {"caSecretRef": {"name": "cml-ca"}}}}),
-            expect: &["spec.cml.caSecretRef", "set insecureSkipTlsVerify to false"],
+            patch: json!({"spec": {"cml": {"caSecretRef": {"name": "cml-ca"}, "insecureSkipTlsVerify": true}}}),
+            expect: &[
+                "spec.cml.caSecretRef",
+                "cannot be combined with insecureSkipTlsVerify",
+            ],
         },
         Invalid {
             case: "a metadata hop limit of zero",
@@ -525,7 +528,7 @@ async fn defaults_are_filled_in_by_the_api_server() {
     assert_eq!(spec["rootVolume"], json!({"sizeGiB": 500, "type": "gp3"}));
     assert_eq!(spec["portRange"], json!({"start": 2000, "end": 9999}));
     assert_eq!(spec["cml"]["port"], 443);
-    assert_eq!(spec["cml"]["insecureSkipTlsVerify"], true);
+    assert_eq!(spec["cml"]["insecureSkipTlsVerify"], false);
     assert_eq!(spec["cml"]["usePrivateIp"], true);
     assert_eq!(spec["associatePublicIpAddress"], false);
     assert_eq!(

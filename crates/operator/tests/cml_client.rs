@@ -37,10 +37,7 @@ fn target(server: &CmlServer, tls: TlsPolicy, password: &str) -> CmlTarget {
 }
 
 fn insecure() -> TlsPolicy {
-    TlsPolicy {
-        insecure_skip_verify: true,
-        ca_pem: None,
-    }
+    TlsPolicy::SkipVerify
 }
 
 #[tokio::test]
@@ -196,10 +193,7 @@ async fn not_ready_skips_the_authenticated_calls() {
 async fn tls_is_verified_against_the_configured_ca() {
     let (server, _dir) = server().await;
     let cml = HttpCml::new(Duration::from_secs(5));
-    let trusted = TlsPolicy {
-        insecure_skip_verify: false,
-        ca_pem: Some(server.ca_pem.clone()),
-    };
+    let trusted = TlsPolicy::Ca(server.ca_pem.clone());
     assert!(
         cml.probe(&target(&server, trusted, PASSWORD))
             .await
@@ -207,13 +201,62 @@ async fn tls_is_verified_against_the_configured_ca() {
             .ready
     );
 
-    let system_roots = TlsPolicy::default();
+    let other_ca = support::cml_server::make_certificates(_dir.path().join("other").as_path()).0;
     let err = cml
-        .probe(&target(&server, system_roots, PASSWORD))
+        .probe(&target(&server, TlsPolicy::Ca(other_ca), PASSWORD))
         .await
-        .expect_err("untrusted certificate");
+        .expect_err("certificate from another CA");
     assert_eq!(err.kind, CmlErrorKind::Unreachable);
     assert!(err.message.to_lowercase().contains("certificate"), "{err}");
+}
+
+#[tokio::test]
+async fn the_first_certificate_is_reported_then_only_it_is_accepted() {
+    let (server, dir) = server().await;
+    let cml = HttpCml::new(Duration::from_secs(5));
+    let first_use = cml
+        .probe(&target(&server, TlsPolicy::Pinned(Vec::new()), PASSWORD))
+        .await
+        .expect("first use accepts the certificate it is shown");
+    let pinned = first_use.certificate.expect("the certificate is reported");
+    assert_eq!(
+        pinned.to_string(),
+        server.fingerprint(),
+        "as openssl prints it"
+    );
+    assert_eq!(first_use.running_nodes, Some(0), "the logged-in calls ran");
+
+    let pin = TlsPolicy::Pinned(vec![pinned]);
+    let report = cml
+        .probe(&target(&server, pin.clone(), PASSWORD))
+        .await
+        .expect("the pinned certificate is accepted");
+    assert_eq!(report.certificate, Some(pinned));
+
+    let replaced = server.replace_certificate(&dir.path().join("replaced"));
+    let (probes, logins) = (server.probes(), server.authentications());
+    // A new client: the old one's pooled connection predates the change (a real replacement
+    // of the host would have reset it).
+    let fresh = HttpCml::new(Duration::from_secs(5));
+    let err = fresh
+        .probe(&target(&server, pin.clone(), PASSWORD))
+        .await
+        .expect_err("a changed certificate is refused");
+    assert_eq!(err.kind, CmlErrorKind::CertificateChanged, "{err}");
+    assert!(err.message.contains(&pinned.to_string()), "{err}");
+    assert!(err.message.contains(&replaced), "{err}");
+    assert_eq!(
+        (server.probes(), server.authentications()),
+        (probes, logins),
+        "nothing reached the server with the new certificate"
+    );
+
+    let retrusted = TlsPolicy::Pinned(vec![pinned, replaced.parse().expect("fingerprint")]);
+    let report = fresh
+        .probe(&target(&server, retrusted, PASSWORD))
+        .await
+        .expect("the certificate named by the operator is accepted");
+    assert_eq!(report.certificate.map(|f| f.to_string()), Some(replaced));
 }
 
 #[tokio::test]

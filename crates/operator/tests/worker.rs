@@ -17,7 +17,8 @@ use kube::{
 use resource_controller::{
     controller::{self, Context, Settings},
     crd::{
-        SeatState, Worker, WorkerPhase, WorkerTemplate,
+        CertificateStatus, CertificateTrust, SeatState, TRUST_CERTIFICATE_ANNOTATION, Worker,
+        WorkerPhase, WorkerTemplate,
         conditions::{self, ConditionType},
     },
     provider::{
@@ -264,6 +265,20 @@ impl Harness {
             .into_iter()
             .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
             .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default()))
+            .collect()
+    }
+
+    /// The notes of the Events with `reason` in the namespace.
+    async fn event_notes(&self, reason: &str) -> Vec<String> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns.name);
+        let list = events
+            .list(&ListParams::default())
+            .await
+            .expect("list events");
+        list.items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .filter_map(|e| e.note)
             .collect()
     }
 
@@ -984,8 +999,16 @@ async fn an_instance_that_never_runs_fails_after_launch_timeout() {
     h.finish().await;
 }
 
+fn certificate(w: &Worker) -> CertificateStatus {
+    w.status
+        .as_ref()
+        .and_then(|s| s.cml.as_ref())
+        .and_then(|c| c.certificate.clone())
+        .expect("status.cml.certificate")
+}
+
 #[tokio::test]
-async fn cml_tls_is_verified_with_the_ca_from_a_secret() {
+async fn cml_tls_is_verified_with_the_ca_from_a_secret_or_unchecked_only_when_asked() {
     let h = Harness::new("cmlca", |_| {}).await;
     let ca: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "cml-ca", "labels": {"ccm.dev/usage": "cml"}},
@@ -997,24 +1020,126 @@ async fn cml_tls_is_verified_with_the_ca_from_a_secret() {
         .await
         .expect("create ca secret");
     let mut spec = h.template_spec();
-    spec["cml"]["insecureSkipTlsVerify"] = json!(false);
     spec["cml"]["caSecretRef"] = json!({"name": "cml-ca", "key": "bundle.pem"});
     h.create_template("trusted", spec.clone()).await;
     spec["cml"]
         .as_object_mut()
         .expect("cml")
         .remove("caSecretRef");
-    h.create_template("untrusted", spec).await;
+    spec["cml"]["insecureSkipTlsVerify"] = json!(true);
+    h.create_template("unchecked", spec).await;
     h.worker("w1", "trusted").await;
-    h.worker("w2", "untrusted").await;
-    h.wait_phase("w1", WorkerPhase::Running).await;
-    // The test server's certificate is not signed by a system root: verification fails.
+    h.worker("w2", "unchecked").await;
+    let w1 = h.wait_phase("w1", WorkerPhase::Running).await;
+    assert_eq!(certificate(&w1).trust, CertificateTrust::CaVerified);
+    let w2 = h.wait_phase("w2", WorkerPhase::Running).await;
+    assert_eq!(certificate(&w2).trust, CertificateTrust::Unverified);
+    // Said once, however many probes follow.
+    assert!(h.warned("w2", "CmlTlsUnverified").await);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let said = h
+        .event_reasons("w2")
+        .await
+        .into_iter()
+        .filter(|(_, reason)| reason == "CmlTlsUnverified")
+        .count();
+    assert_eq!(said, 1);
+    let w1_reasons = h.event_reasons("w1").await;
+    assert!(
+        !w1_reasons.iter().any(|(_, r)| r == "CmlTlsUnverified"),
+        "{w1_reasons:?}"
+    );
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn the_first_cml_certificate_is_pinned_and_a_changed_one_gets_no_credentials() {
+    let h = Harness::new("cmlpin", |_| {}).await;
+    h.template("t", json!({})).await;
+    h.worker("w1", "t").await;
+    let w = h.wait_phase("w1", WorkerPhase::Running).await;
+    let pinned = certificate(&w);
+    assert_eq!(pinned.trust, CertificateTrust::Pinned);
+    assert_eq!(pinned.sha256.as_deref(), Some(h.cml.fingerprint().as_str()));
+    assert_eq!(pinned.instance_id, Some(instance_id(&w)));
+
+    let replaced = h.cml.replace_certificate(&h._dir.path().join("replaced"));
     let w = h
-        .wait_for("w2", "CmlUnreachable", |w| {
-            ready_reason(w) == "CmlUnreachable"
+        .wait_for("w1", "CmlCertificateChanged", |w| {
+            ready_reason(w) == "CmlCertificateChanged"
         })
         .await;
-    assert_eq!(phase_of(&w), Some(WorkerPhase::Provisioning));
+    let (probes, logins) = (h.cml.probes(), h.cml.authentications());
+    let message = ready_message(&w);
+    assert!(
+        message.contains(pinned.sha256.as_deref().expect("pin")),
+        "{message}"
+    );
+    assert!(message.contains(&replaced), "{message}");
+    assert!(h.warned("w1", "CmlCertificateChanged").await);
+    let notes = h.event_notes("CmlCertificateChanged").await;
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains(&replaced) && n.contains(pinned.sha256.as_deref().expect("pin"))),
+        "{notes:?}"
+    );
+    // Two resyncs: nothing reaches the server that now answers, and no lab is cut.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!((h.cml.probes(), h.cml.authentications()), (probes, logins));
+    let w = h.workers().get("w1").await.expect("get");
+    assert_eq!(phase_of(&w), Some(WorkerPhase::Running));
+    assert_eq!(certificate(&w).sha256, pinned.sha256, "the pin stays");
+
+    // The operator checked the new certificate and trusts it, in any spelling.
+    let spelled = replaced.replace(':', "").to_lowercase();
+    h.workers()
+        .patch(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {TRUST_CERTIFICATE_ANNOTATION: spelled}}}),
+            ),
+        )
+        .await
+        .expect("annotate");
+    let w = h
+        .wait_for("w1", "the new certificate pinned", |w| {
+            certificate(w).sha256.as_deref() == Some(replaced.as_str())
+                && ready_reason(w) != "CmlCertificateChanged"
+        })
+        .await;
+    assert_eq!(phase_of(&w), Some(WorkerPhase::Running));
+    assert!(h.cml.probes() > probes);
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_trust_annotation_that_is_not_a_fingerprint_trusts_nothing() {
+    let h = Harness::new("cmlbadpin", |_| {}).await;
+    h.template("t", json!({})).await;
+    let mut worker: Worker = serde_json::from_value(json!({
+        "apiVersion": "ccm.dev/v1alpha1", "kind": "Worker",
+        "metadata": {"name": "w1", "annotations": {TRUST_CERTIFICATE_ANNOTATION: "yes please"}},
+        "spec": {"templateRef": {"name": "t"}}
+    }))
+    .expect("worker");
+    worker.metadata.namespace = Some(h.ns.name.clone());
+    h.workers()
+        .create(&PostParams::default(), &worker)
+        .await
+        .expect("create");
+    let w = h
+        .wait_for("w1", "CmlCertificateChanged", |w| {
+            ready_reason(w) == "CmlCertificateChanged"
+        })
+        .await;
+    assert!(
+        ready_message(&w).contains("not a SHA-256 fingerprint"),
+        "{}",
+        ready_message(&w)
+    );
+    assert_eq!(h.cml.probes(), 0, "nothing was sent");
     h.finish().await;
 }
 

@@ -30,11 +30,69 @@ impl std::fmt::Debug for CmlCredentials {
 }
 
 /// How to trust the worker's certificate.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct TlsPolicy {
-    pub insecure_skip_verify: bool,
-    /// PEM bundle of the CA to trust instead of the system roots.
-    pub ca_pem: Option<Vec<u8>>,
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum TlsPolicy {
+    /// Verify the chain against this PEM bundle of CAs.
+    Ca(Vec<u8>),
+    /// Accept only a certificate with one of these SHA-256 fingerprints. None yet is the first
+    /// use: any certificate is accepted, and the probe reports the one it saw to be pinned.
+    Pinned(Vec<CertificateFingerprint>),
+    /// Accept any certificate: the explicit opt-in `insecureSkipTlsVerify`.
+    SkipVerify,
+}
+
+impl Default for TlsPolicy {
+    fn default() -> Self {
+        TlsPolicy::Pinned(Vec::new())
+    }
+}
+
+/// The SHA-256 of a certificate's DER, shown as OpenSSL prints it (`AB:CD:…`), so a person can
+/// compare it with `openssl x509 -noout -fingerprint -sha256`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CertificateFingerprint(pub [u8; 32]);
+
+impl std::fmt::Display for CertificateFingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, byte) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{byte:02X}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for CertificateFingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CertificateFingerprint({self})")
+    }
+}
+
+impl std::str::FromStr for CertificateFingerprint {
+    type Err = String;
+
+    /// Accepts 64 hex digits in either case, with or without colons, and an optional
+    /// `sha256:` prefix.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let trimmed = s.trim();
+        let body = trimmed
+            .strip_prefix("sha256:")
+            .or_else(|| trimmed.strip_prefix("SHA256:"))
+            .unwrap_or(trimmed);
+        let hex: Vec<u8> = body.bytes().filter(|b| *b != b':').collect();
+        let malformed = || format!("{s:?} is not a SHA-256 fingerprint (64 hex digits)");
+        if hex.len() != 64 {
+            return Err(malformed());
+        }
+        let mut bytes = [0u8; 32];
+        for (byte, pair) in bytes.iter_mut().zip(hex.chunks(2)) {
+            let digits = std::str::from_utf8(pair).map_err(|_| malformed())?;
+            *byte = u8::from_str_radix(digits, 16).map_err(|_| malformed())?;
+        }
+        Ok(CertificateFingerprint(bytes))
+    }
 }
 
 /// What CML said. A field is `None` when CML did not say: its endpoint failed (see `failures`)
@@ -47,6 +105,8 @@ pub struct CmlReport {
     pub labs: Option<u32>,
     pub running_nodes: Option<u32>,
     pub license: Option<LicenseReport>,
+    /// The certificate CML presented, when it was asked over TLS.
+    pub certificate: Option<CertificateFingerprint>,
     /// What could not be read, one entry per endpoint; the rest of the report still holds.
     pub failures: Vec<EndpointFailure>,
 }
@@ -230,11 +290,13 @@ pub enum CmlErrorKind {
     /// An answer that does not follow the API contract.
     BadResponse,
     ServerError,
+    /// The certificate is not the one pinned for this worker: nothing was sent.
+    CertificateChanged,
 }
 
 impl CmlErrorKind {
     /// Every value, in declaration order.
-    pub const ALL: [CmlErrorKind; 7] = [
+    pub const ALL: [CmlErrorKind; 8] = [
         CmlErrorKind::Unreachable,
         CmlErrorKind::Timeout,
         CmlErrorKind::Unauthorized,
@@ -242,6 +304,7 @@ impl CmlErrorKind {
         CmlErrorKind::Incomplete,
         CmlErrorKind::BadResponse,
         CmlErrorKind::ServerError,
+        CmlErrorKind::CertificateChanged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -253,6 +316,7 @@ impl CmlErrorKind {
             CmlErrorKind::Incomplete => "CmlIncomplete",
             CmlErrorKind::BadResponse => "CmlBadResponse",
             CmlErrorKind::ServerError => "CmlServerError",
+            CmlErrorKind::CertificateChanged => "CmlCertificateChanged",
         }
     }
 
@@ -311,3 +375,32 @@ pub trait CmlLicensing: Send + Sync {
 pub trait CmlApi: CmlProbe + CmlLicensing {}
 
 impl<T: CmlProbe + CmlLicensing> CmlApi for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::CertificateFingerprint;
+
+    #[test]
+    fn a_fingerprint_reads_back_what_it_prints_in_any_spelling() {
+        let fp = CertificateFingerprint(std::array::from_fn(|i| (i * 7) as u8));
+        let shown = fp.to_string();
+        assert_eq!(shown.len(), 32 * 3 - 1);
+        assert!(shown.starts_with("00:07:0E:15"));
+        for spelling in [
+            shown.clone(),
+            shown.to_lowercase(),
+            shown.replace(':', ""),
+            format!("sha256:{shown}"),
+        ] {
+            assert_eq!(spelling.parse::<CertificateFingerprint>(), Ok(fp));
+        }
+    }
+
+    #[test]
+    fn a_fingerprint_of_the_wrong_length_or_digits_is_refused() {
+        for bad in ["", "AB:CD", &"G".repeat(64), &"A".repeat(66)] {
+            let err = bad.parse::<CertificateFingerprint>().unwrap_err();
+            assert!(err.contains("64 hex digits"), "{err}");
+        }
+    }
+}

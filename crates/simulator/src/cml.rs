@@ -165,6 +165,8 @@ impl CmlProbe for SimulatedCml {
             labs: ready.then_some(0),
             running_nodes: ready.then_some(0),
             license,
+            // No TLS here: nothing to pin.
+            certificate: None,
             failures: Vec::new(),
         })
     }

@@ -223,13 +223,8 @@ impl HttpCml {
         if let Some(c) = clients.get(tls) {
             return Ok(c.clone());
         }
-        let mut builder = crate::http_peer::client_builder(self.timeout)
-            .tls_danger_accept_invalid_certs(tls.insecure_skip_verify);
-        if let Some(pem) = &tls.ca_pem {
-            let cas = crate::tls::ca_certificates(pem)
-                .map_err(|e| CmlError::new(CmlErrorKind::BadResponse, e))?;
-            builder = builder.tls_certs_only(cas);
-        }
+        let builder = super::trust::configure(crate::http_peer::client_builder(self.timeout), tls)
+            .map_err(|e| CmlError::new(CmlErrorKind::BadResponse, e))?;
         let client = builder.build().map_err(|e| {
             CmlError::new(
                 CmlErrorKind::Unreachable,
@@ -460,6 +455,15 @@ fn transport_body(transport: &LicenseTransport) -> Value {
 }
 
 fn transport(url: &str, e: reqwest::Error) -> CmlError {
+    if let Some(changed) = super::trust::certificate_changed(&e) {
+        return CmlError::new(
+            CmlErrorKind::CertificateChanged,
+            format!(
+                "{url}: {changed}; nothing was sent (annotate the Worker with {}: <fingerprint> to trust the new one)",
+                crate::crd::TRUST_CERTIFICATE_ANNOTATION
+            ),
+        );
+    }
     let kind = if e.is_timeout() {
         CmlErrorKind::Timeout
     } else if e.is_decode() {
@@ -539,10 +543,16 @@ impl CmlProbe for HttpCml {
             .send()
             .await
             .map_err(|e| transport(&url, e))?;
+        let certificate = response
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|info| info.peer_certificate())
+            .map(super::trust::fingerprint);
         let info: SystemInformation = decode(&url, response).await?;
         let mut report = CmlReport {
             ready: info.ready,
             version: info.version,
+            certificate,
             ..CmlReport::default()
         };
         if !info.ready {

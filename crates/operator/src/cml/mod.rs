@@ -2,6 +2,7 @@
 
 pub mod flags;
 mod http;
+pub mod trust;
 
 pub use ccm_ports::cml::*;
 pub use http::HttpCml;

@@ -346,7 +346,7 @@ impl Default for PortRange {
 /// How to reach and trust the CML API on a worker.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!has(self.caSecretRef) || !self.insecureSkipTlsVerify").message("caSecretRef verifies CML's certificate: set insecureSkipTlsVerify to false with it (it defaults to true)").field_path(".caSecretRef"))]
+#[x_kube(validation = Rule::new("!has(self.caSecretRef) || !self.insecureSkipTlsVerify").message("caSecretRef verifies CML's certificate: it cannot be combined with insecureSkipTlsVerify: true").field_path(".caSecretRef"))]
 pub struct CmlAccess {
     /// HTTPS port of the CML API.
     #[serde(default = "default_cml_port")]
@@ -362,8 +362,10 @@ pub struct CmlAccess {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_secret_ref: Option<SecretRef>,
 
-    /// Skip TLS verification of the CML API (CML ships a self-signed certificate).
-    #[serde(default = "default_true")]
+    /// Skip TLS verification of the CML API: the credentials then go to whatever answers.
+    /// Off by default: without `caSecretRef`, the certificate a worker presents at its first
+    /// contact is pinned (`status.cml.certificate`) and a different one is refused.
+    #[serde(default)]
     pub insecure_skip_tls_verify: bool,
 
     /// Secret holding the CA bundle (key `ca.crt` unless `key` says otherwise) that signs the CML certificate.
@@ -385,7 +387,7 @@ impl Default for CmlAccess {
             port: default_cml_port(),
             use_private_ip: true,
             credentials_secret_ref: None,
-            insecure_skip_tls_verify: true,
+            insecure_skip_tls_verify: false,
             ca_secret_ref: None,
         }
     }

@@ -13,6 +13,9 @@ pub const TEMPLATE_LABEL: &str = "ccm.dev/template";
 pub const DO_NOT_DISRUPT_ANNOTATION: &str = "ccm.dev/do-not-disrupt";
 /// Annotation: when `"true"` deleting the worker terminates it at once, without a drain.
 pub const SKIP_DRAIN_ANNOTATION: &str = "ccm.dev/skip-drain";
+/// Annotation: the SHA-256 fingerprint of a CML certificate to trust besides the pinned one,
+/// after the worker's certificate changed on purpose (`status.cml.certificate`).
+pub const TRUST_CERTIFICATE_ANNOTATION: &str = "ccm.dev/trust-cml-certificate";
 
 /// One CML worker and the state it should be in.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -180,6 +183,35 @@ pub struct CmlStatus {
     /// so a steady fleet makes no writes (`ccm_cml_probes_total` counts every probe).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_probe_time: Option<Time>,
+    /// How CML's certificate is trusted, and the one it presented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<CertificateStatus>,
+}
+
+/// CML's TLS certificate as the controller trusts it.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateStatus {
+    pub trust: CertificateTrust,
+    /// SHA-256 fingerprint (as `openssl x509 -noout -fingerprint -sha256` prints it) of the
+    /// certificate CML last presented and was trusted; with `Pinned`, the only one accepted
+    /// for this instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// The instance that presented it: a new instance is trusted on first use again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+}
+
+/// How the controller decides to trust CML's certificate.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertificateTrust {
+    /// Trusted on first use, then only that certificate (the default).
+    Pinned,
+    /// Verified against the template's `caSecretRef`.
+    CaVerified,
+    /// Not checked: `insecureSkipTlsVerify` is true.
+    Unverified,
 }
 
 /// Smart Licensing of a worker: what its CML last said, and its seat.

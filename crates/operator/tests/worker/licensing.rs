@@ -244,16 +244,7 @@ async fn a_deregistration_cml_only_did_locally_is_reported_and_the_delete_comple
     h.delete_worker("w1").await;
     h.wait_gone("w1").await;
     assert!(h.warned("w1", "LicenseSeatMayBeHeld").await);
-    let events: Api<Event> = Api::namespaced(h.client.clone(), &h.ns.name);
-    let notes: Vec<String> = events
-        .list(&ListParams::default())
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("LicenseSeatMayBeHeld"))
-        .filter_map(|e| e.note)
-        .collect();
+    let notes = h.event_notes("LicenseSeatMayBeHeld").await;
     assert!(
         notes
             .iter()

@@ -8,7 +8,7 @@ use super::{act::Acted, observe::Observed, status};
 use crate::{
     controller::{events::EventSpec, worker::WorkerContext},
     crd::{
-        Worker, WorkerStatus,
+        CertificateTrust, Worker, WorkerStatus,
         conditions::{self, ConditionType},
     },
     licensing::LicenseReason,
@@ -25,6 +25,7 @@ pub(super) fn decide(
 ) -> Vec<EventSpec> {
     let mut events: Vec<EventSpec> = transition(worker, plan, acted).into_iter().collect();
     events.extend(cml_failure(worker, observed));
+    events.extend(unverified_tls(worker, next));
     events.extend(newly_degraded(worker, next));
     events.extend(license_trouble(worker, next));
     events.extend(super::license::seat_events(
@@ -71,6 +72,27 @@ fn cml_failure(worker: &Worker, observed: &Observed) -> Option<EventSpec> {
         .map(|c| c.reason.as_str());
     (before != Some(e.kind.as_str()))
         .then(|| EventSpec::warning(e.kind.as_str(), "ProbeCml", e.message.clone()))
+}
+
+/// `insecureSkipTlsVerify: true` is an explicit opt-in, and a risky one: said once per worker.
+fn unverified_tls(worker: &Worker, next: &WorkerStatus) -> Option<EventSpec> {
+    let trust = |s: Option<&WorkerStatus>| {
+        s.and_then(|s| s.cml.as_ref())
+            .and_then(|c| c.certificate.as_ref())
+            .map(|c| c.trust)
+    };
+    let now = trust(Some(next))?;
+    (now == CertificateTrust::Unverified
+        && trust(worker.status.as_ref()) != Some(CertificateTrust::Unverified))
+    .then(|| {
+        EventSpec::warning(
+            "CmlTlsUnverified",
+            "ProbeCml",
+            "insecureSkipTlsVerify is true: CML's certificate is not checked, so the CML \
+             credentials go to whatever answers at the worker's address"
+                .to_owned(),
+        )
+    })
 }
 
 /// A CML endpoint that stops answering, or a remote that does not hold the record: an Event

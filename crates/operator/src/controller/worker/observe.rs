@@ -6,7 +6,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::{
-    cml::{CmlError, CmlErrorKind, CmlReport, CmlTarget, TlsPolicy},
+    cml::{CertificateFingerprint, CmlError, CmlErrorKind, CmlReport, CmlTarget, TlsPolicy},
     control_plane::WorkerCapacity,
     controller::worker::license,
     controller::{
@@ -15,8 +15,9 @@ use crate::{
         worker::WorkerContext,
     },
     crd::{
-        CmlAccess, DesiredState, ProviderKind, SKIP_DRAIN_ANNOTATION, Worker, WorkerPhase,
-        WorkerStatus, WorkerTemplate, conditions,
+        CertificateTrust, CmlAccess, DesiredState, ProviderKind, SKIP_DRAIN_ANNOTATION,
+        TRUST_CERTIFICATE_ANNOTATION, Worker, WorkerPhase, WorkerStatus, WorkerTemplate,
+        conditions,
     },
     mirror::RemoteName,
     phase_machine::{
@@ -62,6 +63,7 @@ pub async fn observe(worker: &Worker, ctx: &WorkerContext) -> Result<Observed> {
     let instance = instance_facts(worker, ctx, status, provider.as_ref()).await?;
 
     let running = matches!(&instance, InstanceFacts::Seen(i) if i.state == InstanceState::Running);
+    let trusted = trusted_certificates(worker, &instance);
     let ((cml, cml_target), usage) = tokio::join!(
         probe_if_running(
             ctx,
@@ -69,7 +71,8 @@ pub async fn observe(worker: &Worker, ctx: &WorkerContext) -> Result<Observed> {
             running,
             &instance,
             template.as_deref(),
-            provider.as_ref()
+            provider.as_ref(),
+            &trusted,
         ),
         ask_usage(worker, ctx, running),
     );
@@ -160,10 +163,11 @@ async fn probe_if_running(
     instance: &InstanceFacts,
     template: Option<&WorkerTemplate>,
     provider: Option<&ChosenProvider>,
+    trusted: &Trusted,
 ) -> (Option<CmlAnswer>, Option<(ProviderKind, CmlTarget)>) {
     match (instance, template, provider) {
         (InstanceFacts::Seen(i), Some(t), Some((kind, _, _))) if running => {
-            let (answer, target) = probe_cml(ctx, namespace, t, *kind, i).await;
+            let (answer, target) = probe_cml(ctx, namespace, t, *kind, i, trusted).await;
             (Some(answer), target.map(|t| (*kind, t)))
         }
         _ => (None, None),
@@ -274,8 +278,10 @@ async fn probe_cml(
     template: &WorkerTemplate,
     kind: ProviderKind,
     instance: &Instance,
+    trusted: &Trusted,
 ) -> (CmlAnswer, Option<CmlTarget>) {
-    let ((endpoint, report), target) = ask_cml(ctx, namespace, template, kind, instance).await;
+    let ((endpoint, report), target) =
+        ask_cml(ctx, namespace, template, kind, instance, trusted).await;
     ctx.metrics.cml_probed(match &report {
         Ok(r) if r.failures.is_empty() => "ok",
         Ok(_) => "degraded",
@@ -291,13 +297,14 @@ async fn ask_cml(
     template: &WorkerTemplate,
     kind: ProviderKind,
     instance: &Instance,
+    trusted: &Trusted,
 ) -> (CmlAnswer, Option<CmlTarget>) {
     let access = &template.spec.cml;
     let endpoint = match cml_endpoint(ctx, access, kind, instance) {
         Ok(endpoint) => endpoint,
         Err(e) => return ((String::new(), Err(e)), None),
     };
-    let target = match cml_target(ctx, namespace, access, &endpoint, instance).await {
+    let target = match cml_target(ctx, namespace, access, &endpoint, instance, trusted).await {
         Ok(target) => target,
         Err(e) => return ((endpoint, Err(e)), None),
     };
@@ -349,6 +356,7 @@ async fn cml_target(
     access: &CmlAccess,
     endpoint: &str,
     instance: &Instance,
+    trusted: &Trusted,
 ) -> Result<CmlTarget, CmlError> {
     let credentials = match &access.credentials_secret_ref {
         Some(r) => Some(
@@ -359,22 +367,69 @@ async fn cml_target(
         ),
         None => None,
     };
-    let ca_pem = match &access.ca_secret_ref {
-        Some(r) => Some(
-            ctx.secrets
-                .key(&ctx.client, namespace, &r.name, &r.key)
-                .await
-                .map_err(|e| CmlError::new(CmlErrorKind::Unreachable, e.to_string()))?,
-        ),
-        None => None,
-    };
+    let tls = tls_policy(ctx, namespace, access, trusted).await?;
     Ok(CmlTarget {
         endpoint: endpoint.to_owned(),
         credentials,
-        tls: TlsPolicy {
-            insecure_skip_verify: access.insecure_skip_tls_verify,
-            ca_pem,
-        },
+        tls,
         booted_at: instance.launch_time,
     })
+}
+
+/// The certificates this worker's CML may present when none is verified by a CA: the one
+/// pinned for its current instance and the one its annotation names. An annotation that is
+/// not a fingerprint is an error, so a typo never widens the trust.
+type Trusted = Result<Vec<CertificateFingerprint>, String>;
+
+fn trusted_certificates(worker: &Worker, instance: &InstanceFacts) -> Trusted {
+    let current = match instance {
+        InstanceFacts::Seen(i) => Some(i.id.as_str()),
+        _ => None,
+    };
+    let pinned = worker
+        .status
+        .as_ref()
+        .and_then(|s| s.cml.as_ref())
+        .and_then(|c| c.certificate.as_ref())
+        .filter(|c| c.trust == CertificateTrust::Pinned)
+        .filter(|c| current.is_some() && c.instance_id.as_deref() == current)
+        .and_then(|c| c.sha256.as_deref())
+        .and_then(|f| f.parse().ok());
+    let annotated = match worker.annotations().get(TRUST_CERTIFICATE_ANNOTATION) {
+        Some(value) => Some(
+            value
+                .parse::<CertificateFingerprint>()
+                .map_err(|e| format!("annotation {TRUST_CERTIFICATE_ANNOTATION}: {e}"))?,
+        ),
+        None => None,
+    };
+    Ok(pinned.into_iter().chain(annotated).collect())
+}
+
+/// How to trust this worker's certificate: the explicit opt-out, the template's CA, or the
+/// pinned certificates.
+async fn tls_policy(
+    ctx: &WorkerContext,
+    namespace: &str,
+    access: &CmlAccess,
+    trusted: &Trusted,
+) -> Result<TlsPolicy, CmlError> {
+    if access.insecure_skip_tls_verify {
+        return Ok(TlsPolicy::SkipVerify);
+    }
+    if let Some(r) = &access.ca_secret_ref {
+        let pem = ctx
+            .secrets
+            .key(&ctx.client, namespace, &r.name, &r.key)
+            .await
+            .map_err(|e| CmlError::new(CmlErrorKind::Unreachable, e.to_string()))?;
+        return Ok(TlsPolicy::Ca(pem));
+    }
+    match trusted {
+        Ok(pins) => Ok(TlsPolicy::Pinned(pins.clone())),
+        Err(why) => Err(CmlError::new(
+            CmlErrorKind::CertificateChanged,
+            format!("{why}; nothing was sent"),
+        )),
+    }
 }

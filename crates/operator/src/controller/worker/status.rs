@@ -7,9 +7,11 @@ use kube::ResourceExt;
 
 use super::{act::Acted, observe::Observed};
 use crate::{
+    cml::{CmlReport, TlsPolicy},
     controller::reasons,
     crd::{
-        AllocatedUsage, CmlStatus, InstanceStatus, UsageStatus, Worker, WorkerPhase, WorkerStatus,
+        AllocatedUsage, CertificateStatus, CertificateTrust, CmlStatus, InstanceStatus,
+        UsageStatus, Worker, WorkerPhase, WorkerStatus,
         conditions::{self, ConditionType, NewCondition, Stamp},
     },
     phase_machine::{InstanceFacts, Plan},
@@ -131,6 +133,7 @@ fn cml_status(old: &WorkerStatus, observed: &Observed) -> Option<CmlStatus> {
             labs: r.labs,
             running_nodes: r.running_nodes,
             last_probe_time: Some(Time(now)),
+            certificate: certificate(previous.certificate.as_ref(), observed, r),
         },
         Err(_) => CmlStatus {
             endpoint: Some(endpoint.clone()),
@@ -150,6 +153,32 @@ fn cml_status(old: &WorkerStatus, observed: &Observed) -> Option<CmlStatus> {
         }
     }
     Some(probed)
+}
+
+/// How CML's certificate was trusted in a probe that answered, and the one it presented: at
+/// first use, the certificate pinned from now on.
+fn certificate(
+    previous: Option<&CertificateStatus>,
+    observed: &Observed,
+    report: &CmlReport,
+) -> Option<CertificateStatus> {
+    let Some((_, target)) = &observed.cml_target else {
+        return previous.cloned();
+    };
+    let trust = match &target.tls {
+        TlsPolicy::Pinned(_) => CertificateTrust::Pinned,
+        TlsPolicy::Ca(_) => CertificateTrust::CaVerified,
+        TlsPolicy::SkipVerify => CertificateTrust::Unverified,
+    };
+    let instance_id = match &observed.facts.instance {
+        InstanceFacts::Seen(i) => Some(i.id.clone()),
+        _ => None,
+    };
+    Some(CertificateStatus {
+        trust,
+        sha256: report.certificate.map(|f| f.to_string()),
+        instance_id,
+    })
 }
 
 /// `Launched`: the instance, or why there is none.
