@@ -42,6 +42,7 @@ use warp::{
     reply::Reply,
 };
 
+pub use super::certs::make_certificates;
 use super::contract;
 pub use super::smart_account::SmartAccount;
 
@@ -1171,70 +1172,6 @@ async fn respond(
         _ => {}
     }
     handler(&mut state.lock().expect("test server state"))
-}
-
-/// A CA and a server certificate for 127.0.0.1 signed by it, made with openssl.
-pub fn make_certificates(dir: &Path) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-    std::fs::create_dir_all(dir).expect("cert dir");
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=cml-test-ca",
-    ]);
-    run(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n").expect("ext file");
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-    ]);
-    let read = |f: &str| std::fs::read(dir.join(f)).expect("read pem");
-    (read("ca.crt"), read("server.crt"), read("server.key"))
 }
 
 /// Creates Secret `name` in `namespace` holding this server's admin login.

@@ -193,7 +193,21 @@ pub fn spawn_etcd(
     log: &Path,
     guardian: &Guardian,
 ) -> Result<std::process::Child, String> {
-    let client_url = format!("http://127.0.0.1:{client}");
+    spawn_etcd_with(etcd, data_dir, (client, peer), None, log, guardian)
+}
+
+/// [`spawn_etcd`], serving clients over mutual TLS when `tls` is a directory made by
+/// [`crate::certs::make_mutual_tls`] and a port for its plain health endpoint.
+pub fn spawn_etcd_with(
+    etcd: &Path,
+    data_dir: &Path,
+    (client, peer): (u16, u16),
+    tls: Option<(&Path, u16)>,
+    log: &Path,
+    guardian: &Guardian,
+) -> Result<std::process::Child, String> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let client_url = format!("{scheme}://127.0.0.1:{client}");
     let peer_url = format!("http://127.0.0.1:{peer}");
     let mut cmd = Command::new(etcd);
     // Its own process group: a Ctrl-C at the terminal (make run) stops the controller first,
@@ -208,10 +222,19 @@ pub fn spawn_etcd(
         .arg(format!("--initial-cluster=test={peer_url}"))
         .arg("--unsafe-no-fsync=true")
         .arg("--log-level=warn");
+    let mut health = format!("127.0.0.1:{client}");
+    if let Some((dir, metrics)) = tls {
+        let file = |name: &str| dir.join(name).display().to_string();
+        cmd.arg(format!("--trusted-ca-file={}", file("ca.crt")))
+            .arg(format!("--cert-file={}", file("server.crt")))
+            .arg(format!("--key-file={}", file("server.key")))
+            .arg("--client-cert-auth=true")
+            .arg(format!("--listen-metrics-urls=http://127.0.0.1:{metrics}"));
+        health = format!("127.0.0.1:{metrics}");
+    }
     let mut child = spawn_logged(cmd, log, guardian);
-    let addr = format!("127.0.0.1:{client}");
     try_wait_until("etcd", &mut child, log, Duration::from_secs(30), || {
-        http_get(&addr, "/health").is_some_and(|body| body.contains("\"health\":\"true\""))
+        http_get(&health, "/health").is_some_and(|body| body.contains("\"health\":\"true\""))
     })?;
     Ok(child)
 }

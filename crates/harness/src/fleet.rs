@@ -59,6 +59,7 @@ impl Harness {
             endpoints: vec![etcd.endpoint()],
             user: None,
             ca_pem: None,
+            client_identity: None,
             timeout: Duration::from_millis(500),
         })
         .await

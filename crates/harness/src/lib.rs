@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)] // each test binary uses its own subset
 
 pub mod binaries;
+pub mod certs;
 pub mod cml_server;
 pub mod contract;
 pub mod control_plane_server;

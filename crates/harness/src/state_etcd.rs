@@ -9,7 +9,7 @@ use std::{
 
 use super::{
     binaries::Binaries,
-    controlplane::spawn_etcd,
+    controlplane::spawn_etcd_with,
     guardian::Guardian,
     process::{free_port, scratch_dir},
 };
@@ -17,6 +17,8 @@ use super::{
 pub struct StateEtcd {
     pub port: u16,
     peer: u16,
+    /// With mutual TLS: the directory of its certificates, and its plain health port.
+    tls: Option<(PathBuf, u16)>,
     dir: PathBuf,
     etcd: PathBuf,
     child: Mutex<Option<Child>>,
@@ -25,17 +27,32 @@ pub struct StateEtcd {
 
 impl StateEtcd {
     pub fn start() -> StateEtcd {
+        StateEtcd::start_serving(false)
+    }
+
+    /// An etcd that serves only clients presenting a certificate from its CA: the files are
+    /// in [`StateEtcd::certificates`], the client's common name is `ccm`.
+    pub fn start_mutual_tls() -> StateEtcd {
+        StateEtcd::start_serving(true)
+    }
+
+    fn start_serving(mutual_tls: bool) -> StateEtcd {
         let dir = scratch_dir("state-etcd-");
+        let tls = mutual_tls.then(|| {
+            let certs = dir.join("certs");
+            crate::certs::make_mutual_tls(&certs, "ccm");
+            (certs, free_port())
+        });
         let guardian = Guardian::start(&dir);
         let etcd = Binaries::locate().etcd;
         // A port found free can be taken before etcd binds it: try again on others.
         for _ in 0..5 {
             let (port, peer) = (free_port(), free_port());
-            match spawn_etcd(
+            match spawn_etcd_with(
                 &etcd,
                 &dir.join("data"),
-                port,
-                peer,
+                (port, peer),
+                tls.as_ref().map(|(d, m)| (d.as_path(), *m)),
                 &dir.join("etcd.log"),
                 &guardian,
             ) {
@@ -43,6 +60,7 @@ impl StateEtcd {
                     return StateEtcd {
                         port,
                         peer,
+                        tls,
                         dir,
                         etcd,
                         child: Mutex::new(Some(child)),
@@ -54,6 +72,12 @@ impl StateEtcd {
             }
         }
         panic!("etcd found no free port in 5 tries");
+    }
+
+    /// The directory holding `ca.crt` and the client's `client.crt`/`client.key` (mutual TLS
+    /// only).
+    pub fn certificates(&self) -> Option<&std::path::Path> {
+        self.tls.as_ref().map(|(dir, _)| dir.as_path())
     }
 
     /// `host:port` for the client.
@@ -78,11 +102,11 @@ impl StateEtcd {
     pub fn resume(&self) {
         let mut child = self.child();
         if child.is_none() {
-            let started = spawn_etcd(
+            let started = spawn_etcd_with(
                 &self.etcd,
                 &self.dir.join("data"),
-                self.port,
-                self.peer,
+                (self.port, self.peer),
+                self.tls.as_ref().map(|(d, m)| (d.as_path(), *m)),
                 &self.dir.join("etcd.log"),
                 &self.guardian,
             );

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use resource_controller::{
     backoff::Backoff,
-    platform_etcd::{EtcdConfig, EtcdStore},
+    platform_etcd::{ClientIdentity, EtcdConfig, EtcdStore},
     remote::RemoteErrorKind,
 };
 use support::{records::sample, state_etcd::StateEtcd};
@@ -16,6 +16,7 @@ fn config(endpoint: String) -> EtcdConfig {
         endpoints: vec![endpoint],
         user: None,
         ca_pem: None,
+        client_identity: None,
         timeout: Duration::from_secs(1),
     }
 }
@@ -231,4 +232,40 @@ async fn user_and_password_are_used_and_a_wrong_password_is_refused() {
     let anonymous = EtcdStore::connect(&with(None)).await.expect("connect");
     let err = anonymous.worker_ids().await.expect_err("no user, auth on");
     assert_eq!(err.kind, RemoteErrorKind::Unauthorized, "{err}");
+}
+
+#[tokio::test]
+async fn a_client_certificate_is_presented_to_an_etcd_that_requires_one() {
+    let etcd = StateEtcd::start_mutual_tls();
+    let certs = etcd.certificates().expect("mutual TLS");
+    let read = |file: &str| std::fs::read(certs.join(file)).expect("read pem");
+    let with = |identity: Option<ClientIdentity>| EtcdConfig {
+        ca_pem: Some(read("ca.crt")),
+        client_identity: identity,
+        ..config(etcd.endpoint())
+    };
+    let identity = ClientIdentity {
+        cert_pem: read("client.crt"),
+        key_pem: read("client.key"),
+    };
+    assert!(!format!("{:?}", with(Some(identity.clone()))).contains("PRIVATE KEY"));
+
+    let store = EtcdStore::connect(&with(Some(identity)))
+        .await
+        .expect("connect with a client certificate");
+    store
+        .put_worker(&sample("uid-1", "Running"))
+        .await
+        .expect("put over mutual TLS");
+    assert_eq!(store.worker_ids().await.expect("list"), vec!["uid-1"]);
+
+    // Without a certificate the handshake fails: unavailable, nothing written.
+    let refused = match EtcdStore::connect(&with(None)).await {
+        Err(e) => e,
+        Ok(anonymous) => anonymous
+            .worker_ids()
+            .await
+            .expect_err("no client certificate"),
+    };
+    assert_eq!(refused.kind, RemoteErrorKind::Unavailable, "{refused}");
 }

@@ -12,7 +12,7 @@ use crate::{
     control_plane::{ControlPlaneClient, ControlPlaneConfig},
     controller::Settings,
     mirror::Remotes,
-    platform_etcd::{EtcdConfig, EtcdStore},
+    platform_etcd::{ClientIdentity, EtcdConfig, EtcdStore},
     provider::{
         Ec2Limits, ProviderRegistry, ProviderSettings, SimulatedBackend, aws_default_chain,
     },
@@ -133,17 +133,25 @@ pub async fn remotes(args: &RunArgs, client: &kube::Client) -> anyhow::Result<Re
             }
             (None, None) => None,
         };
+        let read = |flag: &str, path: &std::path::Path| {
+            std::fs::read(path).with_context(|| format!("reading {flag} {}", path.display()))
+        };
         let ca_pem = match &e.etcd_ca_file {
-            Some(path) => Some(
-                std::fs::read(path)
-                    .with_context(|| format!("reading --etcd-ca-file {}", path.display()))?,
-            ),
+            Some(path) => Some(read("--etcd-ca-file", path)?),
             None => None,
+        };
+        let client_identity = match (&e.etcd_cert_file, &e.etcd_key_file) {
+            (Some(cert), Some(key)) => Some(ClientIdentity {
+                cert_pem: read("--etcd-cert-file", cert)?,
+                key_pem: read("--etcd-key-file", key)?,
+            }),
+            _ => None,
         };
         let config = EtcdConfig {
             endpoints,
             user,
             ca_pem,
+            client_identity,
             timeout: e.remote_deadline.as_std(),
         };
         Some(

@@ -26,6 +26,13 @@ pub struct EtcdArgs {
     /// PEM file of the CA that signed etcd's certificate; turns TLS on.
     #[arg(long, value_name = "FILE")]
     pub etcd_ca_file: Option<PathBuf>,
+    /// PEM file of the controller's client certificate for etcd's mutual TLS (with
+    /// --etcd-key-file); turns TLS on.
+    #[arg(long, value_name = "FILE", requires = "etcd_key_file")]
+    pub etcd_cert_file: Option<PathBuf>,
+    /// PEM file of the key of --etcd-cert-file.
+    #[arg(long, value_name = "FILE", requires = "etcd_cert_file")]
+    pub etcd_key_file: Option<PathBuf>,
     /// Deadline of each push to, or removal from, a remote on a reconcile's path.
     #[arg(long, default_value = "2s")]
     pub remote_deadline: GoDuration,

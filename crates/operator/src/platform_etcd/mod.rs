@@ -6,8 +6,8 @@ pub mod flags;
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, ConnectOptions, DeleteOptions, GetOptions, TlsOptions, Txn, TxnOp,
-    WatchOptions,
+    Certificate, Client, ConnectOptions, DeleteOptions, GetOptions, Identity, TlsOptions, Txn,
+    TxnOp, WatchOptions,
 };
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -29,8 +29,23 @@ pub struct EtcdConfig {
     pub user: Option<(String, String)>,
     /// PEM of the CA that signed etcd's certificate; TLS is used when set (or with https URLs).
     pub ca_pem: Option<Vec<u8>>,
+    /// A client certificate and its key (PEM) for mutual TLS; TLS is used when set.
+    pub client_identity: Option<ClientIdentity>,
     /// Deadline of each request.
     pub timeout: Duration,
+}
+
+/// The controller's own certificate and key for etcd's `--client-cert-auth`.
+#[derive(Clone)]
+pub struct ClientIdentity {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientIdentity(<key redacted>)")
+    }
 }
 
 impl std::fmt::Debug for EtcdConfig {
@@ -39,6 +54,7 @@ impl std::fmt::Debug for EtcdConfig {
             .field("endpoints", &self.endpoints)
             .field("user", &self.user.as_ref().map(|(u, _)| u))
             .field("ca_pem", &self.ca_pem.is_some())
+            .field("client_identity", &self.client_identity.is_some())
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -106,8 +122,9 @@ impl EtcdStore {
                 "no etcd endpoint given",
             ));
         }
-        let tls =
-            config.ca_pem.is_some() || config.endpoints.iter().any(|e| e.starts_with("https://"));
+        let tls = config.ca_pem.is_some()
+            || config.client_identity.is_some()
+            || config.endpoints.iter().any(|e| e.starts_with("https://"));
         let endpoints: Vec<String> = config
             .endpoints
             .iter()
@@ -129,6 +146,9 @@ impl EtcdStore {
             let mut tls = TlsOptions::new();
             if let Some(pem) = &config.ca_pem {
                 tls = tls.ca_certificate(Certificate::from_pem(pem));
+            }
+            if let Some(id) = &config.client_identity {
+                tls = tls.identity(Identity::from_pem(&id.cert_pem, &id.key_pem));
             }
             options = options.with_tls(tls);
         }
