@@ -7,6 +7,7 @@ pub mod control_plane;
 pub mod controller;
 pub mod crd;
 pub mod demand;
+pub mod expiring;
 pub mod http_error;
 pub mod http_peer;
 pub mod leader;

@@ -12,7 +12,7 @@
 //! other is an error. The token is a secret: it is never put into an error, and any text CML
 //! sends back is cleaned of it first (validation errors echo their input).
 
-use crate::lock::Locked;
+use crate::{expiring::Expiring, lock::Locked};
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use crate::http_error::{chain, preview};
@@ -202,25 +202,29 @@ fn running_nodes(stats: &SystemStats) -> Result<u32, String> {
     Ok(u32::try_from(total).unwrap_or(u32::MAX))
 }
 
-/// The HTTP CML client; keeps one connection pool per TLS policy and one JWT per worker.
+/// The HTTP CML client; keeps one connection pool per TLS policy (one per pinned worker) and
+/// one JWT per worker, each dropped once unused for [`IDLE`], so workers long gone cost nothing.
 pub struct HttpCml {
     timeout: Duration,
-    clients: Mutex<HashMap<TlsPolicy, Client>>,
-    tokens: Mutex<HashMap<(String, String), String>>,
+    clients: Mutex<Expiring<TlsPolicy, Client>>,
+    tokens: Mutex<Expiring<(String, String), String>>,
 }
+
+/// How long a connection pool or a login unused is kept: many resyncs.
+const IDLE: Duration = Duration::from_secs(600);
 
 impl HttpCml {
     pub fn new(timeout: Duration) -> HttpCml {
         HttpCml {
             timeout,
-            clients: Mutex::new(HashMap::new()),
-            tokens: Mutex::new(HashMap::new()),
+            clients: Mutex::new(Expiring::new(IDLE)),
+            tokens: Mutex::new(Expiring::new(IDLE)),
         }
     }
 
     fn client(&self, tls: &TlsPolicy) -> Result<Client, CmlError> {
         let mut clients = self.clients.locked();
-        if let Some(c) = clients.get(tls) {
+        if let Some(c) = clients.touch(tls) {
             return Ok(c.clone());
         }
         let builder = super::trust::configure(crate::http_peer::client_builder(self.timeout), tls)
@@ -242,7 +246,7 @@ impl HttpCml {
     fn cached_token(&self, target: &CmlTarget, creds: &CmlCredentials) -> Option<String> {
         self.tokens
             .locked()
-            .get(&Self::token_key(target, creds))
+            .touch(&Self::token_key(target, creds))
             .cloned()
     }
 

@@ -1,9 +1,8 @@
 //! The Control Plane API over HTTP(S) with reqwest: bearer token, TLS verified (optionally
 //! against a given CA), a timeout on every request, errors classified, never a panic on garbage.
 
-use crate::lock::Locked;
+use crate::{expiring::Expiring, lock::Locked};
 use std::{
-    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -46,8 +45,9 @@ pub struct ControlPlaneClient {
     base: String,
     http: Client,
     token: Option<String>,
-    /// Definitions are immutable versions: one read each.
-    definitions: Mutex<HashMap<String, Arc<Definition>>>,
+    /// Definitions are immutable versions: one read each while in use; one unused for
+    /// [`DEFINITION_IDLE`] is dropped, so old labs' definitions do not pile up.
+    definitions: Mutex<Expiring<String, Arc<Definition>>>,
 }
 
 impl std::fmt::Debug for ControlPlaneClient {
@@ -57,6 +57,9 @@ impl std::fmt::Debug for ControlPlaneClient {
             .finish_non_exhaustive()
     }
 }
+
+/// How long a lab definition no demand names any more is kept.
+const DEFINITION_IDLE: Duration = Duration::from_secs(3600);
 
 impl ControlPlaneClient {
     /// Checks the configuration; nothing is sent yet.
@@ -101,7 +104,7 @@ impl ControlPlaneClient {
             base,
             http,
             token: config.token.filter(|t| !t.is_empty()),
-            definitions: Mutex::new(HashMap::new()),
+            definitions: Mutex::new(Expiring::new(DEFINITION_IDLE)),
         })
     }
 
@@ -133,7 +136,7 @@ impl ControlPlaneClient {
     }
 
     fn cached_definition(&self, id: &str) -> Option<Arc<Definition>> {
-        self.definitions.locked().get(id).cloned()
+        self.definitions.locked().touch(&id.to_owned()).cloned()
     }
 
     /// A worker's usage; `None` when the API does not know the worker (usage unknown, not zero).

@@ -1,7 +1,7 @@
 //! [`Provider`]: the cloud policy over a raw [`CloudApi`]: rate limits, throttling backoff,
 //! idempotent launch with adoption by tag, instance-type fallback, and batched describes.
 
-use crate::lock::Locked;
+use crate::{expiring::Expiring, lock::Locked};
 use std::{
     collections::{HashMap, HashSet},
     sync::{
@@ -106,7 +106,8 @@ pub struct Provider {
     /// Images found, by query, and when: every launch asks for its image's root device name
     /// (which an AMI id never changes), and every template reconcile for the newest match of its
     /// name pattern (which changes when an image is published, not every second).
-    images: Mutex<HashMap<ImageQuery, (Image, tokio::time::Instant)>>,
+    /// Entries lapse after [`IMAGE_TTL`], so a deleted template's query does not stay.
+    images: Mutex<Expiring<ImageQuery, Image>>,
     turns: LaunchTurns,
     calls: CallCounts,
 }
@@ -127,7 +128,7 @@ impl Provider {
             capacity: CapacityCache::new(settings.capacity_ttl),
             settings,
             known_types: Mutex::new(HashSet::new()),
-            images: Mutex::new(HashMap::new()),
+            images: Mutex::new(Expiring::new(IMAGE_TTL)),
             turns: LaunchTurns::new(run.burst, run.per_second),
             subnet_zones: Mutex::new(HashMap::new()),
             calls: CallCounts::default(),
@@ -367,19 +368,12 @@ impl Provider {
 #[async_trait]
 impl CloudProvider for Provider {
     async fn resolve_image(&self, query: &ImageQuery) -> Result<Image> {
-        {
-            let cached = self.images.locked();
-            if let Some((image, at)) = cached.get(query)
-                && at.elapsed() < IMAGE_TTL
-            {
-                return Ok(image.clone());
-            }
+        if let Some(image) = self.images.locked().get(query) {
+            return Ok(image.clone());
         }
         let found = self.describe_image(query).await;
         if let Ok(image) = &found {
-            self.images
-                .locked()
-                .insert(query.clone(), (image.clone(), tokio::time::Instant::now()));
+            self.images.locked().insert(query.clone(), image.clone());
         }
         found
     }
@@ -565,5 +559,9 @@ mod tests {
         assert!(p.resolve_image(&missing).await.is_err());
         assert!(p.resolve_image(&missing).await.is_err());
         assert_eq!(asked(), 6);
+        // A query no one asks any more (its template was deleted) goes.
+        tokio::time::advance(IMAGE_TTL).await;
+        p.resolve_image(&by_id).await.unwrap();
+        assert_eq!(p.images.locked().len(), 1);
     }
 }
