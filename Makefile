@@ -10,7 +10,7 @@ VENV             := target/venv
 APT_PACKAGES     := protobuf-compiler libprotobuf-dev openssl python3-venv ca-certificates
 SUDO             := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install apt-packages toolchain controlplane venv build image run test bench bench-latency bench-replicas bench-scale lint fmt crds docs clean
+.PHONY: install apt-packages toolchain cargo-deny controlplane venv build image run test bench bench-latency bench-replicas bench-scale lint fmt crds docs clean
 
 ## install: everything the tests need; safe to run again
 install: apt-packages controlplane venv
@@ -81,14 +81,23 @@ bench-replicas: install
 bench-scale: install
 	cargo bench --locked -p resource-controller --bench scale
 
+CARGO_DENY_VERSION := 0.20.2
+
 toolchain:
 	@rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 	@rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 
-## lint: formatting and clippy, warnings are errors (protoc first: etcd-client's build needs it)
-lint: toolchain apt-packages
+## cargo-deny: the supply-chain checker, built from crates.io once (about 4 minutes on 2 cores)
+cargo-deny:
+	@cargo deny --version 2>/dev/null | grep -qx 'cargo-deny $(CARGO_DENY_VERSION)' \
+	  || cargo install --locked cargo-deny --version $(CARGO_DENY_VERSION)
+
+## lint: formatting, clippy (warnings are errors; protoc first: etcd-client's build needs it),
+## and deny.toml's rules on licenses, banned crates and sources (advisories need the network)
+lint: toolchain apt-packages cargo-deny
 	cargo fmt --all -- --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
+	cargo deny --locked --offline check --hide-inclusion-graph licenses bans sources
 
 fmt:
 	cargo fmt --all

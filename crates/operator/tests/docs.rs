@@ -162,3 +162,25 @@ fn the_core_depends_on_no_kube_aws_tokio_or_http_crate() {
         );
     }
 }
+
+#[test]
+fn every_base_image_of_the_dockerfile_is_pinned_by_digest() {
+    let dockerfile =
+        std::fs::read_to_string(support::repo_root().join("Dockerfile")).expect("read Dockerfile");
+    let images: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|l| l.strip_prefix("FROM "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    assert_eq!(images.len(), 2, "{images:?}");
+    for image in images {
+        let (tag, digest) = image
+            .split_once("@sha256:")
+            .unwrap_or_else(|| panic!("{image} is not pinned by digest"));
+        assert!(tag.contains(':'), "{image}: keep the tag beside the digest");
+        assert!(
+            digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{image}: not a SHA-256 digest"
+        );
+    }
+}
