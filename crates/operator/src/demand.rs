@@ -1,16 +1,20 @@
-//! The demand feed for the autoscaler: lab instances the platform has not placed yet (PENDING or
-//! SCHEDULED with no worker), each joined with its definition, as one shared snapshot. It is
-//! refreshed on every change under etcd's `/ccm/instances/` (debounced, so a burst of writes
-//! costs one refresh) and on the resync interval as a backstop.
+//! The autoscaler's picture of the platform: lab instances not placed yet (PENDING or SCHEDULED
+//! with no worker), each joined with its definition, and what is placed on each running worker
+//! (its capacity record), read in one refresh so a round never weighs fresh demand against a
+//! stale allocation. It is refreshed on every change under etcd's `/ccm/instances/` (debounced,
+//! so a burst of writes costs one refresh), when a round finds a worker missing from it, and on
+//! the resync interval as a backstop.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use futures::{StreamExt, stream};
 
 use k8s_openapi::jiff::Timestamp;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tracing::{debug, warn};
 
 use crate::{
-    control_plane::{ControlPlaneClient, Definition, InstanceState, LabInstance},
+    control_plane::{ControlPlaneClient, Definition, InstanceState, LabInstance, WorkerCapacity},
     remote::{RemoteError, RemoteErrorKind},
 };
 
@@ -24,13 +28,15 @@ pub struct Demand {
     pub definition: Arc<Definition>,
 }
 
-/// What the platform wants placed, as of one refresh.
+/// What the platform wants placed, and what it has placed, as of one refresh.
 #[derive(Clone, Debug, PartialEq)]
 pub enum DemandSnapshot {
     Known {
         demand: Vec<Demand>,
         /// Instances left out, with why (a definition that cannot be read, a bad timeslot).
         skipped: Vec<(String, String)>,
+        /// What is placed on each worker asked, by worker id.
+        placements: Placements,
         at: Timestamp,
     },
     /// The instances could not be listed: demand is unknown (never "none").
@@ -44,10 +50,75 @@ impl DemandSnapshot {
             DemandSnapshot::Unknown { .. } => None,
         }
     }
+
+    /// What the platform has placed on worker `id` as of this refresh: `None` when it was not
+    /// asked (it was not running yet), `Some(None)` when its usage could not be read.
+    pub fn placement(&self, id: &str) -> Option<Option<&WorkerCapacity>> {
+        match self {
+            DemandSnapshot::Known { placements, .. } => placements.get(id).map(|p| p.as_ref().ok()),
+            DemandSnapshot::Unknown { .. } => None,
+        }
+    }
 }
 
-/// Reads the current demand once.
-pub async fn read(cp: &ControlPlaneClient, deadline: Duration) -> DemandSnapshot {
+/// Each worker asked: its capacity record, or why it is unknown (never zero).
+pub type Placements = BTreeMap<String, Result<WorkerCapacity, String>>;
+
+/// The ids of the workers whose placements a refresh reads: those running or draining.
+pub type PlacedWorkers = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
+/// How many capacity requests a refresh has in flight at once.
+const CAPACITY_READS_IN_FLIGHT: usize = 16;
+
+/// Reads demand and placements once, together.
+pub async fn read(
+    cp: &ControlPlaneClient,
+    workers: &[String],
+    deadline: Duration,
+) -> DemandSnapshot {
+    // The listing first: a lab placed between the two reads then counts twice (a worker too
+    // many, for a while), never not at all (a drain of a worker about to get it).
+    let demand = read_demand(cp, deadline).await;
+    if demand.demand().is_none() {
+        return demand;
+    }
+    let placements = placements(cp, workers, deadline).await;
+    match demand {
+        DemandSnapshot::Known {
+            demand,
+            skipped,
+            at,
+            ..
+        } => DemandSnapshot::Known {
+            demand,
+            skipped,
+            placements,
+            at,
+        },
+        unknown => unknown,
+    }
+}
+
+/// The capacity record of each of `workers`, read concurrently within `deadline` each.
+async fn placements(cp: &ControlPlaneClient, workers: &[String], deadline: Duration) -> Placements {
+    stream::iter(workers.iter().cloned())
+        .map(|id| async move {
+            let read = tokio::time::timeout(deadline, cp.worker_capacity(&id)).await;
+            let placed = match read {
+                Ok(Ok(Some(c))) => Ok(c),
+                Ok(Ok(None)) => Err("the Control Plane API does not know the worker".to_owned()),
+                Ok(Err(e)) => Err(format!("Control Plane API: {e}")),
+                Err(_) => Err("its capacity took too long".to_owned()),
+            };
+            (id, placed)
+        })
+        .buffer_unordered(CAPACITY_READS_IN_FLIGHT)
+        .collect()
+        .await
+}
+
+/// Reads the unplaced demand once.
+async fn read_demand(cp: &ControlPlaneClient, deadline: Duration) -> DemandSnapshot {
     let at = Timestamp::now();
     let listed = tokio::time::timeout(deadline, async {
         let (pending, scheduled) = tokio::join!(
@@ -81,6 +152,7 @@ pub async fn read(cp: &ControlPlaneClient, deadline: Duration) -> DemandSnapshot
     DemandSnapshot::Known {
         demand,
         skipped,
+        placements: Placements::new(),
         at,
     }
 }
@@ -107,25 +179,45 @@ async fn join(
     })
 }
 
+/// When and how the feed refreshes.
+pub struct Feed {
+    pub cp: Arc<ControlPlaneClient>,
+    /// The workers whose placements each refresh reads.
+    pub workers: PlacedWorkers,
+    /// Changes under `/ccm/instances/`, when etcd is configured.
+    pub changes: Option<watch::Receiver<u64>>,
+    /// Asked by a round that found a running worker missing from the picture.
+    pub refresh: Arc<Notify>,
+    pub resync: Duration,
+    pub debounce: Duration,
+    pub deadline: Duration,
+}
+
 /// Keeps `tx` current until every receiver is gone: a refresh at start, after each change seen
-/// on `changes` (waiting `debounce` for the burst to settle), and every `resync`.
-pub async fn run(
-    cp: Arc<ControlPlaneClient>,
-    mut changes: Option<watch::Receiver<u64>>,
-    resync: Duration,
-    debounce: Duration,
-    deadline: Duration,
-    tx: watch::Sender<Option<Arc<DemandSnapshot>>>,
-) {
+/// on `changes` (waiting `debounce` for the burst to settle), when asked, and every `resync`.
+pub async fn run(feed: Feed, tx: watch::Sender<Option<Arc<DemandSnapshot>>>) {
+    let Feed {
+        cp,
+        workers,
+        mut changes,
+        refresh,
+        resync,
+        debounce,
+        deadline,
+    } = feed;
     loop {
-        let snapshot = read(&cp, deadline).await;
+        let snapshot = read(&cp, &workers(), deadline).await;
         match &snapshot {
             DemandSnapshot::Known {
-                demand, skipped, ..
+                demand,
+                skipped,
+                placements,
+                ..
             } => {
                 debug!(
                     unplaced = demand.len(),
                     skipped = skipped.len(),
+                    workers = placements.len(),
                     "demand refreshed"
                 );
                 for (id, why) in skipped {
@@ -154,6 +246,7 @@ pub async fn run(
         };
         tokio::select! {
             _ = changed => {}
+            _ = refresh.notified() => {}
             _ = tokio::time::sleep(resync) => {}
             _ = tx.closed() => return,
         }

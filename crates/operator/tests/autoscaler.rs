@@ -506,3 +506,104 @@ async fn a_worker_gone_while_registered_reports_the_seat_to_people_and_the_platf
     assert!(warned, "a Warning names the product instance");
     h.finish().await;
 }
+
+/// The platform places lab `instance` on `worker`: the instance names it, and the worker's
+/// capacity record counts it (`nodes` of a `definition` built by [`definition`]).
+fn place(h: &Harness, instance: &str, worker: &Worker, nodes: u32, next_in_minutes: i64) {
+    let uid = worker.uid().expect("uid");
+    // Both at once, as one platform transaction.
+    let mut state = h.cp.state();
+    state.capacities.insert(
+        uid.clone(),
+        json!({"worker_id": uid,
+               "allocated": {"cpu_cores": nodes * 2, "memory_gb": nodes * 8, "storage_gb": 20, "nodes": nodes},
+               "running_instances": 0, "scheduled_instances": 1,
+               "next_timeslot_start": in_minutes(next_in_minutes)}),
+    );
+    for i in state.instances.iter_mut() {
+        if i["id"] == instance {
+            i["worker_id"] = json!(uid);
+        }
+    }
+}
+
+// Worker resyncs an hour apart: each worker's `status.usage` stays as it was when it became
+// Running (nothing placed), so only a picture read with the demand knows the placements.
+fn stale_usage(s: &mut resource_controller::controller::Settings) {
+    s.resync_interval = Duration::from_secs(3600);
+}
+
+#[tokio::test]
+async fn new_demand_is_weighed_against_the_placements_of_the_same_refresh() {
+    let h = Harness::new("picture", stale_usage).await;
+    h.cp.add_definition(definition("d12", 12, &["ENTERPRISE"]));
+    h.cp.add_definition(definition("d8", 8, &["ENTERPRISE"]));
+    h.template_with(json!({"maxWorkers": 5, "scaleDownGracePeriod": "1h"}))
+        .await;
+    h.cp.add_instance(instance("l1", "d12", 10));
+    h.cp.add_instance(instance("l2", "d12", 10));
+    h.announce("l1").await;
+    let ws = h
+        .wait_owned("t", "two Running", |ws| {
+            ws.len() == 2 && ws.iter().all(|w| phase(w) == Some(WorkerPhase::Running))
+        })
+        .await;
+    // The platform places both labs (12 of 20 nodes each) and two labs of 8 arrive: they fit
+    // the 8 nodes left on each worker, so nothing is created.
+    place(&h, "l1", &ws[0], 12, 10);
+    place(&h, "l2", &ws[1], 12, 10);
+    h.cp.add_instance(instance("n1", "d8", 10));
+    h.cp.add_instance(instance("n2", "d8", 10));
+    h.announce("n1").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        h.owned("t").await.len(),
+        2,
+        "demand that fits makes nothing"
+    );
+
+    // One more lab of 12 fits nowhere: exactly one worker, at once (not at a later round).
+    h.cp.add_instance(instance("n3", "d12", 10));
+    let put = tokio::time::Instant::now();
+    h.announce("n3").await;
+    h.wait_owned("t", "three", |ws| ws.len() == 3).await;
+    let took = put.elapsed();
+    assert!(took < Duration::from_secs(5), "created after {took:?}");
+    for n in 0..3 {
+        h.announce(&format!("again-{n}")).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(h.owned("t").await.len(), 3, "exactly one");
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_worker_with_a_placement_in_the_picture_is_never_proposed_for_a_drain() {
+    let h = Harness::new("noproposal", stale_usage).await;
+    h.cp.add_definition(definition("d12", 12, &["ENTERPRISE"]));
+    h.template_with(json!({"maxWorkers": 3, "scaleDownGracePeriod": "1s"}))
+        .await;
+    h.cp.add_instance(instance("l1", "d12", 10));
+    h.announce("l1").await;
+    let ws = h.one_running("t").await;
+    let name = ws[0].name_any();
+    // Idle past the grace period by its (stale) status; the platform has just placed a lab.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    place(&h, "l1", &ws[0], 12, 30);
+    for n in 0..5 {
+        h.announce(&format!("round-{n}")).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let logs = support::logs::captured();
+    let about: Vec<&str> = logs.lines().filter(|l| l.contains(&name)).collect();
+    let w = h.workers().get_opt(&name).await.expect("get");
+    let w = w.unwrap_or_else(|| panic!("{name} is gone:\n{}", about.join("\n")));
+    assert_eq!(w.spec.desired_state, DesiredState::Running);
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.contains("not draining after all") && l.contains(&name)),
+        "the planner proposed a drain of {name}, caught only by the check before it"
+    );
+    h.finish().await;
+}

@@ -102,6 +102,8 @@ pub struct Context {
     pub remotes: Arc<Remotes>,
     /// The latest demand snapshot (`None` until the first read, or without a Control Plane API).
     demand: watch::Sender<Option<Arc<DemandSnapshot>>>,
+    /// Wakes the demand feed for a refresh before its resync.
+    demand_refresh: Arc<tokio::sync::Notify>,
     /// Scaling audit records on their way to the Control Plane API.
     pub outbox: Arc<Outbox>,
     /// The license seat budget.
@@ -134,6 +136,7 @@ impl Context {
             templates: TemplateCache::default(),
             remotes: Arc::new(Remotes::none()),
             demand: watch::channel(None).0,
+            demand_refresh: Arc::new(tokio::sync::Notify::new()),
             outbox: Arc::new(Outbox::new(1000)),
             seats: SeatBudget::new(settings.license_seats.clone()),
             instance_cap: InstanceCap::new(settings.max_instances),
@@ -225,6 +228,11 @@ impl Context {
     /// The sender the demand feed publishes on.
     pub fn demand_feed(&self) -> watch::Sender<Option<Arc<DemandSnapshot>>> {
         self.demand.clone()
+    }
+
+    /// What wakes the demand feed for a refresh.
+    pub fn demand_refresh(&self) -> Arc<tokio::sync::Notify> {
+        self.demand_refresh.clone()
     }
 
     /// Publishes an Event on `obj`; a failure to publish is logged, never fatal.

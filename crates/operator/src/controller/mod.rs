@@ -41,7 +41,7 @@ use worker::WorkerContext;
 
 use crate::{
     backoff::Backoff,
-    crd::{Worker, WorkerTemplate},
+    crd::{Worker, WorkerPhase, WorkerTemplate},
     demand,
 };
 
@@ -174,14 +174,16 @@ fn start_background(ctx: &Arc<Context>, workers: &Store<Worker>) -> Vec<JoinHand
                 ctx.settings.resync_interval,
             ))
         });
-        tasks.push(tokio::spawn(demand::run(
-            cp.clone(),
+        let feed = demand::Feed {
+            cp: cp.clone(),
+            workers: placed_workers(workers.clone()),
             changes,
-            ctx.settings.demand_resync,
-            ctx.settings.demand_debounce,
-            ctx.remotes.deadline(),
-            ctx.demand_feed(),
-        )));
+            refresh: ctx.demand_refresh(),
+            resync: ctx.settings.demand_resync,
+            debounce: ctx.settings.demand_debounce,
+            deadline: ctx.remotes.deadline(),
+        };
+        tasks.push(tokio::spawn(demand::run(feed, ctx.demand_feed())));
         let ctx = ctx.clone();
         tasks.push(tokio::spawn(async move {
             let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(60));
@@ -191,6 +193,24 @@ fn start_background(ctx: &Arc<Context>, workers: &Store<Worker>) -> Vec<JoinHand
         }));
     }
     tasks
+}
+
+/// The workers whose placements the demand feed reads: those the platform may have placed labs
+/// on (running, or draining), by UID.
+fn placed_workers(workers: Store<Worker>) -> demand::PlacedWorkers {
+    Arc::new(move || {
+        workers
+            .state()
+            .iter()
+            .filter(|w| {
+                matches!(
+                    w.status.as_ref().and_then(|s| s.phase),
+                    Some(WorkerPhase::Running | WorkerPhase::Draining)
+                )
+            })
+            .filter_map(|w| w.uid())
+            .collect()
+    })
 }
 
 /// Readiness: the store's signal wakes only one waiter, so it is polled.

@@ -7,7 +7,7 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::{
     control_plane::ScalingEvent,
@@ -104,8 +104,16 @@ async fn still_idle(ctx: &TemplateContext, workers: &[&Worker], name: &str) -> b
         &fresh,
         Ok(Some(c)) if c.running_instances == 0 && c.scheduled_instances == 0 && c.allocated.nodes == 0
     );
-    if !idle {
-        info!(worker = %name, usage = ?fresh.map(|c| c.map(|c| (c.running_instances, c.scheduled_instances))), "not draining after all: the platform does not report it idle");
+    let answer = format!(
+        "{:?}",
+        fresh.map(|c| c.map(|c| (c.running_instances, c.scheduled_instances)))
+    );
+    if idle {
+        ctx.drain_refusals.changed(&uid, None);
+    } else if ctx.drain_refusals.changed(&uid, Some(&answer)) {
+        info!(worker = %name, usage = %answer, "not draining after all: the platform does not report it idle");
+    } else {
+        debug!(worker = %name, usage = %answer, "not draining after all, as before");
     }
     idle
 }

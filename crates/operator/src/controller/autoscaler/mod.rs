@@ -45,16 +45,25 @@ pub async fn reconcile(
         .filter(|w| w.spec.template_ref.name == name)
         .collect();
     let platform = ctx.remotes.control_plane().is_some();
+    // One picture: demand and what is placed on each worker, from the same refresh.
+    let snapshot = ctx.demand().borrow().clone();
+    let placements = if platform {
+        observe::Placements::Picture(snapshot.as_deref())
+    } else {
+        observe::Placements::NoPlatform
+    };
+    if mine.iter().any(|w| placements.lacks(w)) {
+        ctx.demand_refresh().notify_one();
+    }
     let mut views: Vec<_> = mine
         .iter()
-        .map(|w| observe::worker_view(w, template, platform))
+        .map(|w| observe::worker_view(w, template, placements))
         .collect();
     let visible: Vec<String> = mine.iter().map(|w| w.name_any()).collect();
     let expected = ctx.expectations.pending(&key, &visible);
     views.extend(expected.iter().map(|n| observe::expected_view(n)));
 
     let templates = ctx.templates.in_namespace(&namespace);
-    let snapshot = ctx.demand().borrow().clone();
     let (demand, unplaceable) =
         observe::demand_share(snapshot.as_deref(), platform, &name, &templates);
     let now = k8s_openapi::jiff::Timestamp::now();

@@ -75,9 +75,92 @@ pub fn owned_by(w: &Worker, t: &WorkerTemplate) -> bool {
         .any(|o| Some(&o.uid) == uid.as_ref() && o.kind == "WorkerTemplate")
 }
 
+/// Where the platform's placements come from in this round.
+#[derive(Clone, Copy)]
+pub enum Placements<'a> {
+    /// No Control Plane API: nothing is ever placed.
+    NoPlatform,
+    /// The picture of this round's demand snapshot (`None` until the first refresh).
+    Picture(Option<&'a DemandSnapshot>),
+}
+
+impl Placements<'_> {
+    /// What is placed on `w`, from the same refresh as the demand: `(running, scheduled)`
+    /// instance counts, the resources allocated, and the next timeslot. A worker the picture
+    /// lacks or could not read (it became Running after the refresh) falls back to its own
+    /// status, read when it last reconciled, until the next refresh; unknown stays unknown.
+    fn of(&self, w: &Worker) -> Placed {
+        let Placements::Picture(snapshot) = self else {
+            return Placed {
+                counts: Some((0, 0)),
+                allocated: Some(Resources::default()),
+                next_timeslot_start: None,
+            };
+        };
+        let uid = w.uid().unwrap_or_default();
+        match snapshot.and_then(|s| s.placement(&uid)).flatten() {
+            Some(c) => Placed {
+                counts: Some((c.running_instances, c.scheduled_instances)),
+                allocated: Some(Resources {
+                    cpu: c.allocated.cpu_cores,
+                    memory_gb: c.allocated.memory_gb,
+                    storage_gb: c.allocated.storage_gb,
+                    nodes: f64::from(c.allocated.nodes),
+                }),
+                next_timeslot_start: c
+                    .next_timeslot_start
+                    .as_deref()
+                    .and_then(|t| t.parse::<Timestamp>().ok()),
+            },
+            None => Placed::from_status(w),
+        }
+    }
+
+    /// Whether the picture was read but lacks `w`, which the platform may place labs on: it
+    /// became Running after the refresh, so another refresh is due.
+    pub fn lacks(&self, w: &Worker) -> bool {
+        let Placements::Picture(Some(snapshot)) = self else {
+            return false;
+        };
+        let placeable = matches!(
+            w.status.as_ref().and_then(|s| s.phase),
+            Some(WorkerPhase::Running | WorkerPhase::Draining)
+        );
+        let uid = w.uid().unwrap_or_default();
+        placeable && snapshot.demand().is_some() && snapshot.placement(&uid).is_none()
+    }
+}
+
+/// What the platform has placed on one worker; `None` fields are unknown.
+struct Placed {
+    counts: Option<(u32, u32)>,
+    allocated: Option<Resources>,
+    next_timeslot_start: Option<Timestamp>,
+}
+
+impl Placed {
+    /// As the worker's own status says (`status.usage`).
+    fn from_status(w: &Worker) -> Placed {
+        let usage = w.status.as_ref().and_then(|s| s.usage.as_ref());
+        Placed {
+            counts: usage.and_then(|u| u.running_instances.zip(u.scheduled_instances)),
+            allocated: usage.and_then(|u| u.allocated.as_ref()).map(|a| Resources {
+                cpu: a.cpu_cores,
+                memory_gb: a.memory_gb,
+                storage_gb: a.storage_gb,
+                nodes: f64::from(a.nodes),
+            }),
+            next_timeslot_start: usage
+                .and_then(|u| u.next_timeslot_start.as_ref())
+                .map(|t| t.0),
+        }
+    }
+}
+
 /// The planner's view of one worker. Busy is `Some(false)` only when every configured usage
-/// source reads zero: CML's running nodes and, with a Control Plane API, its instance counts.
-pub fn worker_view(w: &Worker, t: &WorkerTemplate, platform: bool) -> WorkerView {
+/// source reads zero: CML's running nodes (from its status) and, with a Control Plane API, the
+/// instances placed on it in this round's picture.
+pub fn worker_view(w: &Worker, t: &WorkerTemplate, placements: Placements<'_>) -> WorkerView {
     let (no_status, no_usage) = (WorkerStatus::default(), UsageStatus::default());
     let status = w.status.as_ref().unwrap_or(&no_status);
     let usage = status.usage.as_ref().unwrap_or(&no_usage);
@@ -86,26 +169,12 @@ pub fn worker_view(w: &Worker, t: &WorkerTemplate, platform: bool) -> WorkerView
         .as_ref()
         .filter(|c| c.ready)
         .and_then(|c| c.running_nodes);
-    let counts = if platform {
-        usage.running_instances.zip(usage.scheduled_instances)
-    } else {
-        Some((0, 0))
-    };
-    let busy = match (nodes, counts) {
+    let placed = placements.of(w);
+    let busy = match (nodes, placed.counts) {
         (Some(n), Some((r, s))) => Some(n > 0 || r > 0 || s > 0),
         (Some(n), None) if n > 0 => Some(true),
         (None, Some((r, s))) if r > 0 || s > 0 => Some(true),
         _ => None,
-    };
-    let allocated = if platform {
-        usage.allocated.as_ref().map(|a| Resources {
-            cpu: a.cpu_cores,
-            memory_gb: a.memory_gb,
-            storage_gb: a.storage_gb,
-            nodes: f64::from(a.nodes),
-        })
-    } else {
-        Some(Resources::default())
     };
     // Idle since its last activity, else since it became ready, else since it was made.
     let ready_since = conditions::find(&status.conditions, conditions::ConditionType::Ready)
@@ -130,8 +199,8 @@ pub fn worker_view(w: &Worker, t: &WorkerTemplate, platform: bool) -> WorkerView
             .get(DO_NOT_DISRUPT_ANNOTATION)
             .is_some_and(|v| v == "true"),
         busy,
-        allocated,
-        next_timeslot_start: usage.next_timeslot_start.as_ref().map(|t| t.0),
+        allocated: placed.allocated,
+        next_timeslot_start: placed.next_timeslot_start,
         idle_since,
     }
 }
