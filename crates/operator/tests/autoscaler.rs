@@ -86,14 +86,41 @@ async fn demand_within_the_lead_time_gets_exactly_the_workers_it_needs_once() {
     h.announce("later").await;
     h.wait_owned("t", "three", |ws| ws.len() == 3).await;
 
-    // Every decision went to the audit trail.
-    let events = h.cp.state().scaling_events.clone();
-    assert!(
-        events
-            .iter()
-            .any(|e| e["action"] == "create" && e["triggered_by"] == "demand"),
-        "{events:?}"
-    );
+    // Every created worker has its own audit record, naming it, posted once.
+    let ws = h.owned("t").await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let events = h.cp.state().scaling_events.clone();
+        let records = |w: &Worker| {
+            let named = format!("{}/{}", h.ns.name, w.name_any());
+            events
+                .iter()
+                .filter(|e| e["action"] == "create" && e["worker"] == named.as_str())
+                .map(|e| {
+                    assert_eq!(e["triggered_by"], "demand", "{e}");
+                    e["id"].as_str().unwrap_or_default().to_owned()
+                })
+                .collect::<Vec<_>>()
+        };
+        if ws.iter().all(|w| records(w).len() == 1) {
+            for w in &ws {
+                assert_eq!(
+                    records(w),
+                    vec![format!("{}-create", w.uid().expect("uid"))]
+                );
+            }
+            assert!(
+                events.iter().all(|e| !e["worker"].is_null()),
+                "no record without its worker: {events:?}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "one record per created worker: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     h.finish().await;
 }
 

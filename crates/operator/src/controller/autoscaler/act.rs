@@ -25,6 +25,13 @@ pub struct Acted {
     pub error: Option<Error>,
 }
 
+/// A Worker the round acted on, as the audit record names it.
+struct Subject {
+    name: String,
+    uid: Option<String>,
+    generation: Option<i64>,
+}
+
 pub async fn act(
     template: &WorkerTemplate,
     ctx: &TemplateContext,
@@ -36,18 +43,20 @@ pub async fn act(
     let api: Api<Worker> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut acted = Acted::default();
     for decision in decisions {
+        let mut made = Vec::new();
         let result = match &decision.action {
             Action::Create { count } => {
                 let mut result = Ok(());
                 for _ in 0..*count {
                     match create(&api, template).await {
-                        Ok(name) => acted.created.push(name),
+                        Ok(w) => made.push(w),
                         Err(e) => {
                             result = Err(e);
                             break;
                         }
                     }
                 }
+                acted.created.extend(made.iter().map(|w| w.name.clone()));
                 result
             }
             Action::Start { worker } | Action::CancelDrain { worker } => {
@@ -74,7 +83,11 @@ pub async fn act(
             break;
         }
         ctx.metrics.scaled(decision.action.name());
-        tell(template, ctx, decision, &acted.created, now).await;
+        let subjects = match decision.action.worker() {
+            Some(name) => vec![subject(workers, name)],
+            None => made,
+        };
+        tell(template, ctx, decision, &subjects, now).await;
         acted.done.push(decision.clone());
     }
     acted
@@ -118,7 +131,17 @@ async fn still_idle(ctx: &TemplateContext, workers: &[&Worker], name: &str) -> b
     idle
 }
 
-async fn create(api: &Api<Worker>, template: &WorkerTemplate) -> Result<String, kube::Error> {
+/// The worker `name` as the round saw it.
+fn subject(workers: &[&Worker], name: &str) -> Subject {
+    let seen = workers.iter().find(|w| w.name_any() == name);
+    Subject {
+        name: name.to_owned(),
+        uid: seen.and_then(|w| w.uid()),
+        generation: seen.and_then(|w| w.metadata.generation),
+    }
+}
+
+async fn create(api: &Api<Worker>, template: &WorkerTemplate) -> Result<Subject, kube::Error> {
     let name = template.name_any();
     let mut worker = Worker::new(
         "",
@@ -139,7 +162,11 @@ async fn create(api: &Api<Worker>, template: &WorkerTemplate) -> Result<String, 
         block_owner_deletion: None,
     }]);
     let created = api.create(&PostParams::default(), &worker).await?;
-    Ok(created.name_any())
+    Ok(Subject {
+        name: created.name_any(),
+        uid: created.uid(),
+        generation: created.metadata.generation,
+    })
 }
 
 async fn desire(api: &Api<Worker>, worker: &str, state: &str) -> Result<(), kube::Error> {
@@ -152,19 +179,21 @@ async fn desire(api: &Api<Worker>, worker: &str, state: &str) -> Result<(), kube
     .map(drop)
 }
 
-/// A log line, an Event on the template (and on the worker concerned), and an audit record.
+/// A log line, an Event on the template (and on the worker concerned), and an audit record
+/// per worker.
 async fn tell(
     template: &WorkerTemplate,
     ctx: &TemplateContext,
     decision: &Decision,
-    created: &[String],
+    subjects: &[Subject],
     now: Timestamp,
 ) {
     let namespace = template.namespace().unwrap_or_default();
     let full = format!("{namespace}/{}", template.name_any());
     let action = decision.action.name();
+    let names: Vec<&str> = subjects.iter().map(|s| s.name.as_str()).collect();
     let subject = match &decision.action {
-        Action::Create { count } => format!("{count} new ({})", created.join(", ")),
+        Action::Create { count } => format!("{count} new ({})", names.join(", ")),
         other => other.worker().unwrap_or_default().to_owned(),
     };
     info!(template = %full, action, worker = %subject, trigger = decision.trigger.as_str(), reason = %decision.reason, "scaling decision");
@@ -186,26 +215,36 @@ async fn tell(
         target.metadata.namespace = Some(namespace.clone());
         ctx.event(&target, event).await;
     }
-    let key = decision
-        .action
-        .worker()
-        .map(str::to_owned)
-        .unwrap_or_else(|| created.join("+"));
-    ctx.outbox.push(ScalingEvent {
-        id: format!(
-            "{}-{action}-{key}-{}",
+    for s in subjects {
+        ctx.outbox.push(ScalingEvent {
+            id: audit_id(template, action, s, now),
+            action: action.to_owned(),
+            worker: Some(format!("{namespace}/{}", s.name)),
+            template: full.clone(),
+            reason: decision.reason.clone(),
+            triggered_by: decision.trigger.as_str().to_owned(),
+            time: Timestamp::from_second(now.as_second())
+                .unwrap_or(now)
+                .to_string(),
+        });
+    }
+}
+
+/// The record's idempotency key: the worker's UID with the action, and for a change of an
+/// existing worker the generation it was decided on, so the same decision taken again (say,
+/// after its patch failed) is the same record. A worker the round did not see by UID falls
+/// back to its name and the time.
+fn audit_id(template: &WorkerTemplate, action: &str, s: &Subject, now: Timestamp) -> String {
+    match (&s.uid, s.generation) {
+        (Some(uid), _) if action == "create" => format!("{uid}-create"),
+        (Some(uid), Some(generation)) => format!("{uid}-{action}-g{generation}"),
+        _ => format!(
+            "{}-{action}-{}-{}",
             template.uid().unwrap_or_default(),
+            s.name,
             now.as_second()
         ),
-        action: action.to_owned(),
-        worker: decision.action.worker().map(|w| format!("{namespace}/{w}")),
-        template: full,
-        reason: decision.reason.clone(),
-        triggered_by: decision.trigger.as_str().to_owned(),
-        time: Timestamp::from_second(now.as_second())
-            .unwrap_or(now)
-            .to_string(),
-    });
+    }
 }
 
 pub fn event_reason(action: &Action) -> &'static str {
