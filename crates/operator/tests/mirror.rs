@@ -422,3 +422,38 @@ async fn a_put_under_ccm_instances_refreshes_the_demand_snapshot_within_a_second
     assert!(took < Duration::from_secs(1), "took {took:?}");
     h.finish().await;
 }
+
+#[tokio::test]
+async fn the_records_of_a_worker_deleted_during_an_outage_go_within_a_resync_of_the_return() {
+    // The sweep is an hour away: only the retry of the failed removals can clear the records.
+    let h = Harness::new("removal", |s| {
+        s.record_sweep_interval = Duration::from_secs(3600)
+    })
+    .await;
+    h.template_with(json!({"maxWorkers": 5, "drainTimeout": "1s"}))
+        .await;
+    let gone = h.worker("w2").await;
+    h.wait_phase("w2", WorkerPhase::Running).await;
+    h.wait_mirrored(&gone, "Running").await;
+
+    h.cp.set_mode(Mode::Down);
+    h.etcd.stop();
+    h.workers()
+        .delete("w2", &DeleteParams::default())
+        .await
+        .expect("delete");
+    h.wait_gone("w2").await;
+    assert!(
+        h.cp.record(&gone).is_some(),
+        "the platform missed the delete"
+    );
+
+    h.cp.set_mode(Mode::Up);
+    h.etcd.resume();
+    let back = tokio::time::Instant::now();
+    h.wait_unmirrored(&gone).await;
+    let took = back.elapsed();
+    println!("records removed {took:?} after the remotes came back (resync {RESYNC:?})");
+    assert!(took <= RESYNC, "removed after {took:?}");
+    h.finish().await;
+}

@@ -12,6 +12,7 @@ pub mod orphans;
 mod periodic;
 pub mod reasons;
 mod record_sweep;
+mod removal_retries;
 pub mod seats;
 mod secrets;
 mod status;
@@ -159,13 +160,15 @@ async fn run_templates(
         .await;
 }
 
-/// The tasks beside the reconcilers: readiness, the orphan and record sweeps, the demand feed
-/// and the audit outbox's delivery. They end when the returned handles are aborted.
+/// The tasks beside the reconcilers: readiness, the orphan and record sweeps, the retries of
+/// record removals, the demand feed and the audit outbox's delivery. They end when the
+/// returned handles are aborted.
 fn start_background(ctx: &Arc<Context>, workers: &Store<Worker>) -> Vec<JoinHandle<()>> {
     let mut tasks = vec![
         tokio::spawn(mark_ready_when_synced(ctx.clone(), workers.clone())),
         tokio::spawn(orphans::run(ctx.clone(), workers.clone())),
         tokio::spawn(record_sweep::run(ctx.clone(), workers.clone())),
+        tokio::spawn(removal_retries::run(ctx.clone())),
     ];
     if let Some(cp) = ctx.remotes.control_plane().cloned() {
         let changes = ctx.remotes.etcd().map(|etcd| {

@@ -74,6 +74,39 @@ pub struct Remotes {
     pushes: Mutex<HashMap<(RemoteName, String), PushState>>,
     /// Pushes each remote did not take, since start.
     failed: Mutex<HashMap<RemoteName, u64>>,
+    /// Record removals a remote did not take, retried until it answers again.
+    removals: Mutex<PendingRemovals>,
+}
+
+/// The most removals kept for retry; past it the oldest is left to the record sweep.
+const PENDING_REMOVALS: usize = 10_000;
+
+/// Removals that failed, oldest first; lost on a restart, when the sweep finds them instead.
+#[derive(Default)]
+struct PendingRemovals(std::collections::VecDeque<(RemoteName, String)>);
+
+impl PendingRemovals {
+    fn add(&mut self, name: RemoteName, id: &str) {
+        if self.0.iter().any(|(n, i)| *n == name && i == id) {
+            return;
+        }
+        if self.0.len() >= PENDING_REMOVALS {
+            self.0.pop_front();
+        }
+        self.0.push_back((name, id.to_owned()));
+    }
+
+    fn forget(&mut self, name: RemoteName, id: &str) {
+        self.0.retain(|(n, i)| !(*n == name && i == id));
+    }
+
+    fn of(&self, name: RemoteName) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(n, _)| *n == name)
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
 }
 
 impl Remotes {
@@ -90,6 +123,7 @@ impl Remotes {
             backoff,
             pushes: Mutex::new(HashMap::new()),
             failed: Mutex::new(HashMap::new()),
+            removals: Mutex::new(PendingRemovals::default()),
         }
     }
 
@@ -245,16 +279,44 @@ impl Remotes {
     }
 
     /// Removes the worker's records from every remote, at once and within the deadline; what
-    /// fails is left to the sweep. Forgets what was acknowledged either way.
+    /// fails is retried by [`Remotes::retry_removals`] (and found by the sweep after a
+    /// restart). Forgets what was acknowledged either way.
     pub async fn remove(&self, id: &str) -> Vec<(RemoteName, Result<(), RemoteError>)> {
         let names = self.configured();
         let results =
             futures::future::join_all(names.iter().map(|name| self.delete_from(*name, id))).await;
         let mut pushes = self.pushes.locked();
-        for name in &names {
+        let mut removals = self.removals.locked();
+        for (name, result) in names.iter().zip(&results) {
             pushes.remove(&(*name, id.to_owned()));
+            match result {
+                Ok(()) => removals.forget(*name, id),
+                Err(_) => removals.add(*name, id),
+            }
         }
         names.into_iter().zip(results).collect()
+    }
+
+    /// Removals waiting for their remote to answer again.
+    pub fn pending_removals(&self) -> usize {
+        self.removals.locked().0.len()
+    }
+
+    /// Tries the removals that failed, oldest first, per remote; the first that fails again
+    /// ends that remote's turn, so a remote still down costs one request. Returns how many went.
+    pub async fn retry_removals(&self) -> usize {
+        let mut done = 0;
+        for name in self.configured() {
+            let waiting = self.removals.locked().of(name);
+            for id in waiting {
+                if self.delete_from(name, &id).await.is_err() {
+                    break;
+                }
+                self.removals.locked().forget(name, &id);
+                done += 1;
+            }
+        }
+        done
     }
 
     /// Removes the worker's records from one remote within the deadline; gone counts as done.
@@ -298,6 +360,27 @@ pub fn retry_in(states: &[(RemoteName, SyncState)]) -> Option<Duration> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_removal_is_kept_once_and_the_oldest_goes_past_the_cap() {
+        let mut pending = PendingRemovals::default();
+        pending.add(RemoteName::Etcd, "a");
+        pending.add(RemoteName::Etcd, "a");
+        pending.add(RemoteName::ControlPlane, "a");
+        assert_eq!(pending.of(RemoteName::Etcd), vec!["a"]);
+        assert_eq!(pending.of(RemoteName::ControlPlane), vec!["a"]);
+        pending.forget(RemoteName::Etcd, "a");
+        assert!(pending.of(RemoteName::Etcd).is_empty());
+        for n in 0..PENDING_REMOVALS + 1 {
+            pending.add(RemoteName::Etcd, &n.to_string());
+        }
+        assert_eq!(pending.0.len(), PENDING_REMOVALS);
+        assert!(
+            pending.of(RemoteName::ControlPlane).is_empty(),
+            "the oldest went"
+        );
+        assert_eq!(pending.of(RemoteName::Etcd)[0], "1");
+    }
 
     /// A remote failing with `kind`, retried in 4 s.
     pub(crate) fn failing(kind: RemoteErrorKind) -> SyncState {
