@@ -137,7 +137,8 @@ async fn new_running(h: &Harness, known: &[String]) -> String {
 }
 
 async fn mixed(events: usize) -> (Vec<Duration>, usize) {
-    let h = Harness::new("mixed", |_| {}).await;
+    // 101 workers: past the default --max-instances.
+    let h = Harness::new("mixed", |s| s.max_instances = 1000).await;
     for (id, nodes) in [("d12", 12u32), ("d8", 8)] {
         h.cp.add_definition(json!({
             "id": id, "name": id, "version": "1",
@@ -173,7 +174,33 @@ async fn mixed(events: usize) -> (Vec<Duration>, usize) {
             .expect("put");
         let deadline = put + Duration::from_secs(30);
         while h.owned("t").await.len() <= before {
-            assert!(Instant::now() < deadline, "no Worker for {big} within 30 s");
+            if Instant::now() >= deadline {
+                let snapshot = h.ctx.as_ref().expect("ctx").demand().borrow().clone();
+                let status = h.template_status("t").await;
+                let logs = support::logs::captured();
+                let lines: Vec<&str> = logs
+                    .lines()
+                    .filter(|l| {
+                        l.contains("mixed")
+                            && !l.contains("hyper_util")
+                            && (l.contains("template") || l.contains("demand"))
+                    })
+                    .collect();
+                let tail = &lines[lines.len().saturating_sub(12)..];
+                let lacking: Vec<_> = h
+                    .owned("t")
+                    .await
+                    .iter()
+                    .filter_map(|w| w.metadata.uid.clone())
+                    .filter(|u| snapshot.as_ref().is_some_and(|s| s.placement(u).is_none()))
+                    .collect();
+                panic!(
+                    "no Worker for {big} within 30 s; status {:?} {:?}; lacking {lacking:?}\n{}",
+                    status.demand,
+                    status.desired_workers,
+                    tail.join("\n")
+                );
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         took.push(put.elapsed());

@@ -626,6 +626,14 @@ async fn a_worker_with_a_placement_in_the_picture_is_never_proposed_for_a_drain(
     let w = h.workers().get_opt(&name).await.expect("get");
     let w = w.unwrap_or_else(|| panic!("{name} is gone:\n{}", about.join("\n")));
     assert_eq!(w.spec.desired_state, DesiredState::Running);
+    let drains: Vec<_> = h
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("ScaledDown"))
+        .filter_map(|e| e.note)
+        .collect();
+    assert!(drains.is_empty(), "{drains:?}");
     assert!(
         !logs
             .lines()

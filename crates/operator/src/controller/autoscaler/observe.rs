@@ -87,8 +87,8 @@ pub enum Placements<'a> {
 impl Placements<'_> {
     /// What is placed on `w`, from the same refresh as the demand: `(running, scheduled)`
     /// instance counts, the resources allocated, and the next timeslot. A worker the picture
-    /// lacks or could not read (it became Running after the refresh) falls back to its own
-    /// status, read when it last reconciled, until the next refresh; unknown stays unknown.
+    /// lacks (it became Running after the refresh) falls back to its own status, read when it
+    /// turned Running, until the next refresh; one whose record could not be read is unknown.
     fn of(&self, w: &Worker) -> Placed {
         let Placements::Picture(snapshot) = self else {
             return Placed {
@@ -98,8 +98,8 @@ impl Placements<'_> {
             };
         };
         let uid = w.uid().unwrap_or_default();
-        match snapshot.and_then(|s| s.placement(&uid)).flatten() {
-            Some(c) => Placed {
+        match snapshot.and_then(|s| s.placement(&uid)) {
+            Some(Some(c)) => Placed {
                 counts: Some((c.running_instances, c.scheduled_instances)),
                 allocated: Some(Resources {
                     cpu: c.allocated.cpu_cores,
@@ -111,6 +111,12 @@ impl Placements<'_> {
                     .next_timeslot_start
                     .as_deref()
                     .and_then(|t| t.parse::<Timestamp>().ok()),
+            },
+            // Asked and not answered: unknown, so it takes no demand and is never drained.
+            Some(None) => Placed {
+                counts: None,
+                allocated: None,
+                next_timeslot_start: None,
             },
             None => Placed::from_status(w),
         }
