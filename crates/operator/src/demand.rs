@@ -78,25 +78,11 @@ pub async fn read(
 ) -> DemandSnapshot {
     // The listing first: a lab placed between the two reads then counts twice (a worker too
     // many, for a while), never not at all (a drain of a worker about to get it).
-    let demand = read_demand(cp, deadline).await;
-    if demand.demand().is_none() {
-        return demand;
+    let mut snapshot = read_demand(cp, deadline).await;
+    if let DemandSnapshot::Known { placements: p, .. } = &mut snapshot {
+        *p = placements(cp, workers, deadline).await;
     }
-    let placements = placements(cp, workers, deadline).await;
-    match demand {
-        DemandSnapshot::Known {
-            demand,
-            skipped,
-            at,
-            ..
-        } => DemandSnapshot::Known {
-            demand,
-            skipped,
-            placements,
-            at,
-        },
-        unknown => unknown,
-    }
+    snapshot
 }
 
 /// The capacity record of each of `workers`, read concurrently within `deadline` each.

@@ -101,23 +101,19 @@ impl Placements<'_> {
         match snapshot.and_then(|s| s.placement(&uid)) {
             Some(Some(c)) => Placed {
                 counts: Some((c.running_instances, c.scheduled_instances)),
-                allocated: Some(Resources {
-                    cpu: c.allocated.cpu_cores,
-                    memory_gb: c.allocated.memory_gb,
-                    storage_gb: c.allocated.storage_gb,
-                    nodes: f64::from(c.allocated.nodes),
-                }),
+                allocated: Some(allocated(
+                    c.allocated.cpu_cores,
+                    c.allocated.memory_gb,
+                    c.allocated.storage_gb,
+                    c.allocated.nodes,
+                )),
                 next_timeslot_start: c
                     .next_timeslot_start
                     .as_deref()
                     .and_then(|t| t.parse::<Timestamp>().ok()),
             },
             // Asked and not answered: unknown, so it takes no demand and is never drained.
-            Some(None) => Placed {
-                counts: None,
-                allocated: None,
-                next_timeslot_start: None,
-            },
+            Some(None) => Placed::default(),
             None => Placed::from_status(w),
         }
     }
@@ -138,6 +134,7 @@ impl Placements<'_> {
 }
 
 /// What the platform has placed on one worker; `None` fields are unknown.
+#[derive(Default)]
 struct Placed {
     counts: Option<(u32, u32)>,
     allocated: Option<Resources>,
@@ -150,16 +147,23 @@ impl Placed {
         let usage = w.status.as_ref().and_then(|s| s.usage.as_ref());
         Placed {
             counts: usage.and_then(|u| u.running_instances.zip(u.scheduled_instances)),
-            allocated: usage.and_then(|u| u.allocated.as_ref()).map(|a| Resources {
-                cpu: a.cpu_cores,
-                memory_gb: a.memory_gb,
-                storage_gb: a.storage_gb,
-                nodes: f64::from(a.nodes),
-            }),
+            allocated: usage
+                .and_then(|u| u.allocated.as_ref())
+                .map(|a| allocated(a.cpu_cores, a.memory_gb, a.storage_gb, a.nodes)),
             next_timeslot_start: usage
                 .and_then(|u| u.next_timeslot_start.as_ref())
                 .map(|t| t.0),
         }
+    }
+}
+
+/// Allocated capacity as the planner counts it, from either the capacity record or the status.
+fn allocated(cpu: f64, memory_gb: f64, storage_gb: f64, nodes: u32) -> Resources {
+    Resources {
+        cpu,
+        memory_gb,
+        storage_gb,
+        nodes: f64::from(nodes),
     }
 }
 
