@@ -164,6 +164,12 @@ async fn mixed(events: usize) -> (Vec<Duration>, usize) {
     let mut took = Vec::with_capacity(events);
     for n in 0..events {
         let before = h.owned("t").await.len();
+        // A worker too many would take the next pair of labs and look like a stall.
+        assert_eq!(
+            before,
+            n + 1,
+            "a wrong creation before event {n}: {before} workers for {n} events"
+        );
         // One lab fits the 8 nodes left on the newest worker, one fits nowhere.
         let (small, big) = (format!("small-{n}"), format!("big-{n}"));
         h.cp.add_instance(lab(&small, "d8", soon));

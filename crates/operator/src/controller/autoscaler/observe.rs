@@ -86,9 +86,8 @@ pub enum Placements<'a> {
 
 impl Placements<'_> {
     /// What is placed on `w`, from the same refresh as the demand: `(running, scheduled)`
-    /// instance counts, the resources allocated, and the next timeslot. A worker the picture
-    /// lacks (it became Running after the refresh) falls back to its own status, read when it
-    /// turned Running, until the next refresh; one whose record could not be read is unknown.
+    /// instance counts, the resources allocated, and the next timeslot. One whose record could
+    /// not be read, or any worker while there is no picture of demand, is unknown.
     fn of(&self, w: &Worker) -> Placed {
         let Placements::Picture(snapshot) = self else {
             return Placed {
@@ -98,8 +97,9 @@ impl Placements<'_> {
             };
         };
         let uid = w.uid().unwrap_or_default();
-        match snapshot.and_then(|s| s.placement(&uid)) {
-            Some(Some(c)) => Placed {
+        let picture = snapshot.filter(|s| s.demand().is_some());
+        match picture.map(|s| s.placement(&uid)) {
+            Some(Some(Some(c))) => Placed {
                 counts: Some((c.running_instances, c.scheduled_instances)),
                 allocated: Some(allocated(
                     c.allocated.cpu_cores,
@@ -113,8 +113,9 @@ impl Placements<'_> {
                     .and_then(|t| t.parse::<Timestamp>().ok()),
             },
             // Asked and not answered: unknown, so it takes no demand and is never drained.
-            Some(None) => Placed::default(),
-            None => Placed::from_status(w),
+            Some(Some(None)) => Placed::default(),
+            Some(None) => Placed::as_the_picture_saw_it(),
+            None => Placed::default(),
         }
     }
 
@@ -142,22 +143,21 @@ struct Placed {
 }
 
 impl Placed {
-    /// As the worker's own status says (`status.usage`).
-    fn from_status(w: &Worker) -> Placed {
-        let usage = w.status.as_ref().and_then(|s| s.usage.as_ref());
+    /// A worker that became Running after the refresh, as the picture saw it: on its way,
+    /// nothing placed. Labs the platform placed on it since are still unplaced demand in this
+    /// picture, so they count once, against its room; counting it full as well would count
+    /// them twice and make a worker too many. Its counts are unknown: it is never drained on
+    /// this picture.
+    fn as_the_picture_saw_it() -> Placed {
         Placed {
-            counts: usage.and_then(|u| u.running_instances.zip(u.scheduled_instances)),
-            allocated: usage
-                .and_then(|u| u.allocated.as_ref())
-                .map(|a| allocated(a.cpu_cores, a.memory_gb, a.storage_gb, a.nodes)),
-            next_timeslot_start: usage
-                .and_then(|u| u.next_timeslot_start.as_ref())
-                .map(|t| t.0),
+            counts: None,
+            allocated: Some(Resources::default()),
+            next_timeslot_start: None,
         }
     }
 }
 
-/// Allocated capacity as the planner counts it, from either the capacity record or the status.
+/// Allocated capacity as the planner counts it, from a capacity record.
 fn allocated(cpu: f64, memory_gb: f64, storage_gb: f64, nodes: u32) -> Resources {
     Resources {
         cpu,
@@ -280,4 +280,78 @@ pub fn demand_share(
         Some(by_template.remove(template).unwrap_or_default()),
         unplaceable,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::control_plane::{Allocated, WorkerCapacity};
+
+    fn running(uid: &str) -> Worker {
+        serde_json::from_value(json!({
+            "apiVersion": "ccm.dev/v1alpha1", "kind": "Worker",
+            "metadata": {"name": uid, "namespace": "ns", "uid": uid},
+            "spec": {"templateRef": {"name": "t"}},
+            "status": {"phase": "Running", "usage": {"runningInstances": 0, "scheduledInstances": 0,
+                "allocated": {"cpuCores": 40.0, "memoryGB": 160.0, "storageGB": 40.0, "nodes": 20}}}
+        }))
+        .expect("worker")
+    }
+
+    fn placed(nodes: u32) -> WorkerCapacity {
+        WorkerCapacity {
+            worker_id: String::new(),
+            allocated: Allocated {
+                cpu_cores: f64::from(nodes) * 2.0,
+                memory_gb: f64::from(nodes) * 8.0,
+                storage_gb: 20.0,
+                nodes,
+            },
+            running_instances: 0,
+            scheduled_instances: 1,
+            next_timeslot_start: None,
+        }
+    }
+
+    #[test]
+    fn placements_come_from_the_picture_and_never_from_a_status() {
+        let snapshot = DemandSnapshot::Known {
+            demand: Vec::new(),
+            skipped: Vec::new(),
+            placements: [
+                ("asked".to_owned(), Ok(placed(12))),
+                ("unread".to_owned(), Err("timeout".to_owned())),
+            ]
+            .into(),
+            at: Timestamp::now(),
+        };
+        let picture = Placements::Picture(Some(&snapshot));
+        let nodes = |p: &Placed| p.allocated.map(|a| a.nodes);
+        // (worker, placements, allocated nodes, counts known)
+        let table = [
+            ("asked", picture, Some(12.0), true),
+            ("unread", picture, None, false),
+            // Running since the refresh: empty as the picture saw it, never drained on it; its
+            // status (full, idle) is not read.
+            ("new", picture, Some(0.0), false),
+            ("asked", Placements::Picture(None), None, false),
+            ("asked", Placements::NoPlatform, Some(0.0), true),
+        ];
+        for (uid, placements, expected_nodes, counts_known) in table {
+            let p = placements.of(&running(uid));
+            assert_eq!(nodes(&p), expected_nodes, "{uid}");
+            assert_eq!(p.counts.is_some(), counts_known, "{uid}");
+        }
+        let unknown = DemandSnapshot::Unknown {
+            error: crate::remote::RemoteError::new(crate::remote::RemoteErrorKind::Timeout, "x"),
+            at: Timestamp::now(),
+        };
+        let p = Placements::Picture(Some(&unknown)).of(&running("asked"));
+        assert!(
+            p.allocated.is_none() && p.counts.is_none(),
+            "demand unknown: all unknown"
+        );
+    }
 }
