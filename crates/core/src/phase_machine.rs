@@ -389,6 +389,24 @@ fn drain_wait(f: &WorkerFacts, since: Timestamp, timeout: Duration) -> String {
     }
 }
 
+/// How far past its timeout a phase may run before a worker counts as overdue: the reconcile
+/// that acts on the timeout, and a license seat's release, fit well within it.
+pub const OVERDUE_SLACK: Duration = Duration::from_secs(300);
+
+/// Whether a worker that has been in `phase` since `since` is stuck: past the timeout that
+/// should have moved it on, by more than [`OVERDUE_SLACK`]. `since` is when the launch (or the
+/// start) began for Pending, Provisioning and Starting, and when the drain began for Draining;
+/// the other phases have no timeout and are never overdue.
+pub fn overdue(phase: WorkerPhase, since: Timestamp, t: Timeouts, now: Timestamp) -> bool {
+    use WorkerPhase::*;
+    let bound = match phase {
+        Pending | Provisioning | Starting => t.launch + t.ready,
+        Draining => t.drain,
+        Running | Stopping | Stopped | Terminating | Failed => return false,
+    };
+    elapsed(now, Some(since)) > bound + OVERDUE_SLACK
+}
+
 fn elapsed(now: Timestamp, since: Option<Timestamp>) -> Duration {
     since
         .and_then(|s| now.duration_since(s).try_into().ok())

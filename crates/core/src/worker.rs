@@ -37,3 +37,33 @@ pub enum WorkerPhase {
     /// Launch or readiness timed out, or the instance vanished.
     Failed,
 }
+
+impl WorkerPhase {
+    /// Every value, in the order a worker's life goes through them.
+    pub const ALL: [WorkerPhase; 9] = [
+        WorkerPhase::Pending,
+        WorkerPhase::Provisioning,
+        WorkerPhase::Running,
+        WorkerPhase::Draining,
+        WorkerPhase::Stopping,
+        WorkerPhase::Stopped,
+        WorkerPhase::Starting,
+        WorkerPhase::Terminating,
+        WorkerPhase::Failed,
+    ];
+
+    /// The phase as status and the metrics spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkerPhase::Pending => "Pending",
+            WorkerPhase::Provisioning => "Provisioning",
+            WorkerPhase::Running => "Running",
+            WorkerPhase::Draining => "Draining",
+            WorkerPhase::Stopping => "Stopping",
+            WorkerPhase::Stopped => "Stopped",
+            WorkerPhase::Starting => "Starting",
+            WorkerPhase::Terminating => "Terminating",
+            WorkerPhase::Failed => "Failed",
+        }
+    }
+}

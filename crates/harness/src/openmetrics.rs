@@ -149,6 +149,27 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
     })
 }
 
+/// The series names Prometheus stores from `text`, declared families included even before
+/// their first sample: a counter's `_total`, a histogram's `_bucket`, `_sum` and `_count`.
+pub fn series_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let Some(declared) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let mut parts = declared.split(' ');
+        let (family, kind) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let suffixes: &[&str] = match kind {
+            "counter" => &["_total"],
+            "histogram" => &["_bucket", "_sum", "_count"],
+            "summary" => &["", "_sum", "_count"],
+            _ => &[""],
+        };
+        names.extend(suffixes.iter().map(|s| format!("{family}{s}")));
+    }
+    names
+}
+
 /// The value of the sample named `name` whose labels include `labels`, summed over the rest.
 pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     samples

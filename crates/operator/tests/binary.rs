@@ -209,6 +209,23 @@ async fn the_binary_serves_health_readiness_and_metrics() {
         count("ccm_cml_probes_total", &[("outcome", "ok")]) >= 1.0,
         "{body}"
     );
+    let template = format!("{}/sim", ns.name);
+    assert_eq!(
+        count("ccm_desired_workers", &[("template", &template)]),
+        1.0,
+        "{body}"
+    );
+    assert_eq!(
+        count("ccm_ready_workers", &[("template", &template)]),
+        1.0,
+        "{body}"
+    );
+    let transitions = [("reason", "Provisioned")];
+    assert_eq!(
+        count("ccm_worker_transitions_total", &transitions),
+        1.0,
+        "{body}"
+    );
     // Bounded labels: neither the worker's name nor its instance id.
     let instance = workers
         .get(&name)

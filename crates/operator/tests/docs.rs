@@ -184,3 +184,20 @@ fn every_base_image_of_the_dockerfile_is_pinned_by_digest() {
         );
     }
 }
+
+#[test]
+fn every_exported_metric_is_in_the_metrics_table() {
+    let text = std::fs::read_to_string(operations()).expect("read operations.md");
+    let table: Vec<&str> = text.lines().filter(|l| l.starts_with("| `ccm_")).collect();
+    let encoded = resource_controller::telemetry::Metrics::default().encode();
+    let families = encoded
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next());
+    for family in families {
+        assert!(
+            table.iter().any(|row| row.contains(&format!("`{family}"))),
+            "{family} is exported but not in the metrics table of docs/operations.md"
+        );
+    }
+}

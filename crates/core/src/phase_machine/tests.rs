@@ -493,6 +493,40 @@ fn lab_instances_the_platform_placed_hold_a_drain_whatever_cml_says() {
     }
 }
 
+#[test]
+fn a_worker_is_overdue_only_past_its_phase_timeout_and_the_slack() {
+    let t = Timeouts {
+        launch: Duration::from_secs(600),
+        ready: Duration::from_secs(1800),
+        drain: Duration::from_secs(3600),
+    };
+    let slack = OVERDUE_SLACK.as_secs() as i64;
+    // (phase, seconds in it, overdue)
+    let table = [
+        (Pending, 600 + 1800 + slack, false),
+        (Pending, 600 + 1800 + slack + 1, true),
+        (Provisioning, 2400 + slack + 1, true),
+        (Starting, 2400, false),
+        (Starting, 2400 + slack + 1, true),
+        (Draining, 3600 + slack, false),
+        (Draining, 3600 + slack + 1, true),
+        (Running, 1_000_000, false),
+        (Stopped, 1_000_000, false),
+        (Stopping, 1_000_000, false),
+        (Terminating, 1_000_000, false),
+        (Failed, 1_000_000, false),
+    ];
+    for (phase, secs, expected) in table {
+        assert_eq!(
+            overdue(phase, at(0), t, at(secs)),
+            expected,
+            "{phase:?} after {secs} s"
+        );
+    }
+    // A clock that went backwards is not a stuck worker.
+    assert!(!overdue(Draining, at(100), t, at(0)));
+}
+
 mod licensing_in_the_phase_machine {
     use super::*;
     use crate::licensing::{

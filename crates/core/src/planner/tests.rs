@@ -607,16 +607,12 @@ mod properties {
     use super::*;
 
     fn phase() -> impl Strategy<Value = WorkerPhase> {
-        prop::sample::select(vec![
-            WorkerPhase::Pending,
-            WorkerPhase::Provisioning,
-            WorkerPhase::Running,
-            WorkerPhase::Draining,
-            WorkerPhase::Stopping,
-            WorkerPhase::Stopped,
-            WorkerPhase::Starting,
-            WorkerPhase::Failed,
-        ])
+        let phases = WorkerPhase::ALL.into_iter();
+        prop::sample::select(
+            phases
+                .filter(|p| *p != WorkerPhase::Terminating)
+                .collect::<Vec<_>>(),
+        )
     }
 
     fn a_worker() -> impl Strategy<Value = WorkerView> {

@@ -194,10 +194,16 @@ impl Context {
         for (remote, total) in self.remotes.failures() {
             self.metrics.sync_failures_total(remote.as_str(), total);
         }
+        for (remote, up) in self.remotes.up() {
+            self.metrics.remote_up(remote.as_str(), up);
+        }
         if let Some(store) = self.worker_cache() {
             let workers = store.state();
             let refs: Vec<&Worker> = workers.iter().map(Arc::as_ref).collect();
             self.metrics.license_seats(&SeatBudget::by_state(&refs));
+            let now = k8s_openapi::jiff::Timestamp::now();
+            let overdue = super::overdue::count(&refs, &self.templates.all(), now);
+            self.metrics.overdue(&overdue);
         }
         for c in self.providers.call_totals() {
             self.metrics.cloud_calls_total(

@@ -9,6 +9,7 @@ mod fleet;
 mod grants;
 pub mod instance_cap;
 pub mod orphans;
+mod overdue;
 mod periodic;
 pub mod reasons;
 mod record_sweep;

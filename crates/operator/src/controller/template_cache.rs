@@ -84,6 +84,11 @@ impl TemplateCache {
             .collect()
     }
 
+    /// Every template, as last watched.
+    pub fn all(&self) -> Vec<Arc<WorkerTemplate>> {
+        self.store.state()
+    }
+
     /// How many templates the cache holds (tests, diagnostics).
     pub fn held(&self) -> usize {
         self.store.state().len()

@@ -76,6 +76,8 @@ pub struct Remotes {
     failed: Mutex<HashMap<RemoteName, u64>>,
     /// Record removals a remote did not take, retried until it answers again.
     removals: Mutex<PendingRemovals>,
+    /// Whether the last call to each remote was answered.
+    up: Mutex<HashMap<RemoteName, bool>>,
 }
 
 /// The most removals kept for retry; past it the oldest is left to the record sweep.
@@ -124,6 +126,7 @@ impl Remotes {
             pushes: Mutex::new(HashMap::new()),
             failed: Mutex::new(HashMap::new()),
             removals: Mutex::new(PendingRemovals::default()),
+            up: Mutex::new(HashMap::new()),
         }
     }
 
@@ -265,7 +268,7 @@ impl Remotes {
         name: RemoteName,
         call: impl Future<Output = Result<T, RemoteError>>,
     ) -> Result<T, RemoteError> {
-        match tokio::time::timeout(self.deadline, call).await {
+        let result = match tokio::time::timeout(self.deadline, call).await {
             Ok(result) => result,
             Err(_) => Err(RemoteError::new(
                 RemoteErrorKind::Timeout,
@@ -275,7 +278,22 @@ impl Remotes {
                     self.deadline
                 ),
             )),
-        }
+        };
+        // A request the remote refused still got an answer: the remote is up.
+        let up = match &result {
+            Ok(_) => true,
+            Err(e) => e.kind == RemoteErrorKind::Rejected,
+        };
+        self.up.locked().insert(name, up);
+        result
+    }
+
+    /// Whether the last call to each remote called so far was answered.
+    pub fn up(&self) -> Vec<(RemoteName, bool)> {
+        let up = self.up.locked();
+        let mut all: Vec<_> = up.iter().map(|(n, u)| (*n, *u)).collect();
+        all.sort();
+        all
     }
 
     /// Removes the worker's records from every remote, at once and within the deadline; what

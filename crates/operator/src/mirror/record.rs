@@ -24,7 +24,7 @@ pub fn derive(
         namespace: worker.namespace().unwrap_or_default(),
         template: worker.spec.template_ref.name.clone(),
         license_type: spec.license_type.into(),
-        phase: phase_name(phase).to_owned(),
+        phase: phase.as_str().to_owned(),
         accepting_assignments: phase == WorkerPhase::Running,
         instance_id: instance.map(|i| i.id.clone()),
         instance_type: instance.and_then(|i| i.instance_type.clone()),
@@ -46,21 +46,6 @@ pub fn derive(
         observed_generation: status.observed_generation,
         updated_at: String::new(),
     })
-}
-
-/// The phase as the CRD spells it.
-pub fn phase_name(phase: WorkerPhase) -> &'static str {
-    match phase {
-        WorkerPhase::Pending => "Pending",
-        WorkerPhase::Provisioning => "Provisioning",
-        WorkerPhase::Running => "Running",
-        WorkerPhase::Draining => "Draining",
-        WorkerPhase::Stopping => "Stopping",
-        WorkerPhase::Stopped => "Stopped",
-        WorkerPhase::Starting => "Starting",
-        WorkerPhase::Terminating => "Terminating",
-        WorkerPhase::Failed => "Failed",
-    }
 }
 
 #[cfg(test)]
@@ -111,7 +96,7 @@ mod tests {
             };
             let r = derive(&worker(), &template(), &status).expect("record");
             assert_eq!(r.accepting_assignments, accepting, "{phase:?}");
-            assert_eq!(r.phase, phase_name(phase));
+            assert_eq!(r.phase, phase.as_str());
         }
     }
 

@@ -50,6 +50,28 @@ pub struct FleetLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TemplateLabels {
+    pub template: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DemandLabels {
+    pub template: String,
+    pub window: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub template: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LicenseCallLabels {
     pub operation: &'static str,
     pub outcome: &'static str,
@@ -60,6 +82,26 @@ pub struct SeatLabels {
     pub product: String,
     pub state: &'static str,
 }
+
+/// One template's figures from the autoscaler's last round.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TemplateFigures {
+    pub desired: u32,
+    pub ready: u32,
+    /// Unplaced lab instances assigned to the template.
+    pub demand: u32,
+    /// Of those, the ones starting within the lead time.
+    pub due: u32,
+    /// Why the autoscaler holds back, if it does.
+    pub limited: Option<&'static str>,
+}
+
+/// Every reason `ccm_scaling_limited` can carry (the `ScalingLimited` condition's reasons).
+pub const LIMIT_REASONS: [&str; 3] = [
+    "MaxWorkersReached",
+    "DemandUnknown",
+    "LicenseSeatsExhausted",
+];
 
 pub struct Metrics {
     registry: Registry,
@@ -73,6 +115,13 @@ pub struct Metrics {
     license_seats: Family<SeatLabels, Gauge>,
     audit_dropped: Counter,
     workers: Family<FleetLabels, Gauge>,
+    workers_overdue: Family<FleetLabels, Gauge>,
+    worker_transitions: Family<ReasonLabels, Counter>,
+    desired_workers: Family<TemplateLabels, Gauge>,
+    ready_workers: Family<TemplateLabels, Gauge>,
+    demand: Family<DemandLabels, Gauge>,
+    scaling_limited: Family<LimitLabels, Gauge>,
+    remote_up: Family<RemoteLabels, Gauge>,
     leader: Gauge,
     lease_transitions: Counter,
 }
@@ -148,6 +197,53 @@ impl Default for Metrics {
             "Workers by template and phase, as the autoscaler last counted them",
             workers.clone(),
         );
+        let workers_overdue = Family::<FleetLabels, Gauge>::default();
+        registry.register(
+            "workers_overdue",
+            "Workers in a phase past the timeout that should have moved them on (launchTimeout \
+             plus readyTimeout, drainTimeout) by more than 5 minutes, by template and phase",
+            workers_overdue.clone(),
+        );
+        let worker_transitions = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "worker_transitions",
+            "Worker phase transitions by reason, as their Events name them (Launching, \
+             DrainCompleted, DrainTimeout, LaunchTimeout, ReadyTimeout, InstanceVanished, ...)",
+            worker_transitions.clone(),
+        );
+        let desired_workers = Family::<TemplateLabels, Gauge>::default();
+        registry.register(
+            "desired_workers",
+            "Workers the autoscaler wants up (not stopped), by template",
+            desired_workers.clone(),
+        );
+        let ready_workers = Family::<TemplateLabels, Gauge>::default();
+        registry.register(
+            "ready_workers",
+            "Workers whose Ready condition is true, by template",
+            ready_workers.clone(),
+        );
+        let demand = Family::<DemandLabels, Gauge>::default();
+        registry.register(
+            "demand_instances",
+            "Unplaced lab instances assigned to the template, by window (all, or lead_time: \
+             starting within the scale-up lead time)",
+            demand.clone(),
+        );
+        let scaling_limited = Family::<LimitLabels, Gauge>::default();
+        registry.register(
+            "scaling_limited",
+            "1 while the autoscaler holds back from what demand and floors ask, by template and \
+             reason (MaxWorkersReached, DemandUnknown, LicenseSeatsExhausted)",
+            scaling_limited.clone(),
+        );
+        let remote_up = Family::<RemoteLabels, Gauge>::default();
+        registry.register(
+            "remote_up",
+            "1 if the last call to the remote (ControlPlane, Etcd) was answered, 0 if it failed \
+             (unreachable, timeout, server error, refused credentials, garbage)",
+            remote_up.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -174,6 +270,13 @@ impl Default for Metrics {
             license_seats,
             audit_dropped,
             workers,
+            workers_overdue,
+            worker_transitions,
+            desired_workers,
+            ready_workers,
+            demand,
+            scaling_limited,
+            remote_up,
         }
     }
 }
@@ -278,6 +381,59 @@ impl Metrics {
         }
     }
 
+    /// Overdue workers by (template, phase), replacing what was there.
+    pub fn overdue(&self, counts: &std::collections::BTreeMap<(String, &'static str), u32>) {
+        self.workers_overdue.clear();
+        for ((template, phase), n) in counts {
+            self.workers_overdue
+                .get_or_create(&FleetLabels {
+                    template: template.clone(),
+                    phase,
+                })
+                .set(i64::from(*n));
+        }
+    }
+
+    /// Counts one phase transition.
+    pub fn transition(&self, reason: &'static str) {
+        self.worker_transitions
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// What the autoscaler last decided for a template.
+    pub fn template_figures(&self, template: &str, f: &TemplateFigures) {
+        let t = || TemplateLabels {
+            template: template.to_owned(),
+        };
+        self.desired_workers
+            .get_or_create(&t())
+            .set(f.desired.into());
+        self.ready_workers.get_or_create(&t()).set(f.ready.into());
+        for (window, n) in [("all", f.demand), ("lead_time", f.due)] {
+            let labels = DemandLabels {
+                template: template.to_owned(),
+                window,
+            };
+            self.demand.get_or_create(&labels).set(n.into());
+        }
+        for reason in LIMIT_REASONS {
+            let labels = LimitLabels {
+                template: template.to_owned(),
+                reason,
+            };
+            let on = f.limited == Some(reason);
+            self.scaling_limited.get_or_create(&labels).set(on.into());
+        }
+    }
+
+    /// Whether the last call to `remote` was answered.
+    pub fn remote_up(&self, remote: &'static str, up: bool) {
+        self.remote_up
+            .get_or_create(&RemoteLabels { remote })
+            .set(up.into());
+    }
+
     pub fn leading(&self, leading: bool) {
         self.leader.set(i64::from(leading));
     }
@@ -312,7 +468,29 @@ mod tests {
         m.cloud_calls_total("aws", "eu-west-1", "RunInstances", "Throttled", 2);
         m.cloud_calls_total("aws", "eu-west-1", "RunInstances", "Throttled", 1);
         m.cml_probed("Unreachable");
+        m.transition("DrainTimeout");
+        m.remote_up("ControlPlane", false);
+        m.overdue(&[(("ns/t".to_owned(), "Draining"), 1)].into());
+        let figures = TemplateFigures {
+            desired: 3,
+            ready: 2,
+            demand: 5,
+            due: 4,
+            limited: Some("MaxWorkersReached"),
+        };
+        m.template_figures("ns/t", &figures);
+        m.template_figures(
+            "ns/t",
+            &TemplateFigures {
+                limited: None,
+                ..figures
+            },
+        );
         let text = m.encode();
+        assert!(
+            text.contains("ccm_scaling_limited{template=\"ns/t\",reason=\"DemandUnknown\"} 0"),
+            "every reason has a series"
+        );
         for line in [
             "ccm_reconciles_total{controller=\"worker\",result=\"ok\"} 1",
             "ccm_reconciles_total{controller=\"worker\",result=\"error\"} 1",
@@ -323,6 +501,13 @@ mod tests {
             "ccm_workers{template=\"ns/t\",phase=\"Running\"} 2",
             "ccm_cloud_api_calls_total{provider=\"aws\",region=\"eu-west-1\",operation=\"RunInstances\",outcome=\"Throttled\"} 2",
             "ccm_cml_probes_total{outcome=\"Unreachable\"} 1",
+            "ccm_worker_transitions_total{reason=\"DrainTimeout\"} 1",
+            "ccm_remote_up{remote=\"ControlPlane\"} 0",
+            "ccm_workers_overdue{template=\"ns/t\",phase=\"Draining\"} 1",
+            "ccm_desired_workers{template=\"ns/t\"} 3",
+            "ccm_ready_workers{template=\"ns/t\"} 2",
+            "ccm_demand_instances{template=\"ns/t\",window=\"lead_time\"} 4",
+            "ccm_scaling_limited{template=\"ns/t\",reason=\"MaxWorkersReached\"} 0",
             "# EOF",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");

@@ -96,6 +96,8 @@ pub async fn reconcile(
     }
     let counts = status::counts(&mine, expected.len() as u32 + acted.created.len() as u32);
     ctx.metrics.fleet(&key, &status::by_phase(&counts));
+    ctx.metrics
+        .template_figures(&key, &status::figures(&plan, &counts));
     status::apply(
         status,
         template,

@@ -11,6 +11,7 @@ use crate::{
     },
     licensing::LicenseReason,
     planner::{Action, Decision, Plan},
+    telemetry::TemplateFigures,
 };
 
 /// Workers by phase; `expected` are created ones the cache does not show yet (Pending).
@@ -116,24 +117,59 @@ pub fn apply(
     conditions::set(&mut status.conditions, scaling_limited(plan), stamp);
 }
 
+/// Why the autoscaler holds back from what demand and floors ask, if it does.
+fn limit_reason(plan: &Plan) -> Option<&'static str> {
+    let why = plan.held.as_ref()?;
+    Some(if plan.seats_exhausted {
+        LicenseReason::SeatsExhausted.as_str()
+    } else if why.starts_with("maxWorkers") {
+        reasons::MAX_WORKERS_REACHED
+    } else {
+        reasons::DEMAND_UNKNOWN
+    })
+}
+
+/// The round's figures for the metrics.
+pub fn figures(plan: &Plan, counts: &WorkerCounts) -> TemplateFigures {
+    TemplateFigures {
+        desired: plan.desired_workers,
+        ready: counts.ready,
+        demand: plan.demand,
+        due: plan.within_lead_time,
+        limited: limit_reason(plan),
+    }
+}
+
 /// `ScalingLimited`: whether the autoscaler holds back from what demand and floors ask, and why.
 fn scaling_limited(plan: &Plan) -> NewCondition {
-    match &plan.held {
-        Some(why) => {
-            let reason = if plan.seats_exhausted {
-                LicenseReason::SeatsExhausted.as_str()
-            } else if why.starts_with("maxWorkers") {
-                reasons::MAX_WORKERS_REACHED
-            } else {
-                reasons::DEMAND_UNKNOWN
-            };
+    match (&plan.held, limit_reason(plan)) {
+        (Some(why), Some(reason)) => {
             NewCondition::new(ConditionType::ScalingLimited, true, reason, why.clone())
         }
-        None => NewCondition::new(
+        _ => NewCondition::new(
             ConditionType::ScalingLimited,
             false,
             reasons::WITHIN_LIMITS,
             "the autoscaler can do what the demand and floors ask",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_the_autoscaler_holds_back_for_is_a_metric_label() {
+        for reason in [
+            reasons::MAX_WORKERS_REACHED,
+            reasons::DEMAND_UNKNOWN,
+            LicenseReason::SeatsExhausted.as_str(),
+        ] {
+            assert!(
+                crate::telemetry::LIMIT_REASONS.contains(&reason),
+                "{reason}"
+            );
+        }
     }
 }

@@ -112,6 +112,9 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<WorkerContext>) -> Result<A
     };
     let next = write_status(api, &worker, &ctx, &uid, next, &acted).await?;
     account_for_seat(&worker, &ctx, &uid, &next);
+    if let Some((reason, _)) = &plan.event {
+        ctx.metrics.transition(reason.as_str());
+    }
     events::publish(
         &ctx,
         &worker,
