@@ -7,13 +7,14 @@ SHELL := /bin/bash
 K8S_VERSION      := v1.35.4
 CONTROLPLANE_DIR := target/controlplane/$(K8S_VERSION)
 VENV             := target/venv
+TOOLS_DIR        := target/tools
 APT_PACKAGES     := protobuf-compiler libprotobuf-dev openssl python3-venv ca-certificates
 SUDO             := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install apt-packages toolchain cargo-deny controlplane venv build image run test bench bench-latency bench-replicas bench-scale lint fmt crds docs clean
+.PHONY: install apt-packages toolchain cargo-deny controlplane monitoring-tools venv build image run test bench bench-latency bench-replicas bench-scale lint fmt crds docs clean
 
 ## install: everything the tests need; safe to run again
-install: apt-packages controlplane venv
+install: apt-packages controlplane monitoring-tools venv
 
 apt-packages:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -33,6 +34,14 @@ $(CONTROLPLANE_DIR)/.built: tests/controlplane/go.mod tests/controlplane/go.sum 
 	tests/controlplane/build.sh $(K8S_VERSION) $(CONTROLPLANE_DIR)
 	@touch $@
 endif
+
+## monitoring-tools: promtool, promql-names and the Prometheus Operator CRDs, which check
+## deploy/monitoring (built from the Go modules pinned in tests/monitoring)
+monitoring-tools: $(TOOLS_DIR)/.built
+
+$(TOOLS_DIR)/.built: tests/monitoring/go.mod tests/monitoring/go.sum tests/monitoring/build.sh tests/monitoring/promql-names/main.go
+	tests/monitoring/build.sh $(TOOLS_DIR)
+	@touch $@
 
 venv: $(VENV)/.installed
 

@@ -11,6 +11,7 @@ pub mod controlplane;
 pub mod fleet;
 pub mod guardian;
 pub mod logs;
+pub mod monitoring;
 pub mod moto;
 pub mod namespace;
 pub mod openmetrics;

@@ -534,6 +534,58 @@ async fn a_worker_gone_while_registered_reports_the_seat_to_people_and_the_platf
     h.finish().await;
 }
 
+#[tokio::test]
+async fn the_alerts_and_the_dashboard_query_only_metrics_the_controller_exports() {
+    let h = Harness::new("scrape", |_| {}).await;
+    h.licensed_template(json!({"minWorkers": 1, "maxWorkers": 1}))
+        .await;
+    let name = h.one_running("t").await[0].name_any();
+    h.wait_for(&name, "licensed", |w| {
+        w.status.as_ref().is_some_and(|s| {
+            conditions::is_true(&s.conditions, conditions::ConditionType::Licensed)
+        })
+    })
+    .await;
+    // A controller with every remote and licensing on, scraped over HTTP as Prometheus would.
+    let body = support::monitoring::scrape(h.ctx.as_ref().expect("in-process controller")).await;
+    let component = support::monitoring::component();
+    let queried = support::monitoring::queried_metrics(&[
+        &component.join("dashboard.json"),
+        &component.join("prometheusrule.yaml"),
+    ])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let exported = support::openmetrics::series_names(&body);
+    let missing: Vec<&String> = queried.difference(&exported).collect();
+    assert!(
+        missing.is_empty(),
+        "queried, not exported: {missing:?}\n{body}"
+    );
+    // The series the alerts need exist before there is trouble, at zero.
+    let samples = support::openmetrics::parse(&body).unwrap_or_else(|e| panic!("{e}"));
+    let template = format!("{}/t", h.ns.name);
+    let value = |name: &str, labels: &[(&str, &str)]| {
+        let mut matching = samples.iter().filter(|s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        });
+        matching.next().map(|s| s.value)
+    };
+    let overdue = [("template", template.as_str()), ("phase", "Draining")];
+    assert_eq!(value("ccm_workers_overdue", &overdue), Some(0.0), "{body}");
+    let limited = [
+        ("template", template.as_str()),
+        ("reason", "MaxWorkersReached"),
+    ];
+    assert_eq!(value("ccm_scaling_limited", &limited), Some(0.0), "{body}");
+    let up = [("remote", "ControlPlane")];
+    assert_eq!(value("ccm_remote_up", &up), Some(1.0), "{body}");
+    let ready = [("template", template.as_str())];
+    assert!(value("ccm_ready_workers", &ready).is_some(), "{body}");
+    h.finish().await;
+}
+
 /// The platform places lab `instance` on `worker`: the instance names it, and the worker's
 /// capacity record counts it (`nodes` of a `definition` built by [`definition`]).
 fn place(h: &Harness, instance: &str, worker: &Worker, nodes: u32, next_in_minutes: i64) {

@@ -62,6 +62,58 @@ async fn the_deployment_passes_server_side_validation() {
 }
 
 #[tokio::test]
+async fn the_monitoring_component_applies_server_side_on_the_prometheus_operator_crds() {
+    let cp = ControlPlane::shared();
+    cp.install_rbac();
+    for crd in support::monitoring::operator_crds() {
+        let file = crd.display().to_string();
+        cp.kubectl_ok(&["apply", "--server-side", "-f", &file]);
+        cp.kubectl_ok(&["wait", "--for=condition=Established", "-f", &file]);
+    }
+    // An overlay as the component's comment shows it, inside the repository (kustomize
+    // refuses paths out of an overlay's tree).
+    let overlay =
+        support::repo_root().join(format!("target/monitoring-overlay-{}", std::process::id()));
+    std::fs::create_dir_all(&overlay).expect("overlay dir");
+    std::fs::write(
+        overlay.join("kustomization.yaml"),
+        "resources: [../../deploy]\ncomponents: [../../deploy/monitoring]\n",
+    )
+    .expect("write the overlay");
+    let dir = overlay.display().to_string();
+    let out = cp.kubectl_ok(&[
+        "apply",
+        "--server-side",
+        "-k",
+        &dir,
+        "--dry-run=server",
+        "--validate=strict",
+    ]);
+    for object in [
+        "prometheusrule.monitoring.coreos.com/resource-controller",
+        "servicemonitor.monitoring.coreos.com/resource-controller",
+        "configmap/resource-controller-dashboard",
+        "deployment.apps/resource-controller",
+    ] {
+        assert!(out.contains(object), "{object} missing from:\n{out}");
+    }
+    let rendered = cp.kubectl_ok(&["kustomize", &dir]);
+    std::fs::remove_dir_all(&overlay).ok();
+    // The settings are read, not installed; the dashboard is found by Grafana's sidecar.
+    assert!(
+        !rendered.contains("resource-controller-monitoring-settings"),
+        "{rendered}"
+    );
+    assert!(rendered.contains("grafana_dashboard: \"1\""), "{rendered}");
+    assert!(
+        rendered.contains(
+            "runbook_url: https://resource-controller.example/docs/operations.md#drain-stuck"
+        ),
+        "{rendered}"
+    );
+}
+
+#[tokio::test]
 async fn the_service_account_cannot_do_more_than_it_needs() {
     let cp = ControlPlane::shared();
     cp.install_rbac();
