@@ -165,11 +165,12 @@ async fn mixed(events: usize) -> (Vec<Duration>, usize) {
     for n in 0..events {
         let before = h.owned("t").await.len();
         // A worker too many would take the next pair of labs and look like a stall.
-        assert_eq!(
-            before,
-            n + 1,
-            "a wrong creation before event {n}: {before} workers for {n} events"
-        );
+        if before != n + 1 {
+            panic!(
+                "a wrong creation before event {n}: {before} workers for {n} events\n{}",
+                autoscaler_log("mixed")
+            );
+        }
         // One lab fits the 8 nodes left on the newest worker, one fits nowhere.
         let (small, big) = (format!("small-{n}"), format!("big-{n}"));
         h.cp.add_instance(lab(&small, "d8", soon));
@@ -183,16 +184,6 @@ async fn mixed(events: usize) -> (Vec<Duration>, usize) {
             if Instant::now() >= deadline {
                 let snapshot = h.ctx.as_ref().expect("ctx").demand().borrow().clone();
                 let status = h.template_status("t").await;
-                let logs = support::logs::captured();
-                let lines: Vec<&str> = logs
-                    .lines()
-                    .filter(|l| {
-                        l.contains("mixed")
-                            && !l.contains("hyper_util")
-                            && (l.contains("template") || l.contains("demand"))
-                    })
-                    .collect();
-                let tail = &lines[lines.len().saturating_sub(12)..];
                 let lacking: Vec<_> = h
                     .owned("t")
                     .await
@@ -204,7 +195,7 @@ async fn mixed(events: usize) -> (Vec<Duration>, usize) {
                     "no Worker for {big} within 30 s; status {:?} {:?}; lacking {lacking:?}\n{}",
                     status.demand,
                     status.desired_workers,
-                    tail.join("\n")
+                    autoscaler_log("mixed")
                 );
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -222,4 +213,21 @@ async fn mixed(events: usize) -> (Vec<Duration>, usize) {
     let wrong = h.owned("t").await.len().saturating_sub(events + 1);
     h.finish().await;
     (took, wrong)
+}
+
+/// The last lines the autoscaler and the demand feed logged in namespace `prefix`-*, and the
+/// worker reconciles' transitions, to tell what a round saw.
+fn autoscaler_log(prefix: &str) -> String {
+    let logs = support::logs::captured();
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| {
+            l.contains(prefix)
+                && !l.contains("hyper_util")
+                && (l.contains("scaling decision")
+                    || l.contains("demand")
+                    || l.contains("transition"))
+        })
+        .collect();
+    lines[lines.len().saturating_sub(16)..].join("\n")
 }

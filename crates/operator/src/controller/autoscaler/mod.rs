@@ -12,10 +12,12 @@ mod status;
 use std::sync::Arc;
 
 use kube::ResourceExt;
+use tracing::debug;
 
 pub use context::TemplateContext;
 pub use expectations::Expectations;
 pub use history::ScalingHistory;
+pub use observe::template_view;
 
 use super::error::Result;
 use crate::{
@@ -84,6 +86,13 @@ pub async fn reconcile(
         lead_time: ctx.settings.scale_up_lead_time,
         now,
     });
+    debug!(
+        template = %key,
+        demand = demand.as_ref().map_or(0, Vec::len),
+        room = ?observe::room(&views, &view),
+        decisions = plan.decisions.len(),
+        "planned"
+    );
     let acted = act::act(template, ctx, &plan.decisions, &mine, now).await;
     ctx.expectations.expect(&key, &acted.created);
     if ctx.unplaceable_is_new(&namespace, &unplaceable) {

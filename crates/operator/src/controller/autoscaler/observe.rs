@@ -215,6 +215,19 @@ pub fn worker_view(w: &Worker, t: &WorkerTemplate, placements: Placements<'_>) -
     }
 }
 
+/// The workers with room for demand as the planner counts it, by name, phase and free nodes
+/// (`None`: allocation unknown), for the debug log of a round.
+pub fn room(views: &[WorkerView], t: &TemplateView) -> Vec<(String, WorkerPhase, Option<f64>)> {
+    views
+        .iter()
+        .map(|w| {
+            let free = w.allocated.map(|a| t.capacity.minus(&a).nodes);
+            (w.name.clone(), w.phase, free)
+        })
+        .filter(|(_, _, free)| free.is_none_or(|n| n > 0.0))
+        .collect()
+}
+
 /// A worker just created that the cache does not show yet: on its way, with all its capacity.
 pub fn expected_view(name: &str) -> WorkerView {
     WorkerView {
