@@ -11,7 +11,7 @@ TOOLS_DIR        := target/tools
 APT_PACKAGES     := protobuf-compiler libprotobuf-dev openssl python3-venv ca-certificates
 SUDO             := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install apt-packages toolchain cargo-deny controlplane monitoring-tools venv build image run test bench bench-latency bench-replicas bench-scale lint fmt crds docs clean
+.PHONY: install apt-packages toolchain cargo-deny controlplane monitoring-tools venv build image run test bench bench-latency bench-replicas bench-scale bench-simulate lint fmt crds docs clean
 
 ## install: everything the tests need; safe to run again
 install: apt-packages controlplane monitoring-tools venv
@@ -79,6 +79,11 @@ bench:
 ## bench-latency: etcd put of new demand -> Worker created, over 100 events (results in README)
 bench-latency: install
 	cargo bench --locked -p resource-controller --bench scale_up_latency
+
+## bench-simulate: the reference week replayed through the planner with the sample templates:
+## labs on time, instance-hours against the lower bound, replay speed (results in README)
+bench-simulate:
+	cargo bench --locked -p ccm-planning --bench replay_week
 
 ## bench-replicas: two replicas of the release binary with 100 workers: time to Running, idle CPU
 ## and RSS of leader and standby (results in README)

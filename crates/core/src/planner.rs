@@ -50,6 +50,16 @@ impl Resources {
         }
     }
 
+    /// Both together, dimension by dimension.
+    pub fn plus(&self, other: &Resources) -> Resources {
+        Resources {
+            cpu: self.cpu + other.cpu,
+            memory_gb: self.memory_gb + other.memory_gb,
+            storage_gb: self.storage_gb + other.storage_gb,
+            nodes: self.nodes + other.nodes,
+        }
+    }
+
     /// Whether nothing is left in any dimension.
     pub fn is_zero(&self) -> bool {
         self.cpu <= 0.0 && self.memory_gb <= 0.0 && self.storage_gb <= 0.0 && self.nodes <= 0.0

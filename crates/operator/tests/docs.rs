@@ -118,48 +118,50 @@ fn the_architecture_describes_every_field_of_both_crds() {
 /// the network. (Cargo stops its code from naming crates it does not depend on; this stops the
 /// dependency itself.)
 #[test]
-fn the_core_depends_on_no_kube_aws_tokio_or_http_crate() {
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "tree",
-            "--offline",
-            "-p",
-            "ccm-core",
-            "-e",
-            "normal",
-            "--prefix",
-            "none",
-        ])
-        .current_dir(support::repo_root())
-        .output()
-        .expect("cargo tree");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let tree = String::from_utf8_lossy(&out.stdout);
-    let forbidden = [
-        "kube",
-        "k8s-openapi",
-        "aws-",
-        "tokio",
-        "hyper",
-        "reqwest",
-        "warp",
-        "tonic",
-        "etcd-client",
-    ];
-    let crates: Vec<&str> = tree
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    assert!(crates.contains(&"ccm-core"), "{tree}");
-    for name in crates {
+fn the_core_and_the_planning_crate_depend_on_no_kube_aws_tokio_or_http_crate() {
+    for pure in ["ccm-core", "ccm-planning"] {
+        let out = Command::new(env!("CARGO"))
+            .args([
+                "tree",
+                "--offline",
+                "-p",
+                pure,
+                "-e",
+                "normal",
+                "--prefix",
+                "none",
+            ])
+            .current_dir(support::repo_root())
+            .output()
+            .expect("cargo tree");
         assert!(
-            !forbidden.iter().any(|f| name.starts_with(f)),
-            "ccm-core reaches {name}:\n{tree}"
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
         );
+        let tree = String::from_utf8_lossy(&out.stdout);
+        let forbidden = [
+            "kube",
+            "k8s-openapi",
+            "aws-",
+            "tokio",
+            "hyper",
+            "reqwest",
+            "warp",
+            "tonic",
+            "etcd-client",
+        ];
+        let crates: Vec<&str> = tree
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert!(crates.contains(&pure), "{tree}");
+        for name in crates {
+            assert!(
+                !forbidden.iter().any(|f| name.starts_with(f)),
+                "{pure} reaches {name}:\n{tree}"
+            );
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! and stops the controller.
 
 mod run;
+mod simulate;
 mod wiring;
 
 use std::{io::Write, path::PathBuf};
@@ -20,6 +21,7 @@ use crate::{
 };
 
 pub use run::RuntimeArgs;
+pub use simulate::SimulateArgs;
 pub use wiring::remotes;
 
 /// Keeps a fleet of Cisco Modeling Labs workers on AWS EC2 in the shape the lab platform needs.
@@ -39,6 +41,9 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML (or write one file per CRD).
     Crds(CrdsArgs),
+    /// Replay a schedule of lab bookings through the autoscaler in simulated time: labs on time,
+    /// instance-hours and a lower bound, before spending money.
+    Simulate(Box<simulate::SimulateArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -75,7 +80,7 @@ impl Cli {
         let one = RuntimeArgs { runtime_threads: 1 };
         let args = match &self.command {
             Command::Run(args) => &args.runtime,
-            Command::Crds(_) => &one,
+            Command::Crds(_) | Command::Simulate(_) => &one,
         };
         args.build().context("starting the async runtime")
     }
@@ -85,6 +90,7 @@ impl Cli {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crds(args) => print_crds(&args),
+        Command::Simulate(args) => simulate::simulate(&args),
         Command::Run(args) => run::run_controller(*args).await,
     }
 }
@@ -115,7 +121,7 @@ mod tests {
             .chain(args);
         match Cli::try_parse_from(argv).expect("parse").command {
             Command::Run(run) => run.election,
-            Command::Crds(_) => unreachable!("parsed run"),
+            Command::Crds(_) | Command::Simulate(_) => unreachable!("parsed run"),
         }
     }
 
@@ -143,7 +149,7 @@ mod tests {
             .chain(args);
         match Cli::try_parse_from(argv).expect("parse").command {
             Command::Run(run) => *run,
-            Command::Crds(_) => unreachable!("parsed run"),
+            Command::Crds(_) | Command::Simulate(_) => unreachable!("parsed run"),
         }
     }
 

@@ -1,0 +1,148 @@
+//! `resource-controller simulate`: replays a schedule of lab bookings through the autoscaler's
+//! planner in simulated time, for WorkerTemplates as users apply them, and prints labs on time,
+//! instance-hours and the fleet's motion beside a clairvoyant lower bound. Nothing is created:
+//! no cluster, no cloud.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use ccm_core::GoDuration;
+use ccm_planning::{Durations, Settings, Spread, Template};
+use clap::{Args, ValueEnum};
+use kube::ResourceExt;
+use serde::Deserialize;
+
+use crate::{controller::autoscaler::template_view, crd::WorkerTemplate};
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// WorkerTemplates as YAML (several documents in a file, several files), as for kubectl.
+    #[arg(long, value_name = "FILE", required = true, num_args = 1..)]
+    pub templates: Vec<PathBuf>,
+    /// Lab bookings, CSV (header: id,start,end,known_at,nodes,cpu_cores,memory_gb,storage_gb,
+    /// licenses) or a JSON array of objects with those fields; times in RFC 3339, licenses
+    /// separated by `|` in CSV.
+    #[arg(long, value_name = "FILE")]
+    pub schedule: PathBuf,
+    /// The controller's --scale-up-lead-time.
+    #[arg(long, default_value = "35m")]
+    pub lead_time: GoDuration,
+    /// How often the planner runs in simulated time.
+    #[arg(long, default_value = "10s")]
+    pub tick: GoDuration,
+    /// Launch to Ready: a duration (`10m`) or a uniform range (`8m..12m`).
+    #[arg(long, default_value = "8m..12m")]
+    pub launch: Spread,
+    /// Start of a stopped worker to Ready.
+    #[arg(long, default_value = "3m..5m")]
+    pub start: Spread,
+    /// License registration, for templates with `spec.licensing`.
+    #[arg(long, default_value = "1m")]
+    pub license: Spread,
+    /// Stop request to stopped.
+    #[arg(long, default_value = "2m")]
+    pub stop: Spread,
+    /// Terminate request to gone.
+    #[arg(long, default_value = "2m")]
+    pub terminate: Spread,
+    /// Seed of the duration draws: the same seed, the same figures.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// A table for people, or JSON.
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+/// Runs the replay and prints what it found.
+pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
+    let templates = read_templates(&args.templates)?;
+    let text = std::fs::read_to_string(&args.schedule)
+        .with_context(|| format!("reading {}", args.schedule.display()))?;
+    let bookings = ccm_planning::schedule::parse(&text)
+        .with_context(|| format!("{} is not a schedule", args.schedule.display()))?;
+    let settings = settings(args);
+    let outcome = ccm_planning::replay(&templates, &bookings, &settings);
+    let text = match args.output {
+        Output::Table => {
+            let names: Vec<&str> = templates.iter().map(|t| t.name.as_str()).collect();
+            format!(
+                "templates {}; {} bookings; lead time {}; launch {}, start {}, seed {}\n\n{}",
+                names.join(", "),
+                bookings.len(),
+                args.lead_time,
+                args.launch,
+                args.start,
+                args.seed,
+                outcome.table()
+            )
+        }
+        Output::Json => serde_json::to_string_pretty(&outcome)? + "\n",
+    };
+    print_all(&text)
+}
+
+/// Prints `text`; a reader that stopped early (`| head`) is not an error.
+fn print_all(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+fn settings(args: &SimulateArgs) -> Settings {
+    Settings {
+        lead_time: args.lead_time.as_std(),
+        tick: args.tick.as_std(),
+        durations: Durations {
+            launch: args.launch,
+            start: args.start,
+            license: args.license,
+            stop: args.stop,
+            terminate: args.terminate,
+        },
+        seed: args.seed,
+    }
+}
+
+/// Every WorkerTemplate of the files, as the replay uses them.
+fn read_templates(files: &[PathBuf]) -> anyhow::Result<Vec<Template>> {
+    let mut templates = Vec::new();
+    for file in files {
+        templates.extend(templates_in(file)?);
+    }
+    anyhow::ensure!(!templates.is_empty(), "no WorkerTemplate in {files:?}");
+    Ok(templates)
+}
+
+fn templates_in(file: &Path) -> anyhow::Result<Vec<Template>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let mut found = Vec::new();
+    for (k, doc) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
+        let value = serde_yaml_ng::Value::deserialize(doc)
+            .with_context(|| format!("{}: document {} is not YAML", file.display(), k + 1))?;
+        if value.get("kind").and_then(|v| v.as_str()) != Some("WorkerTemplate") {
+            continue;
+        }
+        let t: WorkerTemplate = serde_yaml_ng::from_value(value).with_context(|| {
+            format!(
+                "{}: document {} is not a valid WorkerTemplate",
+                file.display(),
+                k + 1
+            )
+        })?;
+        found.push(Template {
+            name: t.name_any(),
+            view: template_view(&t, None, None),
+            licensed: t.spec.licensing.is_some(),
+        });
+    }
+    Ok(found)
+}

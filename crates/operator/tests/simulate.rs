@@ -1,0 +1,67 @@
+//! `resource-controller simulate` as a user runs it: the sample template and a schedule file in,
+//! a table or JSON out; a malformed schedule refused with its line and field named.
+
+use ccm_harness as support;
+
+use std::process::{Command, Output};
+
+fn simulate(schedule: &str, extra: &[&str]) -> Output {
+    let dir = support::process::scratch_dir("simulate-");
+    let file = dir.join("schedule.csv");
+    std::fs::write(&file, schedule).expect("write the schedule");
+    let template =
+        support::repo_root().join("deploy/examples/workertemplate-enterprise-large.yaml");
+    Command::new(env!("CARGO_BIN_EXE_resource-controller"))
+        .arg("simulate")
+        .arg("--templates")
+        .arg(&template)
+        .arg("--schedule")
+        .arg(&file)
+        .args(extra)
+        .output()
+        .expect("run simulate")
+}
+
+const SCHEDULE: &str = "\
+id,start,end,known_at,nodes,cpu_cores,memory_gb,storage_gb,licenses
+ccna-1,2026-12-07T09:00:00Z,2026-12-07T12:00:00Z,2026-12-01T10:00:00Z,12,24,48,20,ENTERPRISE
+ccna-2,2026-12-07T09:00:00Z,2026-12-07T12:00:00Z,2026-12-01T10:00:00Z,12,24,48,20,ENTERPRISE
+";
+
+#[test]
+fn a_schedule_replays_to_a_table_and_to_json() {
+    let out = simulate(SCHEDULE, &[]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table.contains("templates enterprise-large; 2 bookings"),
+        "{table}"
+    );
+    assert!(
+        table.contains("on time                 2 (100.00 %)"),
+        "{table}"
+    );
+    let out = simulate(SCHEDULE, &["--output", "json", "--seed", "3"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(json["labs"], 2);
+    assert_eq!(json["on_time"], 2);
+    assert!(json["lower_bound_hours"].as_f64().expect("bound") > 0.0);
+    assert!(json["running_hours"].as_f64() >= json["lower_bound_hours"].as_f64());
+}
+
+#[test]
+fn a_malformed_schedule_is_refused_with_its_line_and_field() {
+    let bad = SCHEDULE.replace("ccna-2,2026-12-07T09:00:00Z", "ccna-2,9am");
+    let out = simulate(&bad, &[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 3, field start"), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing printed for a refused schedule"
+    );
+}

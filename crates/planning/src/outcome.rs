@@ -1,0 +1,111 @@
+//! What a replay found: labs on time and late, the fleet's cost and motion, and the lower
+//! bound beside it.
+
+use serde::Serialize;
+
+/// A lab that started late, and by how much.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Late {
+    /// The lab instance's id.
+    pub id: String,
+    /// How long after its timeslot's start it was placed.
+    pub by_seconds: u64,
+}
+
+/// The figures of one replay.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Outcome {
+    /// Labs in the schedule.
+    pub labs: u32,
+    /// Placed on a ready worker at their timeslot's start.
+    pub on_time: u32,
+    /// Placed later, latest first.
+    pub late: Vec<Late>,
+    /// Never placed: no worker had room before they ended.
+    pub never_served: Vec<String>,
+    /// Hours of instances running (booting, ready, draining or stopping).
+    pub running_hours: f64,
+    /// Hours of instances stopped (storage only).
+    pub stopped_hours: f64,
+    /// Most workers up at once.
+    pub peak_workers: u32,
+    /// Workers launched.
+    pub launches: u32,
+    /// Stopped workers started again.
+    pub starts: u32,
+    /// Drains begun.
+    pub drains: u32,
+    /// Workers deleted.
+    pub deletes: u32,
+    /// The clairvoyant lower bound on running hours (see `bound`).
+    pub lower_bound_hours: f64,
+    /// Planner rounds run.
+    pub rounds: u64,
+    /// Simulated time, in hours.
+    pub simulated_hours: f64,
+}
+
+impl Outcome {
+    /// The share of labs on time, from 0 to 1 (1 with no labs).
+    pub fn on_time_ratio(&self) -> f64 {
+        if self.labs == 0 {
+            1.0
+        } else {
+            f64::from(self.on_time) / f64::from(self.labs)
+        }
+    }
+
+    /// Running hours over the lower bound (`None` when the bound is zero).
+    pub fn cost_ratio(&self) -> Option<f64> {
+        (self.lower_bound_hours > 0.0).then(|| self.running_hours / self.lower_bound_hours)
+    }
+
+    /// A table for people.
+    pub fn table(&self) -> String {
+        let pct = 100.0 * self.on_time_ratio();
+        let worst = self
+            .late
+            .first()
+            .map(|l| format!(" (latest {} by {})", l.id, minutes(l.by_seconds)))
+            .unwrap_or_default();
+        let ratio = self
+            .cost_ratio()
+            .map_or_else(|| "-".to_owned(), |r| format!("{r:.2}x"));
+        let rows = [
+            ("labs", self.labs.to_string()),
+            ("on time", format!("{} ({pct:.2} %)", self.on_time)),
+            ("late", format!("{}{worst}", self.late.len())),
+            ("never served", self.never_served.len().to_string()),
+            (
+                "instance-hours running",
+                format!("{:.1}", self.running_hours),
+            ),
+            (
+                "instance-hours stopped",
+                format!("{:.1}", self.stopped_hours),
+            ),
+            (
+                "lower bound (running)",
+                format!("{:.1}", self.lower_bound_hours),
+            ),
+            ("running / lower bound", ratio),
+            ("peak workers", self.peak_workers.to_string()),
+            ("launches", self.launches.to_string()),
+            ("starts", self.starts.to_string()),
+            ("drains", self.drains.to_string()),
+            ("deletes", self.deletes.to_string()),
+            (
+                "simulated",
+                format!("{:.1} h in {} rounds", self.simulated_hours, self.rounds),
+            ),
+        ];
+        let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        rows.iter()
+            .map(|(k, v)| format!("{k:<width$}  {v}\n"))
+            .collect()
+    }
+}
+
+fn minutes(seconds: u64) -> String {
+    format!("{}m{:02}s", seconds / 60, seconds % 60)
+}

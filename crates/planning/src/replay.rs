@@ -1,0 +1,249 @@
+//! The simulated-time loop: every tick the platform places the labs whose timeslot has come
+//! (first fit onto ready workers) and frees those that ended, the fleet moves on, and each
+//! template's planner (the controller's own function) decides on the demand known by then.
+
+use std::time::Duration;
+
+use ccm_core::{
+    DesiredState, WorkerPhase,
+    planner::{self, Inputs, Offer, TemplateView, Wanted},
+};
+use jiff::Timestamp;
+
+use crate::{
+    boot::Durations,
+    bound,
+    fleet::Fleet,
+    outcome::{Late, Outcome},
+    schedule::Booking,
+};
+
+/// One WorkerTemplate as the replay uses it.
+#[derive(Clone, Debug)]
+pub struct Template {
+    /// Its name.
+    pub name: String,
+    /// Its scaling settings and capacity, as the planner reads them (`last_scale_up` and
+    /// `seats_available` are the replay's to keep).
+    pub view: TemplateView,
+    /// Whether its workers register a license before they are ready.
+    pub licensed: bool,
+}
+
+/// How the replay runs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `--scale-up-lead-time`: demand starting within it counts now.
+    pub lead_time: Duration,
+    /// How often the planner runs (the controller runs it on every change; a tick bounds how
+    /// late it can react).
+    pub tick: Duration,
+    /// How long workers take to come up and go down.
+    pub durations: Durations,
+    /// Seed of the duration draws.
+    pub seed: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            lead_time: Duration::from_secs(35 * 60),
+            tick: Duration::from_secs(10),
+            durations: Durations::default(),
+            seed: 1,
+        }
+    }
+}
+
+/// A lab's course through the replay.
+#[derive(Clone, Copy, Debug, Default)]
+struct LabState {
+    worker: Option<usize>,
+    placed_at: Option<Timestamp>,
+    ended: bool,
+}
+
+/// The replay's world at one moment.
+struct World<'a> {
+    templates: Vec<Template>,
+    bookings: &'a [Booking],
+    labs: Vec<LabState>,
+    fleet: Fleet,
+    settings: &'a Settings,
+}
+
+/// Replays `bookings` through `templates` and reports what happened, beside the lower bound.
+pub fn replay(templates: &[Template], bookings: &[Booking], settings: &Settings) -> Outcome {
+    let licensed = templates.iter().map(|t| t.licensed).collect();
+    let mut world = World {
+        templates: templates.to_vec(),
+        bookings,
+        labs: vec![LabState::default(); bookings.len()],
+        fleet: Fleet::new(settings.durations, licensed, settings.seed),
+        settings,
+    };
+    let (from, until) = span(bookings, settings.lead_time);
+    let mut outcome = Outcome::default();
+    let mut now = from;
+    while now < until {
+        world.fleet.advance(now);
+        world.end_labs(now);
+        world.place_labs(now);
+        world.plan(now);
+        world.account(&mut outcome, settings.tick);
+        outcome.rounds += 1;
+        now = now.checked_add(settings.tick).unwrap_or(until);
+    }
+    world.finish(&mut outcome);
+    let offers = offers(templates);
+    outcome.lower_bound_hours = bound::instance_hours(bookings, &offers);
+    outcome
+}
+
+/// From one lead time before the first start (nothing earlier can matter) to the last end.
+fn span(bookings: &[Booking], lead_time: Duration) -> (Timestamp, Timestamp) {
+    let first = bookings
+        .iter()
+        .map(|b| b.start.checked_sub(lead_time).unwrap_or(b.start))
+        .min()
+        .unwrap_or(Timestamp::UNIX_EPOCH);
+    let last = bookings.iter().map(|b| b.end).max().unwrap_or(first);
+    (first, last)
+}
+
+fn offers(templates: &[Template]) -> Vec<Offer> {
+    templates
+        .iter()
+        .map(|t| Offer {
+            name: t.name.clone(),
+            license: t.view.license,
+            capacity: t.view.capacity,
+        })
+        .collect()
+}
+
+impl World<'_> {
+    /// Labs whose timeslot ended leave their worker.
+    fn end_labs(&mut self, now: Timestamp) {
+        for (k, b) in self.bookings.iter().enumerate() {
+            let lab = &mut self.labs[k];
+            if lab.ended || b.end > now {
+                continue;
+            }
+            lab.ended = true;
+            if let Some(w) = lab.worker {
+                let w = &mut self.fleet.workers[w];
+                w.labs.retain(|l| *l != k);
+                w.allocated = w.allocated.minus(&b.needs);
+                if w.labs.is_empty() {
+                    w.idle_since = now;
+                }
+            }
+        }
+    }
+
+    /// The platform places each lab whose timeslot has come, first fit onto a ready worker that
+    /// takes new labs and whose license the lab accepts.
+    fn place_labs(&mut self, now: Timestamp) {
+        for (k, b) in self.bookings.iter().enumerate() {
+            let lab = self.labs[k];
+            if lab.worker.is_some() || lab.ended || b.start > now {
+                continue;
+            }
+            let templates = &self.templates;
+            let fits = self.fleet.workers.iter().position(|w| {
+                let t = &templates[w.template].view;
+                !w.gone
+                    && w.phase == WorkerPhase::Running
+                    && w.desired == DesiredState::Running
+                    && b.licenses.contains(&t.license)
+                    && t.capacity.minus(&w.allocated).fits(&b.needs)
+            });
+            if let Some(w) = fits {
+                let worker = &mut self.fleet.workers[w];
+                worker.labs.push(k);
+                worker.allocated = worker.allocated.plus(&b.needs);
+                self.labs[k] = LabState {
+                    worker: Some(w),
+                    placed_at: Some(now),
+                    ended: false,
+                };
+            }
+        }
+    }
+
+    /// Each template's planner on the demand known now, its decisions carried out.
+    fn plan(&mut self, now: Timestamp) {
+        let wanted: Vec<Wanted> = self
+            .bookings
+            .iter()
+            .zip(&self.labs)
+            .filter(|(b, l)| b.known_at <= now && l.worker.is_none() && !l.ended)
+            .map(|(b, _)| b.wanted())
+            .collect();
+        let (mut shares, _) = planner::assign(&wanted, &offers(&self.templates));
+        for k in 0..self.templates.len() {
+            let demand = shares.remove(&self.templates[k].name).unwrap_or_default();
+            let views = self.fleet.views(k);
+            let plan = planner::plan(&Inputs {
+                template: &self.templates[k].view,
+                workers: &views,
+                demand: Some(&demand),
+                lead_time: self.settings.lead_time,
+                now,
+            });
+            for decision in &plan.decisions {
+                if decision.action.is_scale_up() {
+                    self.templates[k].view.last_scale_up = Some(now);
+                }
+                self.fleet.act(k, &decision.action, now);
+            }
+        }
+    }
+
+    /// Adds one tick of each worker's state to the totals.
+    fn account(&self, outcome: &mut Outcome, tick: Duration) {
+        let hours = tick.as_secs_f64() / 3600.0;
+        let mut up = 0;
+        for w in self.fleet.workers.iter().filter(|w| !w.gone) {
+            if w.phase == WorkerPhase::Stopped {
+                outcome.stopped_hours += hours;
+            } else {
+                outcome.running_hours += hours;
+                up += 1;
+            }
+        }
+        outcome.peak_workers = outcome.peak_workers.max(up);
+    }
+
+    /// The labs' fates and the fleet's counts.
+    fn finish(&self, outcome: &mut Outcome) {
+        let tick = self.settings.tick.as_secs_f64();
+        outcome.labs = self.bookings.len() as u32;
+        for (b, lab) in self.bookings.iter().zip(&self.labs) {
+            let late_by = lab
+                .placed_at
+                .map(|at| at.duration_since(b.start).as_secs_f64());
+            match late_by {
+                // Placed at the first tick at or after its start: a ready worker had room.
+                Some(by) if by < tick => outcome.on_time += 1,
+                Some(by) => outcome.late.push(Late {
+                    id: b.id.clone(),
+                    by_seconds: by as u64,
+                }),
+                None => outcome.never_served.push(b.id.clone()),
+            }
+        }
+        outcome
+            .late
+            .sort_by(|a, b| b.by_seconds.cmp(&a.by_seconds).then(a.id.cmp(&b.id)));
+        let c = &self.fleet.counts;
+        (
+            outcome.launches,
+            outcome.starts,
+            outcome.drains,
+            outcome.deletes,
+        ) = (c.launches, c.starts, c.drains, c.deletes);
+        outcome.simulated_hours = outcome.rounds as f64 * tick / 3600.0;
+    }
+}

@@ -1,0 +1,180 @@
+//! The simulated-time loop, table by table: lead time, maxWorkers, warm pools, determinism, and
+//! the lower bound never above what the planner achieved.
+
+use std::time::Duration;
+
+use ccm_core::{
+    License,
+    planner::{Resources, TemplateView},
+};
+use ccm_planning::{Booking, Durations, Settings, Spread, Template, replay};
+use jiff::Timestamp;
+use proptest::prelude::*;
+
+const HOUR: i64 = 3600;
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).expect("time")
+}
+
+fn template(min: u32, max: u32, warm: u32) -> Template {
+    Template {
+        name: "t".into(),
+        view: TemplateView {
+            license: License::Enterprise,
+            capacity: Resources {
+                cpu: 48.0,
+                memory_gb: 192.0,
+                storage_gb: 500.0,
+                nodes: 20.0,
+            },
+            min_workers: min,
+            max_workers: max,
+            warm_workers: warm,
+            max_stopped_workers: 0,
+            grace: Duration::from_secs(30 * 60),
+            max_concurrent_drains: 10,
+            last_scale_up: None,
+            seats_available: None,
+        },
+        licensed: false,
+    }
+}
+
+/// A lab of `nodes` nodes (2 cores and 8 GiB each) in [start, end), known at `known`.
+fn lab(id: &str, nodes: f64, known: i64, start: i64, end: i64) -> Booking {
+    Booking {
+        id: id.into(),
+        needs: Resources {
+            cpu: nodes * 2.0,
+            memory_gb: nodes * 8.0,
+            storage_gb: 20.0,
+            nodes,
+        },
+        licenses: vec![License::Enterprise],
+        start: at(start),
+        end: at(end),
+        known_at: at(known),
+    }
+}
+
+/// Boots that take exactly ten minutes, so lateness is exact.
+fn settings() -> Settings {
+    let ten = Spread::fixed(Duration::from_secs(600));
+    Settings {
+        durations: Durations {
+            launch: ten,
+            start: ten,
+            ..Durations::default()
+        },
+        ..Settings::default()
+    }
+}
+
+#[test]
+fn a_lab_booked_ahead_of_the_lead_time_is_served_on_time_by_one_launch() {
+    let out = replay(
+        &[template(0, 10, 0)],
+        &[lab("a", 20.0, 0, 48 * HOUR, 50 * HOUR)],
+        &settings(),
+    );
+    assert_eq!(
+        (out.labs, out.on_time, out.launches),
+        (1, 1, 1),
+        "{}",
+        out.table()
+    );
+    assert!(out.late.is_empty() && out.never_served.is_empty());
+    // Up from the lead time (35m) before the start to its end and a little after.
+    assert!(
+        out.running_hours >= 2.0 && out.running_hours < 3.2,
+        "{}",
+        out.table()
+    );
+}
+
+#[test]
+fn a_burst_beyond_max_workers_is_late_by_the_time_a_worker_frees() {
+    // Three whole-worker labs at once, two workers allowed: the third waits for the first two
+    // to end at +1h, and is placed on the next tick.
+    let labs = [
+        lab("a", 20.0, 0, 10 * HOUR, 11 * HOUR),
+        lab("b", 20.0, 0, 10 * HOUR, 11 * HOUR),
+        lab("c", 20.0, 0, 10 * HOUR, 13 * HOUR),
+    ];
+    let out = replay(&[template(0, 2, 0)], &labs, &settings());
+    assert_eq!(out.on_time, 2, "{}", out.table());
+    assert_eq!(out.late.len(), 1, "{}", out.table());
+    assert_eq!(out.late[0].id, "c");
+    let by = out.late[0].by_seconds;
+    assert!((3600..3600 + 10).contains(&by), "late by {by} s");
+    assert_eq!(out.peak_workers, 2);
+}
+
+#[test]
+fn a_warm_worker_turns_a_short_notice_class_from_late_to_on_time() {
+    // Booked 5 minutes ahead; a launch takes 10.
+    let labs = [
+        lab("a", 20.0, 0, 10 * HOUR, 11 * HOUR),
+        lab("short", 10.0, 12 * HOUR - 300, 12 * HOUR, 13 * HOUR),
+    ];
+    let cold = replay(&[template(0, 10, 0)], &labs, &settings());
+    assert_eq!(cold.late.len(), 1, "{}", cold.table());
+    assert_eq!(cold.late[0].id, "short");
+    assert!(
+        (300..310).contains(&cold.late[0].by_seconds),
+        "{:?}",
+        cold.late
+    );
+    let warm = replay(&[template(0, 10, 1)], &labs, &settings());
+    assert_eq!(warm.on_time, 2, "{}", warm.table());
+    assert!(
+        warm.running_hours > cold.running_hours,
+        "a warm worker costs"
+    );
+}
+
+#[test]
+fn the_same_seed_gives_the_same_figures_and_another_seed_other_draws() {
+    let labs: Vec<Booking> = (0..40)
+        .map(|k| {
+            lab(
+                &format!("l{k}"),
+                8.0,
+                0,
+                (k % 7) * HOUR + 5 * HOUR,
+                (k % 7) * HOUR + 7 * HOUR,
+            )
+        })
+        .collect();
+    let spread = Settings::default();
+    let one = replay(&[template(0, 20, 0)], &labs, &spread);
+    assert_eq!(one, replay(&[template(0, 20, 0)], &labs, &spread));
+    let other = Settings { seed: 2, ..spread };
+    assert_ne!(
+        one.running_hours,
+        replay(&[template(0, 20, 0)], &labs, &other).running_hours
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn the_lower_bound_is_never_above_what_the_planner_achieved(
+        labs in prop::collection::vec((1u32..=20, 0i64..48, 1i64..6, 0i64..24), 1..25),
+        warm in 0u32..2,
+        seed in 0u64..1000,
+    ) {
+        let bookings: Vec<Booking> = labs
+            .iter()
+            .enumerate()
+            .map(|(k, (nodes, start, hours, notice))| {
+                let start = 2 * HOUR + start * 1800;
+                lab(&format!("l{k}"), f64::from(*nodes), (start - notice * 600).max(0), start, start + hours * 1800)
+            })
+            .collect();
+        let out = replay(&[template(0, 100, warm)], &bookings, &Settings { seed, ..Settings::default() });
+        prop_assert!(out.lower_bound_hours <= out.running_hours + 1e-9, "{}", out.table());
+        prop_assert_eq!(out.on_time as usize + out.late.len() + out.never_served.len(), bookings.len());
+    }
+}
