@@ -10,22 +10,60 @@ use ccm_core::planner::{self, Offer, Resources, Wanted};
 
 use crate::schedule::Booking;
 
-/// The bound, in instance-hours, over the whole schedule.
-pub fn instance_hours(bookings: &[Booking], offers: &[Offer]) -> f64 {
+/// The template each booking counts against (by index into `offers`), as the controller's
+/// assignment gives it; `None` when no template holds it.
+pub(crate) fn assignment(bookings: &[Booking], offers: &[Offer]) -> Vec<Option<usize>> {
     let wanted: Vec<Wanted> = bookings.iter().map(Booking::wanted).collect();
     let (shares, _) = planner::assign(&wanted, offers);
-    let mut total = 0.0;
-    for offer in offers {
-        let Some(items) = shares.get(&offer.name) else {
-            continue;
-        };
-        let labs: Vec<&Booking> = bookings
-            .iter()
-            .filter(|b| items.iter().any(|i| i.id == b.id))
-            .collect();
-        total += template_hours(&labs, &offer.capacity);
-    }
-    total
+    bookings
+        .iter()
+        .map(|b| {
+            offers.iter().position(|o| {
+                shares
+                    .get(&o.name)
+                    .is_some_and(|items| items.iter().any(|i| i.id == b.id))
+            })
+        })
+        .collect()
+}
+
+/// The bound, in instance-hours, over the whole schedule.
+pub fn instance_hours(bookings: &[Booking], offers: &[Offer]) -> f64 {
+    let assigned = assignment(bookings, offers);
+    offers
+        .iter()
+        .enumerate()
+        .map(|(k, offer)| {
+            let labs: Vec<&Booking> = bookings
+                .iter()
+                .zip(&assigned)
+                .filter(|(_, a)| **a == Some(k))
+                .map(|(b, _)| b)
+                .collect();
+            template_hours(&labs, &offer.capacity)
+        })
+        .sum()
+}
+
+/// Workers the labs in their timeslots at `now` need at least, summed over templates.
+pub(crate) fn needed_at(
+    bookings: &[Booking],
+    assigned: &[Option<usize>],
+    offers: &[Offer],
+    now: jiff::Timestamp,
+) -> u32 {
+    offers
+        .iter()
+        .enumerate()
+        .map(|(k, offer)| {
+            let load = bookings
+                .iter()
+                .zip(assigned)
+                .filter(|(b, a)| **a == Some(k) && b.start <= now && now < b.end)
+                .fold(Resources::default(), |sum, (b, _)| sum.plus(&b.needs));
+            workers_needed(&load, &offer.capacity) as u32
+        })
+        .sum()
 }
 
 /// The bound for one template's labs: between consecutive starts and ends the load is

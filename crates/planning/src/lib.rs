@@ -7,9 +7,11 @@ pub mod boot;
 pub mod bound;
 mod fleet;
 pub mod outcome;
+pub mod picture;
 pub mod reference;
 pub mod replay;
 pub mod schedule;
+pub mod sweep;
 
 pub use boot::{Durations, Spread};
 pub use outcome::Outcome;

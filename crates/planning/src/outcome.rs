@@ -43,6 +43,9 @@ pub struct Outcome {
     pub rounds: u64,
     /// Simulated time, in hours.
     pub simulated_hours: f64,
+    /// The fleet every five simulated minutes, for the picture (not in the JSON).
+    #[serde(skip)]
+    pub timeline: Vec<crate::picture::Sample>,
 }
 
 impl Outcome {

@@ -15,6 +15,7 @@ use crate::{
     bound,
     fleet::Fleet,
     outcome::{Late, Outcome},
+    picture::Sample,
     schedule::Booking,
 };
 
@@ -83,22 +84,32 @@ pub fn replay(templates: &[Template], bookings: &[Booking], settings: &Settings)
         settings,
     };
     let (from, until) = span(bookings, settings.lead_time);
+    let offers = offers(templates);
+    let assigned = bound::assignment(bookings, &offers);
     let mut outcome = Outcome::default();
     let mut now = from;
+    let mut next_sample = from;
     while now < until {
         world.fleet.advance(now);
         world.end_labs(now);
         world.place_labs(now);
         world.plan(now);
         world.account(&mut outcome, settings.tick);
+        if now >= next_sample {
+            let needed = bound::needed_at(bookings, &assigned, &offers, now);
+            outcome.timeline.push(world.sample(now, needed));
+            next_sample = now.checked_add(SAMPLE_EVERY).unwrap_or(until);
+        }
         outcome.rounds += 1;
         now = now.checked_add(settings.tick).unwrap_or(until);
     }
     world.finish(&mut outcome);
-    let offers = offers(templates);
     outcome.lower_bound_hours = bound::instance_hours(bookings, &offers);
     outcome
 }
+
+/// How often the timeline of the picture is sampled.
+const SAMPLE_EVERY: Duration = Duration::from_secs(300);
 
 /// From one lead time before the first start (nothing earlier can matter) to the last end.
 fn span(bookings: &[Booking], lead_time: Duration) -> (Timestamp, Timestamp) {
@@ -198,6 +209,22 @@ impl World<'_> {
                 }
                 self.fleet.act(k, &decision.action, now);
             }
+        }
+    }
+
+    /// The fleet now, for the picture.
+    fn sample(&self, now: Timestamp, needed: u32) -> Sample {
+        let live = self.fleet.workers.iter().filter(|w| !w.gone);
+        let (mut up, mut ready) = (0, 0);
+        for w in live {
+            up += u32::from(w.phase != WorkerPhase::Stopped);
+            ready += u32::from(w.phase == WorkerPhase::Running);
+        }
+        Sample {
+            at: now,
+            needed,
+            up,
+            ready,
         }
     }
 

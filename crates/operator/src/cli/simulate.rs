@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use ccm_core::GoDuration;
-use ccm_planning::{Durations, Settings, Spread, Template};
+use ccm_planning::{
+    Durations, Settings, Spread, Template,
+    sweep::{self, Axis},
+};
 use clap::{Args, ValueEnum};
 use kube::ResourceExt;
 use serde::Deserialize;
@@ -51,6 +54,16 @@ pub struct SimulateArgs {
     /// A table for people, or JSON.
     #[arg(long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Also draw the replay as SVG into this file: the workers the labs need at least, the
+    /// workers up and the workers ready, over time.
+    #[arg(long, value_name = "FILE")]
+    pub picture: Option<PathBuf>,
+    /// Replay over the values of a knob and print the trade-off, e.g. `warmWorkers=0..3`,
+    /// `leadTime=20m..60m/10m` or `maxStoppedWorkers=0,2,4` (minWorkers, warmWorkers,
+    /// maxStoppedWorkers, maxWorkers and scaleDownGracePeriod are set on every template);
+    /// give it twice for a grid.
+    #[arg(long, value_name = "KNOB=VALUES")]
+    pub sweep: Vec<Axis>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -67,13 +80,26 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
     let bookings = ccm_planning::schedule::parse(&text)
         .with_context(|| format!("{} is not a schedule", args.schedule.display()))?;
     let settings = settings(args);
+    anyhow::ensure!(args.sweep.len() <= 2, "--sweep takes one or two knobs");
+    if !args.sweep.is_empty() {
+        let points = sweep::sweep(&templates, &bookings, &settings, &args.sweep);
+        let text = match args.output {
+            Output::Table => sweep::table(&points),
+            Output::Json => serde_json::to_string_pretty(&points)? + "\n",
+        };
+        return print_all(&text);
+    }
     let outcome = ccm_planning::replay(&templates, &bookings, &settings);
+    if let Some(file) = &args.picture {
+        let title = format!("{} on {}", names(&templates), args.schedule.display());
+        let svg = ccm_planning::picture::svg(&outcome.timeline, &title, 1200, 420);
+        std::fs::write(file, svg).with_context(|| format!("writing {}", file.display()))?;
+    }
     let text = match args.output {
         Output::Table => {
-            let names: Vec<&str> = templates.iter().map(|t| t.name.as_str()).collect();
             format!(
                 "templates {}; {} bookings; lead time {}; launch {}, start {}, seed {}\n\n{}",
-                names.join(", "),
+                names(&templates),
                 bookings.len(),
                 args.lead_time,
                 args.launch,
@@ -94,6 +120,11 @@ fn print_all(text: &str) -> anyhow::Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
     }
+}
+
+fn names(templates: &[Template]) -> String {
+    let names: Vec<&str> = templates.iter().map(|t| t.name.as_str()).collect();
+    names.join(", ")
 }
 
 fn settings(args: &SimulateArgs) -> Settings {
