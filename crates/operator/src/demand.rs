@@ -70,19 +70,57 @@ pub type PlacedWorkers = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
 /// How many capacity requests a refresh has in flight at once.
 const CAPACITY_READS_IN_FLIGHT: usize = 16;
 
-/// Reads demand and placements once, together.
+/// How many times a refresh reads the placements again when a lab was placed while they were
+/// being read.
+const PICTURE_TRIES: usize = 3;
+
+/// Reads demand and placements once, together: the instances are listed before and after the
+/// placements are read, and the picture is taken when nothing was placed in between (a lab
+/// placed meanwhile would show both unplaced and in its worker's record). After
+/// [`PICTURE_TRIES`] busy reads the listing taken before the placements is kept: a lab placed
+/// meanwhile then counts twice (a worker too many, for a while), never not at all.
 pub async fn read(
     cp: &ControlPlaneClient,
     workers: &[String],
     deadline: Duration,
 ) -> DemandSnapshot {
-    // The listing first: a lab placed between the two reads then counts twice (a worker too
-    // many, for a while), never not at all (a drain of a worker about to get it).
-    let mut snapshot = read_demand(cp, deadline).await;
-    if let DemandSnapshot::Known { placements: p, .. } = &mut snapshot {
-        *p = placements(cp, workers, deadline).await;
+    let at = Timestamp::now();
+    let mut listed = match list(cp, deadline).await {
+        Ok(listed) => listed,
+        Err(error) => return DemandSnapshot::Unknown { error, at },
+    };
+    let mut placed = placements(cp, workers, deadline).await;
+    for _ in 1..PICTURE_TRIES {
+        match list(cp, deadline).await {
+            Ok(again) if same_placements(&listed, &again) => break,
+            Ok(again) => {
+                debug!("a lab was placed while the placements were read; reading again");
+                listed = again;
+                placed = placements(cp, workers, deadline).await;
+            }
+            Err(_) => break,
+        }
     }
-    snapshot
+    let (demand, skipped) = unplaced(cp, listed, deadline).await;
+    DemandSnapshot::Known {
+        demand,
+        skipped,
+        placements: placed,
+        at,
+    }
+}
+
+/// Whether two listings place the same instances on the same workers.
+fn same_placements(a: &[LabInstance], b: &[LabInstance]) -> bool {
+    let key = |l: &[LabInstance]| {
+        let mut k: Vec<(String, Option<String>)> = l
+            .iter()
+            .map(|i| (i.id.clone(), i.worker_id.clone()))
+            .collect();
+        k.sort();
+        k
+    };
+    key(a) == key(b)
 }
 
 /// The capacity record of each of `workers`, read concurrently within `deadline` each.
@@ -103,10 +141,12 @@ async fn placements(cp: &ControlPlaneClient, workers: &[String], deadline: Durat
         .await
 }
 
-/// Reads the unplaced demand once.
-async fn read_demand(cp: &ControlPlaneClient, deadline: Duration) -> DemandSnapshot {
-    let at = Timestamp::now();
-    let listed = tokio::time::timeout(deadline, async {
+/// The instances waiting or scheduled, placed or not.
+async fn list(
+    cp: &ControlPlaneClient,
+    deadline: Duration,
+) -> Result<Vec<LabInstance>, RemoteError> {
+    tokio::time::timeout(deadline, async {
         let (pending, scheduled) = tokio::join!(
             cp.instances(InstanceState::Pending),
             cp.instances(InstanceState::Scheduled)
@@ -119,11 +159,15 @@ async fn read_demand(cp: &ControlPlaneClient, deadline: Duration) -> DemandSnaps
             RemoteErrorKind::Timeout,
             "listing lab instances took too long",
         ))
-    });
-    let instances = match listed {
-        Ok(i) => i,
-        Err(error) => return DemandSnapshot::Unknown { error, at },
-    };
+    })
+}
+
+/// The unplaced instances joined with their definitions, soonest first, and those left out.
+async fn unplaced(
+    cp: &ControlPlaneClient,
+    instances: Vec<LabInstance>,
+    deadline: Duration,
+) -> (Vec<Demand>, Vec<(String, String)>) {
     let mut demand = Vec::new();
     let mut skipped = Vec::new();
     for instance in instances.into_iter().filter(|i| i.worker_id.is_none()) {
@@ -135,12 +179,7 @@ async fn read_demand(cp: &ControlPlaneClient, deadline: Duration) -> DemandSnaps
     demand.sort_by(|a, b| {
         (a.timeslot_start, &a.instance_id).cmp(&(b.timeslot_start, &b.instance_id))
     });
-    DemandSnapshot::Known {
-        demand,
-        skipped,
-        placements: Placements::new(),
-        at,
-    }
+    (demand, skipped)
 }
 
 async fn join(
