@@ -229,6 +229,12 @@ fn invalid_manifests() -> Vec<Invalid> {
             ],
         },
         Invalid {
+            case: "a lead time that is neither auto nor a duration",
+            base: t,
+            patch: json!({"spec": {"scaling": {"scaleUpLeadTime": "soon"}}}),
+            expect: &["spec.scaling.scaleUpLeadTime", "should match"],
+        },
+        Invalid {
             case: "port beyond 65535",
             base: t,
             patch: json!({"spec": {"portRange": {"end": 70000}}}),

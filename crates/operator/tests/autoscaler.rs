@@ -535,6 +535,46 @@ async fn a_worker_gone_while_registered_reports_the_seat_to_people_and_the_platf
 }
 
 #[tokio::test]
+async fn scale_up_lead_time_auto_learns_from_the_templates_measured_launches() {
+    let h = Harness::new("leadauto", |_| {}).await;
+    h.template_with(json!({"minWorkers": 3, "maxWorkers": 3, "scaleUpLeadTime": "auto"}))
+        .await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let status = loop {
+        let status = h.template_status("t").await;
+        let launches = status
+            .boot_durations
+            .as_ref()
+            .and_then(|d| d.launch.as_ref())
+            .map_or(0, |q| q.count);
+        if launches == 3 && status.scale_up_lead_time.is_some() {
+            break status;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{status:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let measured = status.boot_durations.expect("measured");
+    let launch = measured.launch.expect("launches");
+    assert!(launch.p50_seconds <= launch.p95_seconds);
+    assert_eq!(measured.recent.len(), 3, "{:?}", measured.recent);
+    // The simulated cloud boots in moments: the lead time is the p95 plus the 5-minute margin,
+    // no longer the flag's 35 minutes.
+    let lead = status.scale_up_lead_time.expect("lead").as_std();
+    let expected = Duration::from_secs(launch.p95_seconds + 300);
+    assert!(
+        lead >= expected && lead < expected + Duration::from_secs(60),
+        "{lead:?}"
+    );
+    // Each worker shows its own launch, timed.
+    for w in h.owned("t").await {
+        let boot = w.status.and_then(|s| s.boot).expect("boot");
+        assert_eq!(boot.kind, resource_controller::crd::BootKind::Launch);
+        assert!(boot.seconds.is_some() && boot.ready_at.is_some());
+    }
+    h.finish().await;
+}
+
+#[tokio::test]
 async fn the_alerts_and_the_dashboard_query_only_metrics_the_controller_exports() {
     let h = Harness::new("scrape", |_| {}).await;
     h.licensed_template(json!({"minWorkers": 1, "maxWorkers": 1}))

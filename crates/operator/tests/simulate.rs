@@ -70,14 +70,22 @@ fn a_malformed_schedule_is_refused_with_its_line_and_field() {
 fn a_sweep_prints_the_trade_off_and_a_picture_is_drawn() {
     let out = simulate(SCHEDULE, &["--sweep", "enterprise-large.warmWorkers=0..1"]);
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(table.contains("enterprise-large.warmWorkers=0"), "{table}");
     assert!(table.contains("enterprise-large.warmWorkers=1"), "{table}");
     assert!(table.contains("best with >= 99.9 % on time"), "{table}");
     let dir = support::process::scratch_dir("simulate-");
     let picture = dir.join("week.svg");
     let out = simulate(SCHEDULE, &["--picture", &picture.display().to_string()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let svg = std::fs::read_to_string(&picture).expect("the picture");
     assert!(svg.starts_with("<svg") && svg.contains("width=\"1200\" height=\"420\""));
     assert_eq!(svg.matches("<polyline").count(), 3);

@@ -550,6 +550,58 @@ pub struct Scaling {
     /// Longest wait, after launch, for the CML API to report ready.
     #[serde(default = "default_ready_timeout")]
     pub ready_timeout: GoDuration,
+
+    /// How far ahead this template provides for demand: a duration, or `auto` (the p95 of its
+    /// workers' measured launch-to-Ready times plus 5 minutes, once 3 launches are measured).
+    /// Unset: the controller's `--scale-up-lead-time`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_up_lead_time: Option<LeadTime>,
+}
+
+/// `scaleUpLeadTime`: fixed, or learnt from the template's boots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeadTime {
+    /// The p95 of measured launches plus a margin.
+    Auto,
+    /// This long.
+    Fixed(GoDuration),
+}
+
+impl Serialize for LeadTime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            LeadTime::Auto => s.serialize_str("auto"),
+            LeadTime::Fixed(d) => d.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LeadTime {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "auto" {
+            return Ok(LeadTime::Auto);
+        }
+        text.parse::<GoDuration>()
+            .map(LeadTime::Fixed)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for LeadTime {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "LeadTime".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let duration = crate::crd::DURATION_PATTERN
+            .trim_start_matches('^')
+            .trim_end_matches('$');
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": format!("^(auto|{duration})$"),
+        })
+    }
 }
 
 fn default_scale_down_grace() -> GoDuration {
@@ -619,6 +671,56 @@ pub struct WorkerTemplateStatus {
     /// The license seat budget of the template's product (`--license-seats`), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub license_seats: Option<LicenseSeats>,
+
+    /// How long its workers took to come up, launches and starts, over the last ones measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_durations: Option<BootDurations>,
+
+    /// The lead time the autoscaler used in its last round (`scaleUpLeadTime`, measured with
+    /// `auto`, or the controller's flag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_up_lead_time: Option<GoDuration>,
+}
+
+/// Measured boot durations of a template's workers.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BootDurations {
+    /// Launch to Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<BootQuantiles>,
+    /// Start of a stopped worker to Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<BootQuantiles>,
+    /// The boots measured, newest last (at most 20 of each kind).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent: Vec<BootSample>,
+}
+
+/// The median and the 95th percentile of one kind of boot.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BootQuantiles {
+    /// Median, in seconds.
+    pub p50_seconds: u64,
+    /// 95th percentile, in seconds.
+    pub p95_seconds: u64,
+    /// How many boots they are computed from.
+    pub count: u32,
+}
+
+/// One measured boot.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BootSample {
+    /// The worker's name.
+    pub worker: String,
+    /// A launch or a start.
+    pub kind: super::BootKind,
+    /// Seconds to Ready.
+    pub seconds: u64,
+    /// When it became Ready.
+    pub ready_at: Time,
 }
 
 /// Workers of a template by phase.

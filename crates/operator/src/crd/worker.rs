@@ -89,6 +89,11 @@ pub struct WorkerStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain_started_at: Option<Time>,
 
+    /// The last launch or start, and how long it took to Ready (what `scaleUpLeadTime: auto`
+    /// and the capacity planner learn from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootStatus>,
+
     /// The template's launch spec hash when this worker's instance was launched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub launch_spec_hash: Option<String>,
@@ -296,4 +301,29 @@ pub struct AllocatedUsage {
     pub storage_gb: f64,
     /// Lab nodes.
     pub nodes: u32,
+}
+
+/// Whether a boot was a launch of a new instance or a start of a stopped one.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootKind {
+    /// A new instance: EC2 boot, CML ready, licensed.
+    Launch,
+    /// A stopped instance started again.
+    Start,
+}
+
+/// One boot of a worker, to Ready.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BootStatus {
+    /// A launch or a start.
+    pub kind: BootKind,
+    /// When it began.
+    pub started_at: Time,
+    /// When the worker became Running; unset while it boots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_at: Option<Time>,
+    /// Seconds from `startedAt` to `readyAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<u64>,
 }

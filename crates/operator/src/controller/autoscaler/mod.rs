@@ -3,6 +3,7 @@
 //! (create, patch `desiredState`, delete Workers) -> status.
 
 mod act;
+mod boots;
 mod context;
 mod expectations;
 mod history;
@@ -79,11 +80,14 @@ pub async fn reconcile(
         status.last_scale_up.as_ref().map(|r| r.time.0),
         status.license_seats.as_ref(),
     );
+    boots::record(status, &mine);
+    let lead_time = boots::lead_time(template, status, ctx.settings.scale_up_lead_time);
+    status.scale_up_lead_time = Some(boots::shown(lead_time));
     let plan = planner::plan(&Inputs {
         template: &view,
         workers: &views,
         demand: demand.as_deref(),
-        lead_time: ctx.settings.scale_up_lead_time,
+        lead_time,
         now,
     });
     debug!(

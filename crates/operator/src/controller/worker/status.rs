@@ -10,8 +10,8 @@ use crate::{
     cml::{CmlReport, TlsPolicy},
     controller::reasons,
     crd::{
-        AllocatedUsage, CertificateStatus, CertificateTrust, CmlStatus, InstanceStatus,
-        UsageStatus, Worker, WorkerPhase, WorkerStatus,
+        AllocatedUsage, BootKind, BootStatus, CertificateStatus, CertificateTrust, CmlStatus,
+        InstanceStatus, UsageStatus, Worker, WorkerPhase, WorkerStatus,
         conditions::{self, ConditionType, NewCondition, Stamp},
     },
     phase_machine::{InstanceFacts, Plan},
@@ -57,6 +57,12 @@ pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) ->
     if let Some(launch) = &acted.launch {
         s.launch = Some(launch.clone());
     }
+    let launched_at = s
+        .launch
+        .as_ref()
+        .and_then(|l| l.started_at.as_ref())
+        .map(|t| t.0);
+    s.boot = boot(old, phase, launched_at, observed.facts.now);
     let template_hash = template_hash(observed);
     record_instance(&mut s, old, observed, acted, template_hash);
     if let Some(cml) = cml_status(old, observed) {
@@ -81,6 +87,47 @@ pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) ->
         conditions::set(&mut s.conditions, condition, stamp);
     }
     s
+}
+
+/// The boot in course or last done: a launch from its start, a start from the moment the
+/// worker went Starting; stamped with its duration when the worker becomes Running.
+fn boot(
+    old: &WorkerStatus,
+    phase: WorkerPhase,
+    launched_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Option<BootStatus> {
+    let was = old.phase;
+    let mut boot = old.boot.clone();
+    match phase {
+        WorkerPhase::Pending | WorkerPhase::Provisioning => {
+            let fresh = boot.as_ref().is_none_or(|b| b.ready_at.is_some());
+            if let Some(at) = launched_at.filter(|_| fresh && was != Some(WorkerPhase::Starting)) {
+                boot = Some(BootStatus {
+                    kind: BootKind::Launch,
+                    started_at: Time(at),
+                    ready_at: None,
+                    seconds: None,
+                });
+            }
+        }
+        WorkerPhase::Starting if was != Some(WorkerPhase::Starting) => {
+            boot = Some(BootStatus {
+                kind: BootKind::Start,
+                started_at: Time(now),
+                ready_at: None,
+                seconds: None,
+            });
+        }
+        WorkerPhase::Running => {
+            if let Some(b) = boot.as_mut().filter(|b| b.ready_at.is_none()) {
+                b.ready_at = Some(Time(now));
+                b.seconds = now.duration_since(b.started_at.0).as_secs().try_into().ok();
+            }
+        }
+        _ => {}
+    }
+    boot
 }
 
 /// The launch spec hash the template has now.
@@ -394,4 +441,49 @@ pub fn name(worker: &Worker) -> String {
         worker.namespace().unwrap_or_default(),
         worker.name_any()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(minute: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + minute * 60).expect("time")
+    }
+
+    /// Walks a worker through `phases` (phase, minute), returning its boot after each.
+    fn walk(phases: &[(WorkerPhase, i64)]) -> Vec<Option<BootStatus>> {
+        let mut status = WorkerStatus::default();
+        phases
+            .iter()
+            .map(|(phase, minute)| {
+                status.boot = boot(&status, *phase, Some(at(0)), at(*minute));
+                status.phase = Some(*phase);
+                status.boot.clone()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_launch_and_a_later_start_are_each_timed_to_running() {
+        use WorkerPhase::*;
+        let boots = walk(&[
+            (Provisioning, 1),
+            (Running, 9),
+            (Draining, 30),
+            (Stopped, 40),
+            (Starting, 50),
+            (Running, 54),
+            (Running, 70),
+        ]);
+        let launch = boots[1].as_ref().expect("launch");
+        assert_eq!(
+            (launch.kind, launch.seconds),
+            (BootKind::Launch, Some(9 * 60))
+        );
+        assert_eq!(boots[3], boots[1], "kept while stopped");
+        let start = boots[5].as_ref().expect("start");
+        assert_eq!((start.kind, start.seconds), (BootKind::Start, Some(4 * 60)));
+        assert_eq!(boots[6], boots[5], "timed once");
+    }
 }

@@ -1,0 +1,187 @@
+//! What the template learns from its workers' boots: the last ones measured (from each worker's
+//! `status.boot`), their p50 and p95 by kind, and the lead time `scaleUpLeadTime: auto` makes
+//! of them.
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+
+use crate::crd::{
+    BootDurations, BootKind, BootQuantiles, BootSample, GoDuration, LeadTime, Worker,
+    WorkerTemplate, WorkerTemplateStatus,
+};
+
+/// Boots of each kind kept in status.
+const KEPT: usize = 20;
+
+/// Boots measured before `auto` trusts them.
+const TRUSTED_AFTER: u32 = 3;
+
+/// What `auto` adds to the p95 of launches: the round that notices the demand, and a boot
+/// slower than those seen so far.
+pub const AUTO_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// Adds the boots of `workers` not seen yet to `status.bootDurations`, keeping the newest.
+pub fn record(status: &mut WorkerTemplateStatus, workers: &[&Worker]) {
+    let mut durations = status.boot_durations.take().unwrap_or_default();
+    for w in workers {
+        let Some(boot) = w.status.as_ref().and_then(|s| s.boot.as_ref()) else {
+            continue;
+        };
+        let (Some(ready_at), Some(seconds)) = (&boot.ready_at, boot.seconds) else {
+            continue;
+        };
+        let sample = BootSample {
+            worker: w.name_any(),
+            kind: boot.kind,
+            seconds,
+            ready_at: ready_at.clone(),
+        };
+        let seen = durations
+            .recent
+            .iter()
+            .any(|s| s.worker == sample.worker && s.ready_at == sample.ready_at);
+        if !seen {
+            durations.recent.push(sample);
+        }
+    }
+    durations.recent.sort_by_key(|s| s.ready_at.0);
+    for kind in [BootKind::Launch, BootKind::Start] {
+        let of_kind = durations.recent.iter().filter(|s| s.kind == kind).count();
+        let mut extra = of_kind.saturating_sub(KEPT);
+        durations.recent.retain(|s| {
+            let drop = s.kind == kind && extra > 0;
+            extra -= usize::from(drop);
+            !drop
+        });
+    }
+    durations.launch = quantiles(&durations, BootKind::Launch);
+    durations.start = quantiles(&durations, BootKind::Start);
+    status.boot_durations = (!durations.recent.is_empty()).then_some(durations);
+}
+
+fn quantiles(d: &BootDurations, kind: BootKind) -> Option<BootQuantiles> {
+    let mut seconds: Vec<u64> = d
+        .recent
+        .iter()
+        .filter(|s| s.kind == kind)
+        .map(|s| s.seconds)
+        .collect();
+    seconds.sort_unstable();
+    let at =
+        |q: f64| seconds[((seconds.len() as f64 * q).ceil() as usize).clamp(1, seconds.len()) - 1];
+    (!seconds.is_empty()).then(|| BootQuantiles {
+        p50_seconds: at(0.50),
+        p95_seconds: at(0.95),
+        count: seconds.len() as u32,
+    })
+}
+
+/// The lead time of this round: the template's own, learnt with `auto` once enough launches
+/// are measured, else the controller's `flag`.
+pub fn lead_time(t: &WorkerTemplate, status: &WorkerTemplateStatus, flag: Duration) -> Duration {
+    match t.spec.scaling.scale_up_lead_time {
+        Some(LeadTime::Fixed(d)) => d.as_std(),
+        Some(LeadTime::Auto) => status
+            .boot_durations
+            .as_ref()
+            .and_then(|d| d.launch.as_ref())
+            .filter(|q| q.count >= TRUSTED_AFTER)
+            .map_or(flag, |q| Duration::from_secs(q.p95_seconds) + AUTO_MARGIN),
+        None => flag,
+    }
+}
+
+/// The lead time as status shows it.
+pub fn shown(lead: Duration) -> GoDuration {
+    GoDuration::from(lead)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn worker(name: &str, kind: &str, minute: i64, seconds: u64) -> Worker {
+        let ready =
+            k8s_openapi::jiff::Timestamp::from_second(1_800_000_000 + minute * 60).expect("time");
+        serde_json::from_value(json!({
+            "apiVersion": "ccm.dev/v1alpha1", "kind": "Worker",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"templateRef": {"name": "t"}},
+            "status": {"phase": "Running", "boot": {"kind": kind, "startedAt": ready.to_string(),
+                "readyAt": ready.to_string(), "seconds": seconds}}
+        }))
+        .expect("worker")
+    }
+
+    fn template(lead: Option<&str>) -> WorkerTemplate {
+        let mut scaling = json!({"maxWorkers": 5});
+        if let Some(l) = lead {
+            scaling["scaleUpLeadTime"] = json!(l);
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "ccm.dev/v1alpha1", "kind": "WorkerTemplate",
+            "metadata": {"name": "t", "namespace": "ns"},
+            "spec": {"provider": "simulated", "instanceType": "m5zn.metal",
+                     "image": {"namePattern": "CML-2.9.*"},
+                     "capacity": {"cpuCores": 48, "memoryGiB": 192, "storageGiB": 500, "maxNodes": 20},
+                     "licenseType": "Personal", "scaling": scaling}
+        }))
+        .expect("template")
+    }
+
+    #[test]
+    fn boots_are_counted_once_by_kind_and_auto_uses_the_p95_of_launches() {
+        let flag = Duration::from_secs(35 * 60);
+        let mut status = WorkerTemplateStatus::default();
+        let a = worker("a", "Launch", 0, 600);
+        let b = worker("b", "Launch", 1, 480);
+        let refs = [&a, &b];
+        record(&mut status, &refs);
+        record(&mut status, &refs);
+        let d = status.boot_durations.clone().expect("measured");
+        assert_eq!(d.recent.len(), 2, "the same boots seen twice count once");
+        assert_eq!(d.launch.as_ref().map(|q| q.count), Some(2));
+        let auto = template(Some("auto"));
+        assert_eq!(
+            lead_time(&auto, &status, flag),
+            flag,
+            "two launches are not enough"
+        );
+        let c = worker("c", "Launch", 2, 720);
+        let s = worker("s", "Start", 3, 200);
+        record(&mut status, &[&c, &s]);
+        let d = status.boot_durations.clone().expect("measured");
+        assert_eq!(
+            d.launch.as_ref().map(|q| (q.p50_seconds, q.p95_seconds)),
+            Some((600, 720))
+        );
+        assert_eq!(d.start.as_ref().map(|q| q.count), Some(1));
+        assert_eq!(
+            lead_time(&auto, &status, flag),
+            Duration::from_secs(720) + AUTO_MARGIN
+        );
+        assert_eq!(
+            lead_time(&template(Some("20m")), &status, flag),
+            Duration::from_secs(1200)
+        );
+        assert_eq!(lead_time(&template(None), &status, flag), flag);
+        // The newest 20 of a kind are kept.
+        let many: Vec<Worker> = (0..30)
+            .map(|k| worker(&format!("w{k}"), "Launch", 10 + k, 100))
+            .collect();
+        let refs: Vec<&Worker> = many.iter().collect();
+        record(&mut status, &refs);
+        let d = status.boot_durations.expect("measured");
+        assert_eq!(d.launch.map(|q| q.count), Some(20));
+        assert_eq!(
+            d.recent
+                .iter()
+                .filter(|s| s.kind == BootKind::Start)
+                .count(),
+            1
+        );
+    }
+}
