@@ -6,12 +6,21 @@ use ccm_harness as support;
 use std::process::{Command, Output};
 
 fn simulate(schedule: &str, extra: &[&str]) -> Output {
+    simulate_with(schedule, extra, None)
+}
+
+/// Runs simulate, against the cluster of `kubeconfig` when given.
+fn simulate_with(schedule: &str, extra: &[&str], kubeconfig: Option<&std::path::Path>) -> Output {
     let dir = support::process::scratch_dir("simulate-");
     let file = dir.join("schedule.csv");
     std::fs::write(&file, schedule).expect("write the schedule");
     let template =
         support::repo_root().join("deploy/examples/workertemplate-enterprise-large.yaml");
-    Command::new(env!("CARGO_BIN_EXE_resource-controller"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_resource-controller"));
+    if let Some(k) = kubeconfig {
+        command.env("KUBECONFIG", k);
+    }
+    command
         .arg("simulate")
         .arg("--templates")
         .arg(&template)
@@ -92,4 +101,61 @@ fn a_sweep_prints_the_trade_off_and_a_picture_is_drawn() {
     let refused = simulate(SCHEDULE, &["--sweep", "colour=1..2"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("is not one of"));
+}
+
+#[tokio::test]
+async fn boot_durations_come_from_a_live_templates_measurements() {
+    use kube::{
+        Api,
+        api::{Patch, PatchParams, PostParams},
+    };
+    use resource_controller::crd::WorkerTemplate;
+    let cp = support::ControlPlane::shared();
+    let client = cp.client().await;
+    let ns = support::TestNamespace::create(&client, "simulate").await;
+    let templates: Api<WorkerTemplate> = Api::namespaced(client.clone(), &ns.name);
+    let template: WorkerTemplate = serde_json::from_value(serde_json::json!({
+        "apiVersion": "ccm.dev/v1alpha1", "kind": "WorkerTemplate",
+        "metadata": {"name": "live"},
+        "spec": {"instanceType": "m5zn.metal", "image": {"namePattern": "CML-2.9.*"},
+                 "capacity": {"cpuCores": 48, "memoryGiB": 192, "storageGiB": 500, "maxNodes": 20},
+                 "licenseType": "Personal", "scaling": {"maxWorkers": 3}}
+    }))
+    .expect("template");
+    templates
+        .create(&PostParams::default(), &template)
+        .await
+        .expect("create");
+    let sample = |worker: &str, kind: &str, seconds: u64| {
+        serde_json::json!({"worker": worker, "kind": kind, "seconds": seconds,
+                           "readyAt": "2026-12-01T10:00:00Z"})
+    };
+    let status = serde_json::json!({"status": {"bootDurations": {"recent": [
+        sample("a", "Launch", 420), sample("b", "Launch", 540), sample("c", "Start", 150)
+    ]}}});
+    templates
+        .patch_status("live", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("status");
+    let live = format!("{}/live", ns.name);
+    let out = simulate_with(SCHEDULE, &["--from-cluster", &live], Some(&cp.kubeconfig));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        table.contains("launch 7m..9m, start 2m30s, seed"),
+        "{table}"
+    );
+    let missing = format!("{}/nowhere", ns.name);
+    let out = simulate_with(
+        SCHEDULE,
+        &["--from-cluster", &missing],
+        Some(&cp.kubeconfig),
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("reading WorkerTemplate"));
+    ns.delete().await;
 }

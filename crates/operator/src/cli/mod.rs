@@ -90,7 +90,7 @@ impl Cli {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Crds(args) => print_crds(&args),
-        Command::Simulate(args) => simulate::simulate(&args),
+        Command::Simulate(args) => simulate::simulate(&args).await,
         Command::Run(args) => run::run_controller(*args).await,
     }
 }

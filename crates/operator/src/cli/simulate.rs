@@ -3,7 +3,10 @@
 //! instance-hours and the fleet's motion beside a clairvoyant lower bound. Nothing is created:
 //! no cluster, no cloud.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use ccm_core::GoDuration;
@@ -15,7 +18,10 @@ use clap::{Args, ValueEnum};
 use kube::ResourceExt;
 use serde::Deserialize;
 
-use crate::{controller::autoscaler::template_view, crd::WorkerTemplate};
+use crate::{
+    controller::autoscaler::template_view,
+    crd::{BootKind, WorkerTemplate},
+};
 
 #[derive(Debug, Args)]
 pub struct SimulateArgs {
@@ -64,6 +70,11 @@ pub struct SimulateArgs {
     /// give it twice for a grid.
     #[arg(long, value_name = "KNOB=VALUES")]
     pub sweep: Vec<Axis>,
+    /// Take the launch and start durations from a live template's measured boots
+    /// (`status.bootDurations`: from the shortest to the longest of the last 20 of each kind),
+    /// through the current kubeconfig; a kind with none measured keeps --launch or --start.
+    #[arg(long, value_name = "NAMESPACE/TEMPLATE")]
+    pub from_cluster: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -73,13 +84,22 @@ pub enum Output {
 }
 
 /// Runs the replay and prints what it found.
-pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
+pub async fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
+    let mut durations = durations(args);
+    if let Some(live) = &args.from_cluster {
+        measured(live, &mut durations).await?;
+    }
     let templates = read_templates(&args.templates)?;
     let text = std::fs::read_to_string(&args.schedule)
         .with_context(|| format!("reading {}", args.schedule.display()))?;
     let bookings = ccm_planning::schedule::parse(&text)
         .with_context(|| format!("{} is not a schedule", args.schedule.display()))?;
-    let settings = settings(args);
+    let settings = Settings {
+        lead_time: args.lead_time.as_std(),
+        tick: args.tick.as_std(),
+        durations,
+        seed: args.seed,
+    };
     anyhow::ensure!(args.sweep.len() <= 2, "--sweep takes one or two knobs");
     if !args.sweep.is_empty() {
         let points = sweep::sweep(&templates, &bookings, &settings, &args.sweep);
@@ -102,8 +122,8 @@ pub fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
                 names(&templates),
                 bookings.len(),
                 args.lead_time,
-                args.launch,
-                args.start,
+                durations.launch,
+                durations.start,
                 args.seed,
                 outcome.table()
             )
@@ -127,19 +147,50 @@ fn names(templates: &[Template]) -> String {
     names.join(", ")
 }
 
-fn settings(args: &SimulateArgs) -> Settings {
-    Settings {
-        lead_time: args.lead_time.as_std(),
-        tick: args.tick.as_std(),
-        durations: Durations {
-            launch: args.launch,
-            start: args.start,
-            license: args.license,
-            stop: args.stop,
-            terminate: args.terminate,
-        },
-        seed: args.seed,
+fn durations(args: &SimulateArgs) -> Durations {
+    Durations {
+        launch: args.launch,
+        start: args.start,
+        license: args.license,
+        stop: args.stop,
+        terminate: args.terminate,
     }
+}
+
+/// Replaces the launch and start spreads with what `live` (`namespace/name`) measured.
+async fn measured(live: &str, durations: &mut Durations) -> anyhow::Result<()> {
+    let (namespace, name) = live
+        .split_once('/')
+        .context("--from-cluster takes NAMESPACE/TEMPLATE")?;
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the cluster of the current kubeconfig")?;
+    let api: kube::Api<WorkerTemplate> = kube::Api::namespaced(client, namespace);
+    let template = api
+        .get(name)
+        .await
+        .with_context(|| format!("reading WorkerTemplate {live}"))?;
+    let recent = template
+        .status
+        .and_then(|s| s.boot_durations)
+        .map(|d| d.recent)
+        .unwrap_or_default();
+    let spread = |kind: BootKind| {
+        let seconds = recent.iter().filter(|s| s.kind == kind).map(|s| s.seconds);
+        let (low, high) = seconds.fold((u64::MAX, 0), |(lo, hi), s| (lo.min(s), hi.max(s)));
+        (low <= high).then(|| Spread {
+            low: Duration::from_secs(low),
+            high: Duration::from_secs(high),
+        })
+    };
+    anyhow::ensure!(!recent.is_empty(), "{live} has measured no boots yet");
+    if let Some(launch) = spread(BootKind::Launch) {
+        durations.launch = launch;
+    }
+    if let Some(start) = spread(BootKind::Start) {
+        durations.start = start;
+    }
+    Ok(())
 }
 
 /// Every WorkerTemplate of the files, as the replay uses them.
