@@ -15,5 +15,5 @@ pub mod sweep;
 
 pub use boot::{Durations, Spread};
 pub use outcome::Outcome;
-pub use replay::{Settings, Template, replay};
+pub use replay::{Settings, Template, replay, replay_with_progress};
 pub use schedule::{Booking, ScheduleError};

@@ -75,6 +75,17 @@ struct World<'a> {
 
 /// Replays `bookings` through `templates` and reports what happened, beside the lower bound.
 pub fn replay(templates: &[Template], bookings: &[Booking], settings: &Settings) -> Outcome {
+    replay_with_progress(templates, bookings, settings, &mut |_| {})
+}
+
+/// [`replay`], telling `progress` the share of simulated time done (0 to 1) at each whole
+/// percent.
+pub fn replay_with_progress(
+    templates: &[Template],
+    bookings: &[Booking],
+    settings: &Settings,
+    progress: &mut dyn FnMut(f64),
+) -> Outcome {
     let licensed = templates.iter().map(|t| t.licensed).collect();
     let mut world = World {
         templates: templates.to_vec(),
@@ -89,7 +100,14 @@ pub fn replay(templates: &[Template], bookings: &[Booking], settings: &Settings)
     let mut outcome = Outcome::default();
     let mut now = from;
     let mut next_sample = from;
+    let total = until.duration_since(from).as_secs_f64().max(1.0);
+    let mut told = 0;
     while now < until {
+        let done = now.duration_since(from).as_secs_f64() / total;
+        if (done * 100.0) as u32 > told {
+            told = (done * 100.0) as u32;
+            progress(done);
+        }
         world.fleet.advance(now);
         world.end_labs(now);
         world.place_labs(now);
@@ -103,6 +121,7 @@ pub fn replay(templates: &[Template], bookings: &[Booking], settings: &Settings)
         outcome.rounds += 1;
         now = now.checked_add(settings.tick).unwrap_or(until);
     }
+    progress(1.0);
     world.finish(&mut outcome);
     outcome.lower_bound_hours = bound::instance_hours(bookings, &offers);
     outcome

@@ -178,3 +178,19 @@ proptest! {
         prop_assert_eq!(out.on_time as usize + out.late.len() + out.never_served.len(), bookings.len());
     }
 }
+
+#[test]
+fn progress_is_told_in_order_up_to_done() {
+    let labs = [lab("a", 20.0, 0, 10 * HOUR, 11 * HOUR)];
+    let mut seen = Vec::new();
+    ccm_planning::replay_with_progress(&[template(0, 2, 0)], &labs, &settings(), &mut |p| {
+        seen.push(p)
+    });
+    assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+    assert_eq!(seen.last(), Some(&1.0));
+    assert!(
+        seen.len() >= 50 && seen.len() <= 102,
+        "about one a percent: {}",
+        seen.len()
+    );
+}

@@ -109,7 +109,8 @@ pub async fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
         };
         return print_all(&text);
     }
-    let outcome = ccm_planning::replay(&templates, &bookings, &settings);
+    let outcome =
+        ccm_planning::replay_with_progress(&templates, &bookings, &settings, &mut progress_bar());
     if let Some(file) = &args.picture {
         let title = format!("{} on {}", names(&templates), args.schedule.display());
         let svg = ccm_planning::picture::svg(&outcome.timeline, &title, 1200, 420);
@@ -131,6 +132,28 @@ pub async fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
         Output::Json => serde_json::to_string_pretty(&outcome)? + "\n",
     };
     print_all(&text)
+}
+
+/// A progress bar on stderr while it is a terminal; nothing otherwise (logs, pipes, tests).
+fn progress_bar() -> impl FnMut(f64) {
+    use std::io::{IsTerminal as _, Write as _};
+    let terminal = std::io::stderr().is_terminal();
+    move |done: f64| {
+        if !terminal {
+            return;
+        }
+        let filled = (done * 40.0) as usize;
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\rreplaying [{:<40}] {:>3.0} %",
+            "#".repeat(filled),
+            done * 100.0
+        );
+        if done >= 1.0 {
+            let _ = writeln!(err);
+        }
+    }
 }
 
 /// Prints `text`; a reader that stopped early (`| head`) is not an error.
