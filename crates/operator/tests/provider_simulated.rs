@@ -500,3 +500,62 @@ async fn a_state_file_is_compacted_and_survives_a_torn_write() {
     let all = reread.list_managed("sim").await.expect("list");
     assert_eq!(all.len(), 11);
 }
+
+#[tokio::test(start_paused = true)]
+async fn faults_from_a_file_throttle_fail_and_take_capacity_until_it_changes() {
+    use ccm_simulator::InjectedFaults;
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("faults.json");
+    let sim = Arc::new(SimulatedCloud::new(SimulatedConfig {
+        faults_file: Some(file.clone()),
+        ..SimulatedConfig::default()
+    }));
+    let api: &dyn CloudApi = sim.as_ref();
+    // No file: no fault.
+    api.describe_instances(&[]).await.expect("answered");
+    let write = |faults: InjectedFaults| faults.write(&file).expect("write the faults");
+    write(InjectedFaults {
+        throttle_rate: 1.0,
+        ..InjectedFaults::default()
+    });
+    let e = api.describe_instances(&[]).await.expect_err("throttled");
+    assert_eq!(e.kind, ErrorKind::Throttled, "{e}");
+    // A new file (its modification time moves on) is read again.
+    std::thread::sleep(Duration::from_millis(20));
+    write(InjectedFaults {
+        server_error_rate: 1.0,
+        ..InjectedFaults::default()
+    });
+    let e = api.describe_instances(&[]).await.expect_err("a 5xx");
+    assert_eq!(e.kind, ErrorKind::Transient, "{e}");
+    std::thread::sleep(Duration::from_millis(20));
+    write(InjectedFaults {
+        no_capacity: vec!["m5zn.metal".into()],
+        ..InjectedFaults::default()
+    });
+    let provider = Provider::new(sim.clone());
+    let e = provider
+        .launch(&request("w", spec(&["m5zn.metal"], &[SUBNET_A])))
+        .await
+        .expect_err("no capacity");
+    assert_eq!(e.kind, ErrorKind::InsufficientCapacity, "{e}");
+    // A file that does not parse keeps what was read before; a removed one clears it all. (The
+    // provider remembers a type without capacity for 5 minutes: let that pass each time.)
+    std::fs::write(&file, "{not json").expect("garbage");
+    tokio::time::advance(Duration::from_secs(301)).await;
+    let e = provider
+        .launch(&request("w", spec(&["m5zn.metal"], &[SUBNET_A])))
+        .await
+        .expect_err("still no capacity");
+    assert_eq!(
+        e.code.as_deref(),
+        Some("InsufficientInstanceCapacity"),
+        "{e}"
+    );
+    std::fs::remove_file(&file).expect("remove");
+    tokio::time::advance(Duration::from_secs(301)).await;
+    provider
+        .launch(&request("w", spec(&["m5zn.metal"], &[SUBNET_A])))
+        .await
+        .expect("capacity is back");
+}

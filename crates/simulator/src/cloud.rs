@@ -6,7 +6,11 @@
 //! launch failure rate, an instance vanishing. With a state file its instances outlive the
 //! process, and two processes on one machine share them (see [`journal`]).
 
+mod faults_file;
 mod journal;
+
+use faults_file::FaultsFile;
+pub use faults_file::InjectedFaults;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
@@ -52,6 +56,8 @@ pub struct SimulatedConfig {
     pub limits: Ec2Limits,
     /// Keep the instances in this file (a journal), so they outlive the process.
     pub state_file: Option<std::path::PathBuf>,
+    /// Read injected faults from this file ([`InjectedFaults`] as JSON) while it exists.
+    pub faults_file: Option<std::path::PathBuf>,
 }
 
 impl Default for SimulatedConfig {
@@ -106,6 +112,7 @@ impl Default for SimulatedConfig {
             throttle: true,
             limits: Ec2Limits::default(),
             state_file: None,
+            faults_file: None,
         }
     }
 }
@@ -260,6 +267,7 @@ pub struct SimulatedCloud {
     limits: RateLimits,
     state: Mutex<State>,
     throttled: AtomicU64,
+    faults_file: Option<FaultsFile>,
 }
 
 impl SimulatedCloud {
@@ -267,6 +275,7 @@ impl SimulatedCloud {
     pub fn new(config: SimulatedConfig) -> SimulatedCloud {
         SimulatedCloud {
             limits: RateLimits::new(&config.limits),
+            faults_file: config.faults_file.clone().map(FaultsFile::new),
             config,
             state: Mutex::new(State::default()),
             throttled: AtomicU64::new(0),
@@ -344,9 +353,12 @@ impl SimulatedCloud {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Admits a call through the server-side bucket, then brings every instance up to date.
+    /// Admits a call through the server-side bucket and the injected faults, then brings every
+    /// instance up to date.
     fn admit(&self, op: Operation) -> Result<Session<'_>> {
-        if self.config.throttle && self.limits.try_acquire(op).is_err() {
+        let injected = self.injected();
+        let throttled = self.config.throttle && self.limits.try_acquire(op).is_err();
+        if throttled || roll(injected.throttle_rate) {
             self.throttled.fetch_add(1, Ordering::Relaxed);
             return Err(ProviderError::from_code(
                 op.as_str(),
@@ -354,7 +366,22 @@ impl SimulatedCloud {
                 "Request limit exceeded.",
             ));
         }
+        if roll(injected.server_error_rate) {
+            return Err(ProviderError::from_code(
+                op.as_str(),
+                "InternalError",
+                "An internal error has occurred (simulated).",
+            ));
+        }
         self.session(op)
+    }
+
+    /// The faults the faults file asks for now (none without one).
+    fn injected(&self) -> InjectedFaults {
+        self.faults_file
+            .as_ref()
+            .map(FaultsFile::current)
+            .unwrap_or_default()
     }
 
     /// Locks the state (and the state file), reads what others wrote, and brings every instance
@@ -486,9 +513,15 @@ impl CloudApi for SimulatedCloud {
             None => format!("{}a", self.config.region),
         };
         let faults = &state.faults;
-        if faults
+        let file_says_none = self
+            .injected()
             .no_capacity
-            .contains(&(request.instance_type.to_owned(), None))
+            .iter()
+            .any(|t| t == request.instance_type);
+        if file_says_none
+            || faults
+                .no_capacity
+                .contains(&(request.instance_type.to_owned(), None))
             || faults
                 .no_capacity
                 .contains(&(request.instance_type.to_owned(), Some(zone.clone())))
@@ -697,4 +730,9 @@ impl CloudApi for SimulatedCloud {
         }
         Ok(out)
     }
+}
+
+/// True with probability `rate` (0 to 1).
+fn roll(rate: f64) -> bool {
+    rate > 0.0 && fastrand::f64() < rate
 }

@@ -6,5 +6,5 @@
 pub mod cloud;
 pub mod cml;
 
-pub use cloud::{SimulatedCloud, SimulatedConfig};
+pub use cloud::{InjectedFaults, SimulatedCloud, SimulatedConfig};
 pub use cml::SimulatedCml;

@@ -70,6 +70,7 @@ impl RunArgs {
             boot_delay: self.simulated.sim_boot_delay.as_std(),
             limits,
             state_file: state_file.clone(),
+            faults_file: self.simulated.sim_faults_file.clone(),
             ..SimulatedConfig::default()
         })
         .with_context(|| format!("opening --sim-state-file {state_file:?}"))?;

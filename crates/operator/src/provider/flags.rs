@@ -68,4 +68,9 @@ pub struct SimulatedArgs {
     /// or a second replica on this machine, sees them); default: in memory only.
     #[arg(long, env = "SIM_STATE_FILE", value_name = "FILE")]
     pub sim_state_file: Option<PathBuf>,
+    /// Inject EC2 faults from this JSON file while it exists, read again when it changes:
+    /// `{"throttleRate": 0.2, "serverErrorRate": 0.1, "noCapacity": ["m5zn.metal"]}` (rates are
+    /// shares of calls).
+    #[arg(long, env = "SIM_FAULTS_FILE", value_name = "FILE")]
+    pub sim_faults_file: Option<PathBuf>,
 }
