@@ -98,6 +98,19 @@ fn a_sweep_prints_the_trade_off_and_a_picture_is_drawn() {
     let svg = std::fs::read_to_string(&picture).expect("the picture");
     assert!(svg.starts_with("<svg") && svg.contains("width=\"1200\" height=\"420\""));
     assert_eq!(svg.matches("<polyline").count(), 3);
+    let trade_off = dir.join("sweep.svg");
+    let path = trade_off.display().to_string();
+    let out = simulate(
+        SCHEDULE,
+        &["--sweep", "warmWorkers=0..2", "--picture", &path],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let svg = std::fs::read_to_string(&trade_off).expect("the trade-off");
+    assert_eq!(svg.matches("<circle").count(), 3, "{svg}");
     let refused = simulate(SCHEDULE, &["--sweep", "colour=1..2"]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("is not one of"));

@@ -29,6 +29,10 @@ pub struct Outcome {
     pub stopped_hours: f64,
     /// Most workers up at once.
     pub peak_workers: u32,
+    /// Most license seats held at once (workers of licensing templates, booting to stopping).
+    pub peak_seats: u32,
+    /// Seat-hours held.
+    pub seat_hours: f64,
     /// Workers launched.
     pub launches: u32,
     /// Stopped workers started again.
@@ -93,6 +97,13 @@ impl Outcome {
             ),
             ("running / lower bound", ratio),
             ("peak workers", self.peak_workers.to_string()),
+            (
+                "license seats",
+                format!(
+                    "peak {}, {:.1} seat-hours",
+                    self.peak_seats, self.seat_hours
+                ),
+            ),
             ("launches", self.launches.to_string()),
             ("starts", self.starts.to_string()),
             ("drains", self.drains.to_string()),

@@ -150,6 +150,77 @@ fn legend(out: &mut String, width: f64) {
     }
 }
 
+/// The trade-off of a sweep as SVG: each setting a point, instance-hours running across, the
+/// share of labs on time up.
+pub fn trade_off_svg(
+    points: &[(String, f64, f64)],
+    title: &str,
+    width: u32,
+    height: u32,
+) -> String {
+    let (w, h) = (f64::from(width), f64::from(height));
+    let plot_w = (w - MARGIN_LEFT - MARGIN_RIGHT).max(1.0);
+    let plot_h = (h - MARGIN_TOP - MARGIN_BOTTOM).max(1.0);
+    let hours = points.iter().map(|p| p.1);
+    let (low, high) = hours.fold((f64::MAX, 0.0_f64), |(l, h), v| (l.min(v), h.max(v)));
+    let (low, high) = if low <= high {
+        (low * 0.95, high * 1.05 + 1.0)
+    } else {
+        (0.0, 1.0)
+    };
+    let ratios = points.iter().map(|p| p.2);
+    let bottom_ratio = ratios.fold(1.0_f64, f64::min).min(0.99) - 0.005;
+    let x = |v: f64| MARGIN_LEFT + plot_w * (v - low) / (high - low);
+    let y = |r: f64| MARGIN_TOP + plot_h * (1.0 - (r - bottom_ratio) / (1.0 - bottom_ratio));
+    let bottom = MARGIN_TOP + plot_h;
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" \
+         viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{MARGIN_LEFT}\" y=\"20\" font-size=\"14\">{}</text>\n\
+         <path d=\"M{MARGIN_LEFT},{MARGIN_TOP} V{bottom} H{:.1}\" stroke=\"black\" fill=\"none\"/>\n\
+         <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">instance-hours running</text>\n\
+         <text x=\"14\" y=\"{:.1}\" transform=\"rotate(-90 14 {:.1})\" text-anchor=\"middle\">labs on time</text>\n",
+        escape(title),
+        MARGIN_LEFT + plot_w,
+        MARGIN_LEFT + plot_w / 2.0,
+        bottom + 30.0,
+        MARGIN_TOP + plot_h / 2.0,
+        MARGIN_TOP + plot_h / 2.0,
+    );
+    for (label, at) in [(format!("{:.0}", low), low), (format!("{:.0}", high), high)] {
+        let _ = writeln!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{label}</text>",
+            x(at),
+            bottom + 14.0
+        );
+    }
+    for r in [bottom_ratio, 1.0] {
+        let _ = writeln!(
+            out,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{:.1} %</text>",
+            MARGIN_LEFT - 6.0,
+            y(r) + 4.0,
+            100.0 * r
+        );
+    }
+    for (setting, hours, ratio) in points {
+        let (px, py) = (x(*hours), y(*ratio));
+        let _ = writeln!(
+            out,
+            "<circle cx=\"{px:.1}\" cy=\"{py:.1}\" r=\"4\" fill=\"#1f77b4\"><title>{}</title></circle>\
+             <text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\">{}</text>",
+            escape(setting),
+            px + 6.0,
+            py - 6.0,
+            escape(setting)
+        );
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -182,6 +253,20 @@ mod tests {
             .filter(|n| n.has_tag_name("polyline"))
             .count();
         assert_eq!(lines, 3);
+        let points = [
+            ("a=1".to_owned(), 100.0, 1.0),
+            ("a=0".to_owned(), 80.0, 0.98),
+        ];
+        let trade = trade_off_svg(&points, "sweep", 800, 400);
+        let doc = roxmltree::Document::parse(&trade).expect("well-formed XML");
+        assert_eq!(doc.root_element().attribute("width"), Some("800"));
+        let dots = doc
+            .root_element()
+            .children()
+            .filter(|n| n.has_tag_name("circle"))
+            .count();
+        assert_eq!(dots, 2);
+        roxmltree::Document::parse(&trade_off_svg(&[], "none", 100, 80)).expect("empty sweep");
         // An empty replay still draws a valid, empty picture.
         roxmltree::Document::parse(&svg(&[], "empty", 100, 80)).expect("empty picture");
     }

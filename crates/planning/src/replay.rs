@@ -250,16 +250,23 @@ impl World<'_> {
     /// Adds one tick of each worker's state to the totals.
     fn account(&self, outcome: &mut Outcome, tick: Duration) {
         let hours = tick.as_secs_f64() / 3600.0;
-        let mut up = 0;
+        let (mut up, mut seats) = (0, 0);
         for w in self.fleet.workers.iter().filter(|w| !w.gone) {
             if w.phase == WorkerPhase::Stopped {
                 outcome.stopped_hours += hours;
-            } else {
-                outcome.running_hours += hours;
-                up += 1;
+                continue;
+            }
+            outcome.running_hours += hours;
+            up += 1;
+            // A licensed worker's seat counts from its boot until it stops or goes (the seat
+            // is given back before either).
+            if self.templates[w.template].licensed {
+                seats += 1;
+                outcome.seat_hours += hours;
             }
         }
         outcome.peak_workers = outcome.peak_workers.max(up);
+        outcome.peak_seats = outcome.peak_seats.max(seats);
     }
 
     /// The labs' fates and the fleet's counts.

@@ -91,6 +91,21 @@ fn a_lab_booked_ahead_of_the_lead_time_is_served_on_time_by_one_launch() {
         "{}",
         out.table()
     );
+    assert_eq!((out.peak_seats, out.seat_hours), (0, 0.0), "not licensed");
+    let licensed = Template {
+        licensed: true,
+        ..template(0, 10, 0)
+    };
+    let out = replay(
+        &[licensed],
+        &[lab("a", 20.0, 0, 48 * HOUR, 50 * HOUR)],
+        &settings(),
+    );
+    assert_eq!(out.peak_seats, 1, "{}", out.table());
+    assert!(
+        (out.seat_hours - out.running_hours).abs() < 1e-6,
+        "a seat while up"
+    );
 }
 
 #[test]

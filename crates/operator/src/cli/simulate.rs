@@ -61,7 +61,8 @@ pub struct SimulateArgs {
     #[arg(long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// Also draw the replay as SVG into this file: the workers the labs need at least, the
-    /// workers up and the workers ready, over time.
+    /// workers up and the workers ready, over time; with --sweep, each setting's labs on time
+    /// against its instance-hours.
     #[arg(long, value_name = "FILE")]
     pub picture: Option<PathBuf>,
     /// Replay over the values of a knob and print the trade-off, e.g. `warmWorkers=0..3`,
@@ -103,6 +104,21 @@ pub async fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.sweep.len() <= 2, "--sweep takes one or two knobs");
     if !args.sweep.is_empty() {
         let points = sweep::sweep(&templates, &bookings, &settings, &args.sweep);
+        if let Some(file) = &args.picture {
+            let dots: Vec<(String, f64, f64)> = points
+                .iter()
+                .map(|p| {
+                    (
+                        p.setting.join(" "),
+                        p.outcome.running_hours,
+                        p.outcome.on_time_ratio(),
+                    )
+                })
+                .collect();
+            let title = format!("{} on {}", names(&templates), args.schedule.display());
+            let svg = ccm_planning::picture::trade_off_svg(&dots, &title, 1200, 420);
+            std::fs::write(file, svg).with_context(|| format!("writing {}", file.display()))?;
+        }
         let text = match args.output {
             Output::Table => sweep::table(&points),
             Output::Json => serde_json::to_string_pretty(&points)? + "\n",
