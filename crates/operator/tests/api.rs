@@ -118,10 +118,32 @@ async fn kubectl_get_shows_printer_columns() {
     ns.delete().await;
 }
 
+/// `kubectl explain PATH`, once the API server publishes the CRDs' schemas: that comes a moment
+/// after they are Established, and tests starting together may ask before.
+async fn explain(cp: &ControlPlane, path: &str) -> String {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = cp
+            .kubectl()
+            .args(["explain", path])
+            .output()
+            .expect("run kubectl");
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            tokio::time::Instant::now() < deadline && err.contains("couldn't find resource"),
+            "kubectl explain {path} failed: {err}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
 #[tokio::test]
 async fn kubectl_explain_shows_field_docs() {
     let cp = ControlPlane::shared();
-    let spec = cp.kubectl_ok(&["explain", "worker.spec"]);
+    let spec = explain(cp, "worker.spec").await;
     assert!(spec.contains("templateRef"), "{spec}");
     assert!(
         spec.contains("The WorkerTemplate (same namespace) this worker is built from"),
@@ -129,13 +151,13 @@ async fn kubectl_explain_shows_field_docs() {
     );
     assert!(spec.contains("desiredState"), "{spec}");
 
-    let drain = cp.kubectl_ok(&["explain", "workertemplate.spec.scaling.drainTimeout"]);
+    let drain = explain(cp, "workertemplate.spec.scaling.drainTimeout").await;
     assert!(
         drain.contains("Longest a drain waits for labs to end"),
         "{drain}"
     );
 
-    let status = cp.kubectl_ok(&["explain", "wk.status.instance"]);
+    let status = explain(cp, "wk.status.instance").await;
     assert!(
         status.contains("privateIp") && status.contains("Private IPv4 address"),
         "{status}"
