@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// The timeouts a template sets.
-fn timeouts(t: &WorkerTemplate) -> Timeouts {
+pub(crate) fn timeouts(t: &WorkerTemplate) -> Timeouts {
     let s = &t.spec.scaling;
     Timeouts {
         launch: s.launch_timeout.as_std(),

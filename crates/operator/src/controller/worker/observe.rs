@@ -21,7 +21,7 @@ use crate::{
     },
     mirror::RemoteName,
     phase_machine::{
-        CmlFacts, InstanceFacts, LaunchFacts, PlatformFacts, TemplateFacts, Timeouts, WorkerFacts,
+        CmlFacts, InstanceFacts, LaunchFacts, PlatformFacts, TemplateFacts, WorkerFacts,
     },
     provider::{Instance, InstanceState, Provider, ProviderUnavailable},
     remote::RemoteError,
@@ -256,12 +256,7 @@ fn template_readiness(t: &WorkerTemplate) -> TemplateFacts {
         (Some(c), Some(_))
             if c.status == "True" && status.observed_generation == t.metadata.generation =>
         {
-            let s = &t.spec.scaling;
-            TemplateFacts::Ready(Timeouts {
-                launch: s.launch_timeout.as_std(),
-                ready: s.ready_timeout.as_std(),
-                drain: s.drain_timeout.as_std(),
-            })
+            TemplateFacts::Ready(crate::controller::overdue::timeouts(t))
         }
         (Some(c), _) if c.status != "True" => TemplateFacts::NotReady {
             reason: c.reason.clone(),
