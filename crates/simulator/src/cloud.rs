@@ -58,6 +58,9 @@ pub struct SimulatedConfig {
     pub state_file: Option<std::path::PathBuf>,
     /// Read injected faults from this file ([`InjectedFaults`] as JSON) while it exists.
     pub faults_file: Option<std::path::PathBuf>,
+    /// Give instances private addresses on the loopback network (127.0.0.0/8), one each, so a
+    /// test can serve a CML for every instance on its own address.
+    pub loopback_addresses: bool,
 }
 
 impl Default for SimulatedConfig {
@@ -112,6 +115,7 @@ impl Default for SimulatedConfig {
             throttle: true,
             limits: Ec2Limits::default(),
             state_file: None,
+            loopback_addresses: false,
             faults_file: None,
         }
     }
@@ -349,6 +353,29 @@ impl SimulatedCloud {
         self.state().launched
     }
 
+    /// Every instance as the cloud (and its state file) has it now, terminated ones too: what a
+    /// test watching the cloud from outside the controller sees, with no throttle or fault.
+    pub fn instances(&self) -> std::io::Result<Vec<Instance>> {
+        let state = self
+            .session(Operation::DescribeInstances)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(state
+            .instances
+            .values()
+            .map(|s| s.instance.clone())
+            .collect())
+    }
+
+    /// The private address of the `n`th instance launched: in a private network, or on the
+    /// loopback network (`127.a.b.1`, never shared) when configured so.
+    fn private_address(&self, n: u64) -> String {
+        if self.config.loopback_addresses {
+            format!("127.{}.{}.1", (n >> 8) % 255 + 1, n % 256)
+        } else {
+            format!("10.{}.{}.{}", 16 + (n >> 16) % 16, (n >> 8) % 256, n % 256)
+        }
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -550,12 +577,7 @@ impl CloudApi for SimulatedCloud {
             state: InstanceState::Pending,
             instance_type: request.instance_type.to_owned(),
             availability_zone: Some(zone),
-            private_ip: Some(format!(
-                "10.{}.{}.{}",
-                16 + (n >> 16) % 16,
-                (n >> 8) % 256,
-                n % 256
-            )),
+            private_ip: Some(self.private_address(n)),
             public_ip: request
                 .spec
                 .public_ip

@@ -65,18 +65,22 @@ impl RunArgs {
     fn simulated_backend(&self, limits: Ec2Limits) -> anyhow::Result<Option<SimulatedBackend>> {
         use ccm_simulator::{SimulatedCloud, SimulatedCml, SimulatedConfig};
         let state_file = self.simulated.sim_state_file.clone();
+        let over_https = self.simulated.sim_cml_over_https;
         let cloud = SimulatedCloud::open(SimulatedConfig {
             region: self.aws.aws_region.clone(),
             boot_delay: self.simulated.sim_boot_delay.as_std(),
             limits,
             state_file: state_file.clone(),
             faults_file: self.simulated.sim_faults_file.clone(),
+            loopback_addresses: over_https,
             ..SimulatedConfig::default()
         })
         .with_context(|| format!("opening --sim-state-file {state_file:?}"))?;
         Ok(Some(SimulatedBackend {
             cloud: Arc::new(cloud),
-            cml: Arc::new(SimulatedCml::new(self.simulated.sim_cml_boot.as_std())),
+            cml: (!over_https).then(|| {
+                Arc::new(SimulatedCml::new(self.simulated.sim_cml_boot.as_std())) as Arc<_>
+            }),
         }))
     }
 

@@ -73,4 +73,9 @@ pub struct SimulatedArgs {
     /// shares of calls).
     #[arg(long, env = "SIM_FAULTS_FILE", value_name = "FILE")]
     pub sim_faults_file: Option<PathBuf>,
+    /// Reach each simulated worker's CML over HTTPS at its private address, as on AWS, instead
+    /// of the in-process stand-in; the addresses are then on 127.0.0.0/8, one per instance, so a
+    /// test can serve a CML for each (the soak does).
+    #[arg(long, env = "SIM_CML_OVER_HTTPS")]
+    pub sim_cml_over_https: bool,
 }

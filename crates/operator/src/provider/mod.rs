@@ -22,7 +22,7 @@ pub use from_template::{image_query, launch_spec};
 pub use managed::{CallCounts, Provider, ProviderSettings};
 pub use registry::{
     AwsConnector, CallTotal, InUse, ProviderRegistry, ProviderUnavailable, SimulatedBackend,
-    aws_default_chain,
+    SimulatedCml, aws_default_chain,
 };
 
 /// Gives the ids to describe, asked once the call may go.

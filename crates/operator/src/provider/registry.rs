@@ -31,7 +31,18 @@ pub fn aws_default_chain(endpoint_url: Option<String>) -> AwsConnector {
 /// The simulator's cloud and CML (`provider: simulated`), in builds that include it.
 pub struct SimulatedBackend {
     pub cloud: Arc<dyn CloudApi>,
-    pub cml: Arc<dyn CmlApi>,
+    /// The CML stand-in of its workers; `None`: each worker's CML is reached over HTTPS at its
+    /// address, as on AWS (a test serves one there).
+    pub cml: Option<Arc<dyn CmlApi>>,
+}
+
+/// How the CML of a worker of the simulated provider is reached.
+#[derive(Clone, Copy)]
+pub enum SimulatedCml<'a> {
+    /// In process, by the simulator's stand-in.
+    StandIn(&'a dyn CmlApi),
+    /// Over HTTPS at the worker's address, like a real one.
+    Https,
 }
 
 /// A template asked for a provider this build does not have.
@@ -44,7 +55,7 @@ pub struct ProviderUnavailable(pub &'static str);
 
 struct Simulated {
     provider: Arc<Provider>,
-    cml: Arc<dyn CmlApi>,
+    cml: Option<Arc<dyn CmlApi>>,
 }
 
 pub struct ProviderRegistry {
@@ -156,9 +167,12 @@ impl ProviderRegistry {
         }
     }
 
-    /// The simulator's CML, for workers of the simulated provider; `None` in a build without it.
-    pub fn simulated_cml(&self) -> Option<&dyn CmlApi> {
-        self.simulated.as_ref().map(|s| s.cml.as_ref())
+    /// How the CML of a simulated worker is reached; `None` in a build without the simulator.
+    pub fn simulated_cml(&self) -> Option<SimulatedCml<'_>> {
+        self.simulated.as_ref().map(|s| match &s.cml {
+            Some(stand_in) => SimulatedCml::StandIn(stand_in.as_ref()),
+            None => SimulatedCml::Https,
+        })
     }
 
     /// Every provider in use so far, for sweeps: the simulated one and each AWS region asked for.

@@ -7,6 +7,7 @@ use crate::{
     cml::{CmlApi, HttpCml},
     controller::{Context, fleet::FleetCache, secrets::SecretCache},
     crd::ProviderKind,
+    provider::SimulatedCml,
 };
 
 pub struct WorkerContext {
@@ -36,7 +37,10 @@ impl WorkerContext {
     pub fn cml(&self, provider: ProviderKind) -> Option<&dyn CmlApi> {
         match provider {
             ProviderKind::Aws => Some(&self.cml_http),
-            ProviderKind::Simulated => self.providers.simulated_cml(),
+            ProviderKind::Simulated => match self.providers.simulated_cml()? {
+                SimulatedCml::StandIn(stand_in) => Some(stand_in),
+                SimulatedCml::Https => Some(&self.cml_http),
+            },
         }
     }
 }

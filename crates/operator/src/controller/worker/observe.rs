@@ -23,7 +23,7 @@ use crate::{
     phase_machine::{
         CmlFacts, InstanceFacts, LaunchFacts, PlatformFacts, TemplateFacts, WorkerFacts,
     },
-    provider::{Instance, InstanceState, Provider, ProviderUnavailable},
+    provider::{Instance, InstanceState, Provider, ProviderUnavailable, SimulatedCml},
     remote::RemoteError,
 };
 
@@ -325,9 +325,13 @@ fn cml_endpoint(
     kind: ProviderKind,
     instance: &Instance,
 ) -> Result<String, CmlError> {
+    let stand_in = matches!(
+        (kind, ctx.providers.simulated_cml()),
+        (ProviderKind::Simulated, Some(SimulatedCml::StandIn(_)))
+    );
     match kind {
-        ProviderKind::Simulated => Ok(format!("simulated://{}", instance.id)),
-        ProviderKind::Aws => {
+        ProviderKind::Simulated if stand_in => Ok(format!("simulated://{}", instance.id)),
+        ProviderKind::Simulated | ProviderKind::Aws => {
             let ip = if access.use_private_ip {
                 instance.private_ip.as_ref()
             } else {
