@@ -350,13 +350,20 @@ impl CmlServer {
     /// Starts a server whose product instance is new to `account` and not registered
     /// (`NOT_REGISTERED`, `EVAL`), as a freshly launched worker.
     pub async fn start_in(dir: &Path, account: SmartAccount) -> CmlServer {
+        CmlServer::start_on(dir, account, "127.0.0.1:0").await
+    }
+
+    /// As [`CmlServer::start_in`], listening on `address` (`ip:port`; port 0 picks one).
+    pub async fn start_on(dir: &Path, account: SmartAccount, address: &str) -> CmlServer {
         let (ca_pem, cert_pem, key_pem) = make_certificates(dir);
         let certificate = Arc::new(SwappableCertificate::new(&cert_pem, &key_pem));
         let config = ServerConfig::builder()
             .with_no_client_auth()
             .with_cert_resolver(certificate.clone());
         let acceptor = TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = TcpListener::bind(address)
+            .await
+            .unwrap_or_else(|e| panic!("bind {address}: {e}"));
         let port = listener.local_addr().expect("addr").port();
         let state = Arc::new(Mutex::new(State {
             mode: Mode::Ready,
@@ -402,6 +409,16 @@ impl CmlServer {
 
     pub fn set_mode(&self, mode: Mode) {
         self.state.lock().expect("test server state").mode = mode;
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.lock().mode
+    }
+
+    /// Labs of other users and running nodes, as set.
+    pub fn usage(&self) -> (u32, u32) {
+        let st = self.lock();
+        (st.labs, st.running_nodes)
     }
 
     /// Labs (of other users) and running nodes, spread over both computes.

@@ -29,7 +29,15 @@ pub struct ControlPlane {
     pub kubeconfig: PathBuf,
     pub server: String,
     pub etcd_url: String,
-    _guardian: Guardian,
+    apiserver: std::sync::Mutex<ApiServer>,
+    guardian: Guardian,
+}
+
+/// The running kube-apiserver and what starting it again on the same port needs.
+struct ApiServer {
+    child: std::process::Child,
+    port: u16,
+    token: String,
 }
 
 static SHARED: OnceLock<ControlPlane> = OnceLock::new();
@@ -46,7 +54,10 @@ impl ControlPlane {
         let guardian = Guardian::start(&dir);
 
         let etcd_url = start_etcd(&binaries.etcd, &dir, &guardian);
-        let (server, token) = start_apiserver(&binaries, &dir, &etcd_url, &guardian);
+        let token = write_credentials(&dir);
+        let port = free_port();
+        let child = start_apiserver(&binaries, &dir, &etcd_url, port, &token, &guardian);
+        let server = format!("https://127.0.0.1:{port}");
         let kubeconfig = dir.join("kubeconfig");
         write_kubeconfig(
             &kubeconfig,
@@ -61,10 +72,27 @@ impl ControlPlane {
             kubeconfig,
             server,
             etcd_url,
-            _guardian: guardian,
+            apiserver: std::sync::Mutex::new(ApiServer { child, port, token }),
+            guardian,
         };
         cp.install_crds();
         cp
+    }
+
+    /// Kills kube-apiserver and starts it again on the same port and etcd, as an upgrade or a
+    /// crash would; returns once it is ready again.
+    pub fn restart_apiserver(&self) {
+        let mut api = self.apiserver.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = api.child.kill();
+        let _ = api.child.wait();
+        api.child = start_apiserver(
+            &self.binaries,
+            &self.dir,
+            &self.etcd_url,
+            api.port,
+            &api.token,
+            &self.guardian,
+        );
     }
 
     /// A kubectl command bound to the admin kubeconfig.
@@ -239,14 +267,8 @@ pub fn spawn_etcd_with(
     Ok(child)
 }
 
-fn start_apiserver(
-    binaries: &Binaries,
-    dir: &Path,
-    etcd_url: &str,
-    guardian: &Guardian,
-) -> (String, String) {
-    let certs = dir.join("certs");
-    std::fs::create_dir_all(&certs).expect("create cert dir");
+/// The service-account signing key and the admin's token file; returns the token.
+fn write_credentials(dir: &Path) -> String {
     let sa_key = dir.join("service-account.key");
     let status = Command::new("openssl")
         .args(["genrsa", "-out"])
@@ -263,8 +285,22 @@ fn start_apiserver(
         format!("{token},admin,admin-uid,\"system:masters\"\n"),
     )
     .expect("write token file");
+    token
+}
 
-    let port = free_port();
+/// Starts kube-apiserver on `port` and waits until it is ready.
+fn start_apiserver(
+    binaries: &Binaries,
+    dir: &Path,
+    etcd_url: &str,
+    port: u16,
+    token: &str,
+    guardian: &Guardian,
+) -> std::process::Child {
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).expect("create cert dir");
+    let sa_key = dir.join("service-account.key");
+    let tokens = dir.join("tokens.csv");
     let log = dir.join("kube-apiserver.log");
     let mut cmd = Command::new(&binaries.kube_apiserver);
     cmd.process_group(0);
@@ -301,7 +337,7 @@ fn start_apiserver(
             if !crt.exists() {
                 return false;
             }
-            write_kubeconfig(&probe_config, &server, &crt, &token);
+            write_kubeconfig(&probe_config, &server, &crt, token);
             Command::new(&binaries.kubectl)
                 .arg("--kubeconfig")
                 .arg(&probe_config)
@@ -310,7 +346,7 @@ fn start_apiserver(
                 .is_ok_and(|o| o.status.success())
         },
     );
-    (server, token)
+    child
 }
 
 fn write_kubeconfig(path: &Path, server: &str, ca: &Path, token: &str) {

@@ -4,6 +4,7 @@
 
 pub mod binaries;
 pub mod certs;
+pub mod cml_fleet;
 pub mod cml_server;
 pub mod contract;
 pub mod control_plane_server;
@@ -70,5 +71,8 @@ pub fn simulated_with(
     cloud: std::sync::Arc<ccm_simulator::SimulatedCloud>,
     cml: std::sync::Arc<ccm_simulator::SimulatedCml>,
 ) -> Option<resource_controller::provider::SimulatedBackend> {
-    Some(resource_controller::provider::SimulatedBackend { cloud, cml })
+    Some(resource_controller::provider::SimulatedBackend {
+        cloud,
+        cml: Some(cml),
+    })
 }
