@@ -11,7 +11,7 @@ TOOLS_DIR        := target/tools
 APT_PACKAGES     := protobuf-compiler libprotobuf-dev openssl python3-venv ca-certificates
 SUDO             := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install apt-packages toolchain cargo-deny controlplane monitoring-tools venv build image run test bench bench-latency bench-replicas bench-scale bench-simulate lint fmt crds docs clean
+.PHONY: install apt-packages toolchain cargo-deny controlplane monitoring-tools venv build image run test soak bench bench-latency bench-replicas bench-scale bench-simulate lint fmt crds docs clean
 
 ## install: everything the tests need; safe to run again
 install: apt-packages controlplane monitoring-tools venv
@@ -68,11 +68,24 @@ run: apt-packages controlplane
 	cargo build --locked -p resource-controller -p ccm-harness --features resource-controller/simulator --bins
 	target/debug/dev-env $(ARGS)
 
-## test: unit and integration tests of every crate against the real control plane
-## Four test threads on two cores: most tests wait on the control plane, not the CPU (the
-## longest binary, tests/worker.rs, takes 110 s instead of 160 s).
+## test: unit and integration tests of every crate against the real control plane, and a
+## 2-minute soak. Four test threads on two cores: most tests wait on the control plane, not the
+## CPU (the longest binary, tests/worker.rs, takes 110 s instead of 160 s). The soak mostly
+## waits too, so it runs beside the other tests; its report is in target/soak-test.log.
+SOAK_TEST := nothing_is_lost_under_combined_faults
 test: install
-	cargo test --locked --workspace --all-targets -- --test-threads 4
+	cargo test --locked --workspace --all-targets --no-run
+	@( cargo test --locked -p resource-controller --test soak -- --nocapture \
+	    >target/soak-test.log 2>&1; echo $$? >target/soak-test.rc ) & \
+	cargo test --locked --workspace --all-targets -- --test-threads 4 --skip $(SOAK_TEST); \
+	rest=$$?; wait; soak=$$(cat target/soak-test.rc); \
+	echo "--- the soak (target/soak-test.log) ---"; grep -v '^ \{2,\}' target/soak-test.log | tail -n 60; \
+	test "$$rest" = 0 && test "$$soak" = 0
+
+## soak: the soak on the release build for SOAK_MINUTES (default 10); SOAK_SEED replays a run
+SOAK_MINUTES ?= 10
+soak: install
+	SOAK_MINUTES=$(SOAK_MINUTES) cargo test --locked --release -p resource-controller --test soak -- --nocapture
 
 ## bench: provider benchmark on the simulated cloud (results in README)
 bench:

@@ -21,6 +21,7 @@ pub mod records;
 pub mod replica;
 pub mod serve;
 pub mod smart_account;
+pub mod soak;
 pub mod state_etcd;
 pub mod tcp_proxy;
 pub mod workers;
