@@ -81,6 +81,19 @@ pub struct Durations {
     pub terminate: Spread,
 }
 
+impl Durations {
+    /// The shortest any boot to Ready can take: a launch or a start, and the license
+    /// registration when the template is licensed.
+    pub fn shortest_boot(&self, licensed: bool) -> Duration {
+        let license = if licensed {
+            self.license.low
+        } else {
+            Duration::ZERO
+        };
+        self.launch.low.min(self.start.low) + license
+    }
+}
+
 impl Default for Durations {
     /// What a CML 2.9 metal worker takes on EC2, roughly: 10 minutes to boot, 4 to start again.
     fn default() -> Durations {

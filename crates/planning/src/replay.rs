@@ -123,8 +123,18 @@ pub fn replay_with_progress(
     }
     progress(1.0);
     world.finish(&mut outcome);
-    outcome.lower_bound_hours = bound::instance_hours(bookings, &offers);
+    outcome.lower_bound_hours = lower_bound(templates, bookings, settings);
     outcome
+}
+
+/// The clairvoyant lower bound (see [`bound`]) on the instance-hours of serving `bookings` on
+/// time with `templates` and the boot times of `settings`.
+pub fn lower_bound(templates: &[Template], bookings: &[Booking], settings: &Settings) -> f64 {
+    let shortest_boot: Vec<Duration> = templates
+        .iter()
+        .map(|t| settings.durations.shortest_boot(t.licensed))
+        .collect();
+    bound::instance_hours(bookings, &offers(templates), &shortest_boot)
 }
 
 /// How often the timeline of the picture is sampled.
