@@ -55,15 +55,7 @@ impl Harness {
         let cp = ControlPlaneServer::start().await;
         cp.require_token(TOKEN);
         let etcd = StateEtcd::start();
-        let store = EtcdStore::connect(&EtcdConfig {
-            endpoints: vec![etcd.endpoint()],
-            user: None,
-            ca_pem: None,
-            client_identity: None,
-            timeout: Duration::from_millis(500),
-        })
-        .await
-        .expect("etcd");
+        let store = etcd.store(Duration::from_millis(500)).await;
         let mut settings = Settings {
             cluster_id: ns.name.clone(),
             namespace: Some(ns.name.clone()),

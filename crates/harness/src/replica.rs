@@ -15,6 +15,17 @@ pub const LEASE_TTL: Duration = Duration::from_secs(4);
 pub const RENEW_DEADLINE: Duration = Duration::from_secs(2);
 pub const RETRY_PERIOD: Duration = Duration::from_millis(500);
 
+/// The Lease timings `deploy/` runs with (the binary's defaults), as flags that replace the
+/// tests' short ones.
+pub const DEPLOYED_LEASE: [&str; 6] = [
+    "--leader-lease-ttl",
+    "15",
+    "--leader-renew-deadline",
+    "10s",
+    "--leader-retry-period",
+    "2s",
+];
+
 pub struct Replica {
     child: Child,
     pub identity: String,

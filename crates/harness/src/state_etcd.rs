@@ -7,6 +7,8 @@ use std::{
     sync::{Mutex, MutexGuard},
 };
 
+use resource_controller::platform_etcd::{EtcdConfig, EtcdStore};
+
 use super::{
     binaries::Binaries,
     controlplane::spawn_etcd_with,
@@ -88,6 +90,19 @@ impl StateEtcd {
     // A test that panicked while holding the lock must still be able to stop etcd.
     fn child(&self) -> MutexGuard<'_, Option<Child>> {
         self.child.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The controller's client of this etcd (plain, no user), with `timeout` per call.
+    pub async fn store(&self, timeout: std::time::Duration) -> EtcdStore {
+        EtcdStore::connect(&EtcdConfig {
+            endpoints: vec![self.endpoint()],
+            user: None,
+            ca_pem: None,
+            client_identity: None,
+            timeout,
+        })
+        .await
+        .expect("connect to the state etcd")
     }
 
     /// Kills etcd, keeping its data.

@@ -17,7 +17,7 @@ use serde_json::json;
 use support::{
     ControlPlane, TestNamespace,
     process::{scratch_dir, usage},
-    replica::Replica,
+    replica::{DEPLOYED_LEASE, Replica},
     workers::{create_workers, numbered, simulated_template},
 };
 
@@ -48,12 +48,6 @@ async fn measure(count: usize, window: Duration) {
     let defaults = [
         "--leader-lease-namespace",
         ns.name.as_str(),
-        "--leader-lease-ttl",
-        "15",
-        "--leader-renew-deadline",
-        "10s",
-        "--leader-retry-period",
-        "2s",
         "--poll-interval",
         "5s",
         "--reconcile-interval",
@@ -63,6 +57,7 @@ async fn measure(count: usize, window: Duration) {
         "--sim-cml-boot",
         "2s",
     ];
+    let defaults: Vec<&str> = defaults.into_iter().chain(DEPLOYED_LEASE).collect();
     let leader = Replica::start(&cp.kubeconfig, &ns.name, "leader", &dir, &defaults, &[]);
     leader.until_leader().await;
     let standby = Replica::start(&cp.kubeconfig, &ns.name, "standby", &dir, &defaults, &[]);

@@ -127,13 +127,14 @@ impl Chaos {
         if fault.target() == Target::Replicas {
             *lock(&self.replicas_rest_until) = Some(Instant::now() + REPLICA_REST);
         }
-        *lock(&self.injected).entry(fault).or_default() += 1;
         let lasts = Duration::from_millis(rng.u64(2_000..=8_000));
         let pick = rng.u64(..);
         let (chaos, world) = (self.clone(), world.clone());
         tokio::spawn(async move {
-            apply(&world, fault, lasts, pick).await;
-            lock(&chaos.busy).retain(|t| *t != fault.target());
+            let _free = Release(chaos.clone(), fault.target());
+            if apply(&world, fault, lasts, pick).await {
+                *lock(&chaos.injected).entry(fault).or_default() += 1;
+            }
         });
     }
 
@@ -147,14 +148,26 @@ impl Chaos {
     }
 }
 
-/// Applies `fault`, holds it for `lasts`, and heals it.
-async fn apply(world: &Arc<World>, fault: Fault, lasts: Duration, pick: u64) {
+/// Frees a fault's target when the fault is over, however its task ended.
+struct Release(Arc<Chaos>, Target);
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        lock(&self.0.busy).retain(|t| *t != self.1);
+    }
+}
+
+/// Applies `fault`, holds it for `lasts`, and heals it; `false` when there was nothing to
+/// break (no leader at that moment, no live CML).
+async fn apply(world: &Arc<World>, fault: Fault, lasts: Duration, pick: u64) -> bool {
     match fault {
-        Fault::KillLeader => signal_leader(world, "KILL", lasts).await,
-        Fault::TerminateLeader => signal_leader(world, "TERM", lasts).await,
+        Fault::KillLeader => return signal_leader(world, "KILL", lasts).await,
+        Fault::TerminateLeader => return signal_leader(world, "TERM", lasts).await,
         Fault::RestartApiServer => {
             let w = world.clone();
-            let _ = tokio::task::spawn_blocking(move || w.cp.restart_apiserver()).await;
+            return tokio::task::spawn_blocking(move || w.cp.restart_apiserver())
+                .await
+                .is_ok();
         }
         Fault::PlatformDown => platform(world, control_plane_server::Mode::Down, lasts).await,
         Fault::PlatformSlow => {
@@ -167,18 +180,22 @@ async fn apply(world: &Arc<World>, fault: Fault, lasts: Duration, pick: u64) {
             tokio::time::sleep(lasts).await;
             world.etcd.resume();
         }
-        Fault::CmlDown => cml(world, pick, lasts, |s| s.set_mode(cml_server::Mode::Down)).await,
+        Fault::CmlDown => {
+            return cml(world, pick, lasts, |s| s.set_mode(cml_server::Mode::Down)).await;
+        }
         Fault::CmlGarbage => {
-            cml(world, pick, lasts, |s| {
+            return cml(world, pick, lasts, |s| {
                 s.set_mode(cml_server::Mode::Garbage)
             })
             .await;
         }
-        Fault::CmlNullCounts => cml(world, pick, lasts, |s| s.set_counts_unknown(true)).await,
+        Fault::CmlNullCounts => {
+            return cml(world, pick, lasts, |s| s.set_counts_unknown(true)).await;
+        }
         Fault::CmlFailingEndpoint => {
             let endpoint = ["system_stats", "labs", "licensing"][(pick % 3) as usize];
             let error = Some(StatusCode::INTERNAL_SERVER_ERROR);
-            cml(world, pick, lasts, move |s| s.set_failing(endpoint, error)).await;
+            return cml(world, pick, lasts, move |s| s.set_failing(endpoint, error)).await;
         }
         Fault::Ec2Throttling => {
             let faults = InjectedFaults {
@@ -202,10 +219,11 @@ async fn apply(world: &Arc<World>, fault: Fault, lasts: Duration, pick: u64) {
             ec2(world, faults, lasts).await;
         }
     }
+    true
 }
 
 /// Signals the leader (if one leads now) and starts its slot again after `lasts`.
-async fn signal_leader(world: &World, signal: &str, lasts: Duration) {
+async fn signal_leader(world: &World, signal: &str, lasts: Duration) -> bool {
     let mut leader = None;
     let ports: Vec<(usize, u16)> = world
         .slots()
@@ -215,21 +233,27 @@ async fn signal_leader(world: &World, signal: &str, lasts: Duration) {
         .collect();
     for (i, port) in ports {
         let url = format!("http://127.0.0.1:{port}/readyz");
-        let leads = match reqwest::get(&url).await {
-            Ok(r) => r.text().await.is_ok_and(|b| b.starts_with("leader")),
-            Err(_) => false,
-        };
+        let asked = tokio::time::timeout(Duration::from_secs(2), async {
+            reqwest::get(&url).await.ok()?.text().await.ok()
+        });
+        let leads = asked
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|b| b.starts_with("leader"));
         if leads {
             leader = Some(i);
         }
     }
-    let Some(i) = leader else { return };
+    let Some(i) = leader else { return false };
     {
         let mut slots = world.slots();
         let slot = &mut slots[i];
         slot.signaled = true;
         if let Some(r) = &slot.replica {
-            r.signal(signal);
+            let _ = std::process::Command::new("kill")
+                .args([format!("-{signal}"), r.pid().to_string()])
+                .status();
         }
     }
     tokio::time::sleep(lasts.min(Duration::from_secs(3))).await;
@@ -238,6 +262,7 @@ async fn signal_leader(world: &World, signal: &str, lasts: Duration) {
     // SIGTERM leaves it time to step down; whatever remains goes.
     drop(slot.replica.take());
     world.launch(slot);
+    true
 }
 
 async fn platform(world: &World, mode: control_plane_server::Mode, lasts: Duration) {
@@ -247,7 +272,12 @@ async fn platform(world: &World, mode: control_plane_server::Mode, lasts: Durati
 }
 
 /// Breaks the CML of one live instance (chosen by `pick`) for `lasts`, then heals it.
-async fn cml(world: &World, pick: u64, lasts: Duration, break_it: impl Fn(&cml_server::CmlServer)) {
+async fn cml(
+    world: &World,
+    pick: u64,
+    lasts: Duration,
+    break_it: impl Fn(&cml_server::CmlServer),
+) -> bool {
     let live: Vec<_> = world
         .cml
         .all()
@@ -255,12 +285,13 @@ async fn cml(world: &World, pick: u64, lasts: Duration, break_it: impl Fn(&cml_s
         .filter(|s| s.mode() != cml_server::Mode::Down)
         .collect();
     if live.is_empty() {
-        return;
+        return false;
     }
     let server = &live[(pick % live.len() as u64) as usize];
     break_it(server);
     tokio::time::sleep(lasts).await;
     heal_cml(server);
+    true
 }
 
 pub fn heal_cml(server: &cml_server::CmlServer) {

@@ -26,6 +26,9 @@ use super::{
 const RACE: Duration = Duration::from_millis(1500);
 /// How long a gone worker's seat may stay held: its deregistration may be retried this long.
 const SEAT_GRACE: Duration = Duration::from_secs(30);
+/// Resident memory by replica identity: first and last sample in KiB, and when each was taken.
+pub type Rss = BTreeMap<String, (u64, u64, Instant, Instant)>;
+
 /// What the planner wants up with no labs: `minWorkers` 1, and that idle worker is also the
 /// `warmWorkers` 1 of headroom (an idle running worker counts as warm).
 const IDLE_FLEET: u32 = 1;
@@ -45,8 +48,7 @@ pub struct Checks {
     seat_since: HashMap<String, Instant>,
     reported: HashSet<String>,
     born: HashMap<String, Instant>,
-    /// Resident memory by replica identity: first and last sample, in KiB.
-    pub rss: BTreeMap<String, (u64, u64, Instant, Instant)>,
+    pub rss: Rss,
 }
 
 impl Checks {
@@ -314,17 +316,23 @@ async fn records_mirror(
         let Some(phase) = status.phase else {
             return Some(format!("{name} has no phase"));
         };
+        let instance = status.instance.as_ref().map(|i| i.id.as_str());
         let cp = world.platform.record(&uid);
-        if cp.as_ref().map(|r| r["phase"].clone()) != Some(phase.as_str().into()) {
+        let cp_shows = cp
+            .as_ref()
+            .map(|r| (r["phase"].as_str(), r["instance_id"].as_str()));
+        if cp_shows != Some((Some(phase.as_str()), instance)) {
             return Some(format!(
-                "{name} is {phase:?}; Control Plane API record {cp:?}"
+                "{name} is {phase:?} on {instance:?}; Control Plane API record {cp:?}"
             ));
         }
         let etcd = world.store.worker(&uid).await.ok().flatten();
-        if etcd.as_ref().map(|r| r.phase.as_str()) != Some(phase.as_str()) {
+        let etcd_shows = etcd
+            .as_ref()
+            .map(|r| (r.phase.as_str(), r.instance_id.as_deref()));
+        if etcd_shows != Some((phase.as_str(), instance)) {
             return Some(format!(
-                "{name} is {phase:?}; etcd record {:?}",
-                etcd.map(|r| r.phase)
+                "{name} is {phase:?} on {instance:?}; etcd record shows {etcd_shows:?}"
             ));
         }
     }

@@ -194,7 +194,7 @@ impl Parts {
                 "replicas restarted after losing the Lease",
                 c.lease_exits.to_string(),
             ),
-            ("instances launched", world_launches(c)),
+            ("instances launched", c.instances_seen().to_string()),
             (
                 "settled after the last fault",
                 format!("{:.1} s", convergence.as_secs_f64()),
@@ -204,24 +204,47 @@ impl Parts {
         for (what, value) in rows {
             let _ = writeln!(t, "| {what} | {value} |");
         }
-        let _ = writeln!(
-            t,
-            "\n| replica | RSS first | RSS last | lived |\n| --- | --- | --- | --- |"
-        );
-        for (identity, (first, last, from, to)) in &c.rss {
-            let _ = writeln!(
-                t,
-                "| {identity} | {:.1} MiB | {:.1} MiB | {:.0} s |",
-                *first as f64 / 1024.0,
-                *last as f64 / 1024.0,
-                to.duration_since(*from).as_secs_f64()
-            );
-        }
+        let _ = writeln!(t, "\n{}", memory(&c.rss));
         for v in &c.violations {
             let _ = writeln!(t, "\nVIOLATION: {v}");
         }
         t
     }
+}
+
+/// Resident memory of the replicas: at their first sample (5 s after start) and their last,
+/// the median and the largest, and the longest-lived one's.
+fn memory(rss: &invariants::Rss) -> String {
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let spread = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        let median = v.get(v.len() / 2).copied().unwrap_or(0);
+        let most = v.last().copied().unwrap_or(0);
+        format!(
+            "median {:.1} MiB, largest {:.1} MiB",
+            mib(median),
+            mib(most)
+        )
+    };
+    let first = spread(rss.values().map(|s| s.0).collect());
+    let last = spread(rss.values().map(|s| s.1).collect());
+    let longest = rss
+        .iter()
+        .max_by_key(|(_, s)| s.3.duration_since(s.2))
+        .map(|(id, s)| {
+            format!(
+                "{id}, {:.0} s: {:.1} -> {:.1} MiB",
+                s.3.duration_since(s.2).as_secs_f64(),
+                mib(s.0),
+                mib(s.1)
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "| replicas' memory (RSS) | |\n| --- | --- |\n| replicas run | {} |\n\
+         | first sample | {first} |\n| last sample | {last} |\n| longest-lived | {longest} |",
+        rss.len()
+    )
 }
 
 /// Labs placed within a second of their start, and the later ones with their median and
@@ -243,10 +266,6 @@ fn on_time(waits: &[Duration]) -> String {
         ),
         _ => format!("{on_time} / 0"),
     }
-}
-
-fn world_launches(checks: &Checks) -> String {
-    checks.instances_seen().to_string()
 }
 
 /// Ends every fault still set and brings both replicas back.

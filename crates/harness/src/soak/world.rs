@@ -17,7 +17,7 @@ use kube::{
 };
 use resource_controller::{
     crd::{Worker, WorkerTemplate},
-    platform_etcd::{EtcdConfig, EtcdStore},
+    platform_etcd::EtcdStore,
 };
 use serde_json::json;
 
@@ -28,7 +28,7 @@ use crate::{
     control_plane_server::ControlPlaneServer,
     controlplane::SERVICE_ACCOUNT,
     process::scratch_dir,
-    replica::Replica,
+    replica::{DEPLOYED_LEASE, Replica},
     smart_account::SmartAccount,
     state_etcd::StateEtcd,
 };
@@ -94,15 +94,7 @@ impl World {
             platform.add_definition(definition);
         }
         let etcd = StateEtcd::start();
-        let store = EtcdStore::connect(&EtcdConfig {
-            endpoints: vec![etcd.endpoint()],
-            user: None,
-            ca_pem: None,
-            client_identity: None,
-            timeout: Duration::from_secs(2),
-        })
-        .await
-        .expect("state etcd");
+        let store = etcd.store(Duration::from_secs(2)).await;
         let state_file = dir.join("cloud.jsonl");
         let cloud = SimulatedCloud::open(SimulatedConfig {
             state_file: Some(state_file.clone()),
@@ -156,42 +148,38 @@ impl World {
         let orphan_grace = format!("{}s", ORPHAN_GRACE.as_secs());
         let state_file = self.state_file.display().to_string();
         let faults_file = self.faults_file.display().to_string();
+        let flags = [
+            "--leader-lease-namespace",
+            "ccm-system",
+            "--leader-lease-name",
+            &self.ns.name,
+            "--control-plane-api-url",
+            &platform,
+            "--control-plane-api-token",
+            TOKEN,
+            "--control-plane-api-allow-http",
+            "--etcd-endpoints",
+            &etcd,
+            "--orphan-grace",
+            &orphan_grace,
+            "--orphan-sweep-interval",
+            "2s",
+            "--record-sweep-interval",
+            "5s",
+            "--sim-state-file",
+            &state_file,
+            "--sim-faults-file",
+            &faults_file,
+            "--sim-cml-over-https",
+        ];
+        // The Lease timings `deploy/` runs with, not the tests' short ones.
+        let flags: Vec<&str> = flags.into_iter().chain(DEPLOYED_LEASE).collect();
         let replica = Replica::start(
             &self.kubeconfig,
             &self.ns.name,
             &identity,
             &self.dir,
-            &[
-                "--leader-lease-namespace",
-                "ccm-system",
-                "--leader-lease-name",
-                &self.ns.name,
-                "--control-plane-api-url",
-                &platform,
-                "--control-plane-api-token",
-                TOKEN,
-                "--control-plane-api-allow-http",
-                "--etcd-endpoints",
-                &etcd,
-                "--orphan-grace",
-                &orphan_grace,
-                "--orphan-sweep-interval",
-                "2s",
-                "--record-sweep-interval",
-                "5s",
-                "--sim-state-file",
-                &state_file,
-                "--sim-faults-file",
-                &faults_file,
-                "--sim-cml-over-https",
-                // The Lease timings `deploy/` runs with, not the tests' short ones.
-                "--leader-lease-ttl",
-                "15",
-                "--leader-renew-deadline",
-                "10s",
-                "--leader-retry-period",
-                "2s",
-            ],
+            &flags,
             &[("RUST_LOG", "warn")],
         );
         slot.logs.push(replica.log.clone());
