@@ -372,7 +372,10 @@ async fn fleet_as_planned(world: &World, workers: &[Worker]) -> Option<String> {
         .count();
     let moving: Vec<String> = owned(CLASS)
         .filter(|w| !matches!(phase(w), Some(WorkerPhase::Running | WorkerPhase::Stopped)))
-        .map(|w| format!("{} {:?}", w.name_any(), phase(w)))
+        .map(|w| {
+            let why = crate::workers::ready_message(w);
+            format!("{} {:?}: {why}", w.name_any(), phase(w))
+        })
         .collect();
     if running != desired as usize || !moving.is_empty() {
         return Some(format!(
@@ -387,9 +390,10 @@ async fn fleet_as_planned(world: &World, workers: &[Worker]) -> Option<String> {
         };
         if phase(w) != Some(wanted) {
             return Some(format!(
-                "{} is {:?}, wanted {wanted:?}",
+                "{} is {:?}, wanted {wanted:?}: {}",
                 w.name_any(),
-                phase(w)
+                phase(w),
+                crate::workers::ready_message(w)
             ));
         }
     }

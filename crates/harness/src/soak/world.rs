@@ -171,6 +171,10 @@ impl World {
             "--sim-faults-file",
             &faults_file,
             "--sim-cml-over-https",
+            // The faults end within seconds; the default 5m would keep a worker with no other
+            // instance type waiting long after them (by design, see the flag).
+            "--ec2-capacity-ttl",
+            "15s",
         ];
         // The Lease timings `deploy/` runs with, not the tests' short ones.
         let flags: Vec<&str> = flags.into_iter().chain(DEPLOYED_LEASE).collect();

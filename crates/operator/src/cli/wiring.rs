@@ -53,6 +53,7 @@ impl RunArgs {
             self.simulated_backend(limits)?,
             ProviderSettings {
                 limits,
+                capacity_ttl: self.aws.ec2_capacity_ttl.as_std(),
                 ..ProviderSettings::default()
             },
         ))

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{Ec2Limits, Rate};
-#[cfg(feature = "simulator")]
 use crate::crd::GoDuration;
 
 #[derive(Debug, Args)]
@@ -17,6 +16,10 @@ pub struct AwsArgs {
     /// EC2 endpoint override, for emulators.
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     pub aws_endpoint_url: Option<String>,
+    /// How long an instance type (in a zone) is skipped after EC2 answered
+    /// InsufficientInstanceCapacity; a worker with no other candidate waits this long.
+    #[arg(long, env = "EC2_CAPACITY_TTL", default_value = "5m")]
+    pub ec2_capacity_ttl: GoDuration,
     #[command(flatten)]
     pub limits: Ec2LimitArgs,
 }
