@@ -251,8 +251,8 @@ async fn idle_workers_are_drained_then_kept_stopped_or_deleted_and_busy_ones_nev
             ws.len() == 4 && ws.iter().all(|w| phase(w) == Some(WorkerPhase::Running))
         })
         .await;
-    // The labs were placed and ended: no demand. One worker stays busy, one is protected.
-    h.cp.state().instances.clear();
+    // One worker stays busy, one is protected, both before the demand goes: any round after
+    // that may drain what is idle.
     let busy = ws[0].name_any();
     h.cp.set_capacity(
         &ws[0].uid().expect("uid"),
@@ -276,6 +276,10 @@ async fn idle_workers_are_drained_then_kept_stopped_or_deleted_and_busy_ones_nev
         )
         .await
         .expect("annotate");
+    // Time for the controller's watch to deliver the annotation before the demand goes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The labs were placed and ended: no demand.
+    h.cp.state().instances.clear();
     h.announce("ended").await;
     // Two idle workers go: one kept stopped (pool of 1), one deleted; never both draining.
     let mut most_draining = 0;
