@@ -8,6 +8,7 @@ pub mod license;
 pub mod licensing;
 pub mod phase_machine;
 pub mod planner;
+pub mod scaling_schedule;
 pub mod worker;
 
 pub use duration::{DURATION_PATTERN, GoDuration, ParseDurationError};

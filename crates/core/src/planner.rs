@@ -16,7 +16,7 @@ use std::{cmp::Ordering, collections::BTreeMap, time::Duration};
 
 use jiff::Timestamp;
 
-use crate::{DesiredState, GoDuration, License, WorkerPhase};
+use crate::{DesiredState, GoDuration, License, WorkerPhase, scaling_schedule::Levels};
 
 /// An amount of capacity (per worker, or what a lab needs).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -91,6 +91,17 @@ pub struct TemplateView {
     /// License seats the seat budget has left for more of its workers up (started or created);
     /// `None` without a budget.
     pub seats_available: Option<u32>,
+}
+
+impl TemplateView {
+    /// This view with `minWorkers` and `warmWorkers` from `levels` (a scaling schedule's).
+    pub fn with_levels(self, levels: Levels) -> TemplateView {
+        TemplateView {
+            min_workers: levels.min_workers,
+            warm_workers: levels.warm_workers,
+            ..self
+        }
+    }
 }
 
 /// One worker of the template as the planner sees it.

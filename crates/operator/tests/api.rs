@@ -87,7 +87,7 @@ async fn kubectl_get_shows_printer_columns() {
     let cells: Vec<&str> = personal.split_whitespace().collect();
     assert_eq!(
         cells[1..5],
-        ["m5zn.metal", "Personal", "1", "5"],
+        ["m5zn.metal", "Personal", "0", "5"],
         "{personal}"
     );
 
@@ -278,6 +278,36 @@ fn invalid_manifests() -> Vec<Invalid> {
             expect: &[
                 "spec.scaling",
                 "warmWorkers must be less than or equal to scaling.maxWorkers",
+            ],
+        },
+        Invalid {
+            case: "a schedule window warmer than maxWorkers",
+            base: t,
+            patch: json!({"spec": {"scaling": {"maxWorkers": 2, "schedule": {"windows": [
+                {"days": ["Mon"], "from": "18:00", "to": "22:00", "warmWorkers": 3}
+            ]}}}}),
+            expect: &[
+                "spec.scaling",
+                "window's minWorkers and warmWorkers must be less than or equal to scaling.maxWorkers",
+            ],
+        },
+        Invalid {
+            case: "a schedule window at 24:00",
+            base: t,
+            patch: json!({"spec": {"scaling": {"schedule": {"windows": [
+                {"days": ["Mon"], "from": "18:00", "to": "24:00"}
+            ]}}}}),
+            expect: &["spec.scaling.schedule.windows[0].to", "should match"],
+        },
+        Invalid {
+            case: "a schedule window on no day",
+            base: t,
+            patch: json!({"spec": {"scaling": {"schedule": {"windows": [
+                {"days": ["Monday"], "from": "18:00", "to": "22:00"}
+            ]}}}}),
+            expect: &[
+                "spec.scaling.schedule.windows[0].days[0]",
+                "Unsupported value",
             ],
         },
         Invalid {

@@ -578,6 +578,68 @@ async fn scale_up_lead_time_auto_learns_from_the_templates_measured_launches() {
     h.finish().await;
 }
 
+/// A day of the week that is not today in UTC, as the schedule spells it.
+fn not_today() -> &'static str {
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    let today = Timestamp::now()
+        .to_zoned(k8s_openapi::jiff::tz::TimeZone::UTC)
+        .weekday()
+        .to_monday_zero_offset();
+    DAYS[(today as usize + 3) % 7]
+}
+
+#[tokio::test]
+async fn a_scaling_schedule_sets_the_levels_and_an_unknown_zone_keeps_its_highest() {
+    let h = Harness::new("schedule", |_| {}).await;
+    // A window open all day every day raises minWorkers to 1; one on another day would raise
+    // it to 2.
+    let every_day = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    let windows = json!([
+        {"days": every_day, "from": "00:00", "to": "00:00", "minWorkers": 1},
+        {"days": [not_today()], "from": "00:00", "to": "00:00", "minWorkers": 2}
+    ]);
+    h.template_with(json!({"minWorkers": 0, "maxWorkers": 3,
+        "schedule": {"timeZone": "Europe/Berlin", "windows": windows}}))
+        .await;
+    h.wait_owned("t", "one worker from the open window", |ws| {
+        ws.len() == 1 && phase(&ws[0]) == Some(WorkerPhase::Running)
+    })
+    .await;
+    let levels = h.template_status("t").await.scheduled_levels;
+    assert_eq!(
+        levels.map(|l| (l.min_workers, l.warm_workers)),
+        Some((1, 0))
+    );
+    assert_eq!(
+        h.owned("t").await.len(),
+        1,
+        "the other day's window is shut"
+    );
+    // A zone the controller does not know: the highest level of any window, and a Warning.
+    h.templates()
+        .patch(
+            "t",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"scaling": {"schedule": {"timeZone": "Mars/Olympus_Mons"}}}}),
+            ),
+        )
+        .await
+        .expect("patch the zone");
+    h.wait_owned("t", "the highest level", |ws| {
+        ws.len() == 2 && ws.iter().all(|w| phase(w) == Some(WorkerPhase::Running))
+    })
+    .await;
+    let warned = h.events().await.into_iter().any(|e| {
+        e.reason.as_deref() == Some("ScheduleInvalid")
+            && e.note
+                .as_deref()
+                .is_some_and(|n| n.contains("Mars/Olympus_Mons"))
+    });
+    assert!(warned, "a Warning names the zone");
+    h.finish().await;
+}
+
 #[tokio::test]
 async fn the_alerts_and_the_dashboard_query_only_metrics_the_controller_exports() {
     let h = Harness::new("scrape", |_| {}).await;

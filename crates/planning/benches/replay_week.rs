@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use ccm_core::{
     License,
     planner::{Resources, TemplateView},
+    scaling_schedule::{Resolved, ScalingSchedule},
 };
 use ccm_planning::{Settings, Template, reference, replay};
 
@@ -45,13 +46,28 @@ fn samples() -> [Template; 2] {
                 (0, 10, 0, 0, 2),
             ),
             licensed: true,
+            schedule: None,
         },
         Template {
             name: "personal-standard".into(),
-            view: view(License::Personal, 48.0, 192.0, 500.0, 20.0, (1, 5, 1, 1, 1)),
+            view: view(License::Personal, 48.0, 192.0, 500.0, 20.0, (0, 5, 0, 1, 1)),
             licensed: false,
+            schedule: Some(evenings_and_weekends()),
         },
     ]
+}
+
+/// personal-standard's schedule: a warm worker while self-study is booked at short notice.
+fn evenings_and_weekends() -> Resolved {
+    let schedule: ScalingSchedule = serde_json::from_value(serde_json::json!({
+        "timeZone": "UTC",
+        "windows": [
+            {"days": ["Mon", "Tue", "Wed", "Thu", "Fri"], "from": "18:00", "to": "22:00", "warmWorkers": 1},
+            {"days": ["Sat", "Sun"], "from": "10:00", "to": "20:00", "warmWorkers": 1}
+        ]
+    }))
+    .expect("schedule");
+    schedule.resolve().expect("UTC")
 }
 
 fn main() {

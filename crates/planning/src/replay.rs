@@ -7,6 +7,7 @@ use std::time::Duration;
 use ccm_core::{
     DesiredState, WorkerPhase,
     planner::{self, Inputs, Offer, TemplateView, Wanted},
+    scaling_schedule::{Levels, Resolved},
 };
 use jiff::Timestamp;
 
@@ -29,6 +30,25 @@ pub struct Template {
     pub view: TemplateView,
     /// Whether its workers register a license before they are ready.
     pub licensed: bool,
+    /// Its scaling schedule: `minWorkers` and `warmWorkers` by time of week, over the view's.
+    pub schedule: Option<Resolved>,
+}
+
+impl Template {
+    /// The view as the planner sees it at `now`: the schedule's levels, provided for
+    /// `lead_time` ahead, over the spec's.
+    fn view_at(&self, now: Timestamp, lead_time: Duration) -> TemplateView {
+        let Some(schedule) = &self.schedule else {
+            return self.view.clone();
+        };
+        let spec = Levels {
+            min_workers: self.view.min_workers,
+            warm_workers: self.view.warm_workers,
+        };
+        self.view
+            .clone()
+            .with_levels(schedule.levels_within(spec, now, lead_time))
+    }
 }
 
 /// How the replay runs.
@@ -225,8 +245,9 @@ impl World<'_> {
         for k in 0..self.templates.len() {
             let demand = shares.remove(&self.templates[k].name).unwrap_or_default();
             let views = self.fleet.views(k);
+            let template = self.templates[k].view_at(now, self.settings.lead_time);
             let plan = planner::plan(&Inputs {
-                template: &self.templates[k].view,
+                template: &template,
                 workers: &views,
                 demand: Some(&demand),
                 lead_time: self.settings.lead_time,

@@ -49,6 +49,7 @@ fn replaying_the_week_twice_gives_the_same_figures() {
             seats_available: None,
         },
         licensed: true,
+        schedule: None,
     };
     let templates = [
         template("enterprise-large", License::Enterprise, 96.0, 500.0, 0, 0),

@@ -6,6 +6,7 @@ use std::time::Duration;
 use ccm_core::{
     License,
     planner::{Resources, TemplateView},
+    scaling_schedule::ScalingSchedule,
 };
 use ccm_planning::{Booking, Durations, Settings, Spread, Template, replay, replay::lower_bound};
 use jiff::Timestamp;
@@ -38,6 +39,7 @@ fn template(min: u32, max: u32, warm: u32) -> Template {
             seats_available: None,
         },
         licensed: false,
+        schedule: None,
     }
 }
 
@@ -146,6 +148,34 @@ fn a_warm_worker_turns_a_short_notice_class_from_late_to_on_time() {
     assert!(
         warm.running_hours > cold.running_hours,
         "a warm worker costs"
+    );
+}
+
+#[test]
+fn a_warm_window_serves_the_short_notice_lab_for_less_than_a_warm_worker_all_day() {
+    // at(0) is a Friday, 08:00 UTC: the short-notice lab starts at 20:00.
+    let labs = [
+        lab("a", 20.0, 0, 2 * HOUR, 3 * HOUR),
+        lab("short", 10.0, 12 * HOUR - 300, 12 * HOUR, 13 * HOUR),
+        lab("late-night", 20.0, 0, 20 * HOUR, 21 * HOUR),
+    ];
+    let evenings: ScalingSchedule = serde_json::from_value(serde_json::json!({
+        "windows": [{"days": ["Fri"], "from": "19:00", "to": "21:00", "warmWorkers": 1}]
+    }))
+    .expect("schedule");
+    let windowed = Template {
+        schedule: Some(evenings.resolve().expect("UTC")),
+        ..template(0, 10, 0)
+    };
+    let out = replay(&[windowed], &labs, &settings());
+    assert_eq!(out.on_time, 3, "{}", out.table());
+    let all_day = replay(&[template(0, 10, 1)], &labs, &settings());
+    assert_eq!(all_day.on_time, 3, "{}", all_day.table());
+    assert!(
+        out.running_hours + 5.0 < all_day.running_hours,
+        "the window {} h, all day {} h",
+        out.running_hours,
+        all_day.running_hours
     );
 }
 

@@ -259,10 +259,15 @@ fn templates_in(file: &Path) -> anyhow::Result<Vec<Template>> {
                 k + 1
             )
         })?;
+        let schedule = t.spec.scaling.schedule.as_ref().map(|s| s.resolve());
+        let schedule = schedule
+            .transpose()
+            .with_context(|| format!("{}: WorkerTemplate {}", file.display(), t.name_any()))?;
         found.push(Template {
             name: t.name_any(),
             view: template_view(&t, None, None),
             licensed: t.spec.licensing.is_some(),
+            schedule,
         });
     }
     Ok(found)

@@ -41,6 +41,7 @@ pub const MAX_WORKERS_REACHED: &str = "MaxWorkersReached";
 pub const DEMAND_UNKNOWN: &str = "DemandUnknown";
 pub const WITHIN_LIMITS: &str = "WithinLimits";
 pub const UNPLACEABLE: &str = "Unplaceable";
+pub const SCHEDULE_INVALID: &str = "ScheduleInvalid";
 pub const SCALED_UP: &str = "ScaledUp";
 pub const WORKER_STARTED: &str = "WorkerStarted";
 pub const DRAIN_CANCELLED: &str = "DrainCancelled";
@@ -51,7 +52,7 @@ pub const WORKER_DELETED: &str = "WorkerDeleted";
 pub const LICENSE_DEREGISTERED: &str = "LicenseDeregistered";
 
 /// The plain names above.
-pub const PLAIN: [&str; 32] = [
+pub const PLAIN: [&str; 33] = [
     LAUNCHED,
     LAUNCH_FAILED,
     NOT_LAUNCHED,
@@ -77,6 +78,7 @@ pub const PLAIN: [&str; 32] = [
     DEMAND_UNKNOWN,
     WITHIN_LIMITS,
     UNPLACEABLE,
+    SCHEDULE_INVALID,
     SCALED_UP,
     WORKER_STARTED,
     DRAIN_CANCELLED,

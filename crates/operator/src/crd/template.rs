@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::GoDuration;
+pub use ccm_core::scaling_schedule::ScalingSchedule;
 
 /// A recipe for CML workers on a cloud provider and the scaling policy for the fleet built from it.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -510,6 +511,7 @@ fn default_ca_key() -> String {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.minWorkers <= self.maxWorkers").message("scaling.minWorkers must be less than or equal to scaling.maxWorkers"))]
 #[x_kube(validation = Rule::new("self.warmWorkers <= self.maxWorkers").message("scaling.warmWorkers must be less than or equal to scaling.maxWorkers"))]
+#[x_kube(validation = Rule::new("!has(self.schedule) || self.schedule.windows.all(w, (!has(w.minWorkers) || w.minWorkers <= self.maxWorkers) && (!has(w.warmWorkers) || w.warmWorkers <= self.maxWorkers))").message("a scaling.schedule window's minWorkers and warmWorkers must be less than or equal to scaling.maxWorkers"))]
 pub struct Scaling {
     /// Workers kept in existence at all times.
     #[serde(default)]
@@ -556,6 +558,11 @@ pub struct Scaling {
     /// Unset: the controller's `--scale-up-lead-time`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_up_lead_time: Option<LeadTime>,
+
+    /// Windows of the week with another `minWorkers` or `warmWorkers`, e.g. a warm worker on
+    /// weekday evenings only; each window is provided for a lead time before it opens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScalingSchedule>,
 }
 
 /// `scaleUpLeadTime`: fixed, or learnt from the template's boots.
@@ -680,6 +687,21 @@ pub struct WorkerTemplateStatus {
     /// `auto`, or the controller's flag).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_up_lead_time: Option<GoDuration>,
+
+    /// With `scaling.schedule`: the `minWorkers` and `warmWorkers` the autoscaler kept in its
+    /// last round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_levels: Option<ScheduledLevels>,
+}
+
+/// The levels a scaling schedule set in the autoscaler's last round.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduledLevels {
+    /// `minWorkers` in use.
+    pub min_workers: u32,
+    /// `warmWorkers` in use.
+    pub warm_workers: u32,
 }
 
 /// Measured boot durations of a template's workers.

@@ -8,6 +8,7 @@ mod context;
 mod expectations;
 mod history;
 mod observe;
+mod schedule;
 mod status;
 
 use std::sync::Arc;
@@ -75,14 +76,22 @@ pub async fn reconcile(
     ctx.scaling_history.recall(&uid, status);
     let everyone: Vec<&Worker> = all.iter().map(Arc::as_ref).collect();
     status.license_seats = observe::license_seats(template, &everyone, &ctx.seats, &ctx.templates);
+    boots::record(status, &mine);
+    let lead_time = boots::lead_time(template, status, ctx.settings.scale_up_lead_time);
+    status.scale_up_lead_time = Some(boots::shown(lead_time));
+    let scheduled = schedule::levels(template, now, lead_time);
+    status.scheduled_levels = scheduled.shown;
+    if let Some(problem) = scheduled.problem {
+        let note = format!("scaling.schedule: {problem}; keeping its highest levels");
+        let event = EventSpec::warning(reasons::SCHEDULE_INVALID, "Scale", note);
+        ctx.event(template, event).await;
+    }
     let view = observe::template_view(
         template,
         status.last_scale_up.as_ref().map(|r| r.time.0),
         status.license_seats.as_ref(),
-    );
-    boots::record(status, &mine);
-    let lead_time = boots::lead_time(template, status, ctx.settings.scale_up_lead_time);
-    status.scale_up_lead_time = Some(boots::shown(lead_time));
+    )
+    .with_levels(scheduled.levels);
     let plan = planner::plan(&Inputs {
         template: &view,
         workers: &views,
