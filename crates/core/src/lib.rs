@@ -4,6 +4,7 @@
 
 pub mod duration;
 pub mod instance;
+pub mod lead_time;
 pub mod license;
 pub mod licensing;
 pub mod phase_machine;

@@ -47,8 +47,10 @@ fn a_schedule_replays_to_a_table_and_to_json() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        table.contains("templates enterprise-large; 2 bookings"),
-        "{table}"
+        table.contains(
+            "templates enterprise-large; 2 bookings; lead time 35m (enterprise-large auto)"
+        ),
+        "the sample's own lead time is used: {table}"
     );
     assert!(
         table.contains("on time                 2 (100.00 %)"),

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use ccm_core::{
     License,
+    lead_time::LeadTime,
     planner::{Resources, TemplateView},
     scaling_schedule::{Resolved, ScalingSchedule},
 };
@@ -47,12 +48,14 @@ fn samples() -> [Template; 2] {
             ),
             licensed: true,
             schedule: None,
+            lead_time: Some(LeadTime::Auto),
         },
         Template {
             name: "personal-standard".into(),
             view: view(License::Personal, 48.0, 192.0, 500.0, 20.0, (0, 5, 0, 1, 1)),
             licensed: false,
             schedule: Some(evenings_and_weekends()),
+            lead_time: Some(LeadTime::Auto),
         },
     ]
 }

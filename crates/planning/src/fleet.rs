@@ -2,8 +2,11 @@
 //! the boot durations, and what is placed on it. The planner sees it through `WorkerView`s,
 //! exactly as the controller shows it a real fleet.
 
+use std::collections::VecDeque;
+
 use ccm_core::{
     DesiredState, WorkerPhase,
+    lead_time::{KEPT, Measured, measure},
     planner::{Action, Resources, WorkerView},
 };
 use jiff::Timestamp;
@@ -23,6 +26,8 @@ pub(crate) struct SimWorker {
     pub(crate) labs: Vec<usize>,
     pub(crate) allocated: Resources,
     pub(crate) idle_since: Timestamp,
+    /// When its launch or start began.
+    pub(crate) boot_began: Timestamp,
     /// Gone: terminated.
     pub(crate) gone: bool,
 }
@@ -41,6 +46,8 @@ pub(crate) struct Counts {
 pub(crate) struct Fleet {
     pub(crate) workers: Vec<SimWorker>,
     pub(crate) counts: Counts,
+    /// Each template's last launches to Ready, in seconds, as its status measures them.
+    launches: Vec<VecDeque<u64>>,
     durations: Durations,
     licensed: Vec<bool>,
     rng: fastrand::Rng,
@@ -55,6 +62,7 @@ impl Fleet {
         Fleet {
             workers: Vec::new(),
             counts: Counts::default(),
+            launches: vec![VecDeque::new(); licensed.len()],
             durations,
             licensed,
             rng: fastrand::Rng::with_seed(seed),
@@ -107,6 +115,7 @@ impl Fleet {
                 self.counts.starts += 1;
                 let t = self.workers[k].template;
                 let ready = self.ready_in(t, true);
+                self.workers[k].boot_began = now;
                 Some((Starting, Some(after(now, ready))))
             }
             (Terminating, _) if due => {
@@ -116,6 +125,9 @@ impl Fleet {
             _ => None,
         };
         if let Some((phase, done_at)) = next {
+            if (phase, self.workers[k].phase) == (Running, Pending) {
+                self.measure_launch(k, now);
+            }
             let w = &mut self.workers[k];
             if phase == Running {
                 w.idle_since = now;
@@ -125,6 +137,22 @@ impl Fleet {
             // A worker that moved may move again at once (a finished drain stops).
             self.advance_one(k, now);
         }
+    }
+
+    /// Records worker `k`'s launch, done at `now`, among its template's last ones.
+    fn measure_launch(&mut self, k: usize, now: Timestamp) {
+        let w = &self.workers[k];
+        let seconds = now.duration_since(w.boot_began).as_secs().max(0) as u64;
+        let kept = &mut self.launches[w.template];
+        kept.push_back(seconds);
+        if kept.len() > KEPT {
+            kept.pop_front();
+        }
+    }
+
+    /// The quantiles of the template's last launches, as `scaleUpLeadTime: auto` reads them.
+    pub(crate) fn measured_launches(&self, template: usize) -> Option<Measured> {
+        measure(self.launches[template].iter().copied())
     }
 
     /// The template's live workers as the planner sees them.
@@ -196,6 +224,7 @@ impl Fleet {
             labs: Vec::new(),
             allocated: Resources::default(),
             idle_since: now,
+            boot_began: now,
             gone: false,
         });
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ccm_core::{
     DesiredState, WorkerPhase,
+    lead_time::{self, AUTO_MARGIN, LeadTime},
     planner::{self, Inputs, Offer, TemplateView, Wanted},
     scaling_schedule::{Levels, Resolved},
 };
@@ -32,6 +33,8 @@ pub struct Template {
     pub licensed: bool,
     /// Its scaling schedule: `minWorkers` and `warmWorkers` by time of week, over the view's.
     pub schedule: Option<Resolved>,
+    /// Its `scaleUpLeadTime`; `None`: the controller's (`Settings::lead_time`).
+    pub lead_time: Option<LeadTime>,
 }
 
 impl Template {
@@ -114,7 +117,7 @@ pub fn replay_with_progress(
         fleet: Fleet::new(settings.durations, licensed, settings.seed),
         settings,
     };
-    let (from, until) = span(bookings, settings.lead_time);
+    let (from, until) = span(bookings, longest_lead(templates, settings));
     let offers = offers(templates);
     let assigned = bound::assignment(bookings, &offers);
     let mut outcome = Outcome::default();
@@ -159,6 +162,28 @@ pub fn lower_bound(templates: &[Template], bookings: &[Booking], settings: &Sett
 
 /// How often the timeline of the picture is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(300);
+
+/// The longest lead time any template may use: its own, the controller's, or with `auto` the
+/// longest boot plus the margin.
+fn longest_lead(templates: &[Template], settings: &Settings) -> Duration {
+    let d = &settings.durations;
+    let own = |t: &Template| match t.lead_time {
+        Some(LeadTime::Fixed(lead)) => lead.as_std(),
+        Some(LeadTime::Auto) => {
+            let license = if t.licensed {
+                d.license.high
+            } else {
+                Duration::ZERO
+            };
+            d.launch.high + license + AUTO_MARGIN
+        }
+        None => Duration::ZERO,
+    };
+    templates
+        .iter()
+        .map(own)
+        .fold(settings.lead_time, Duration::max)
+}
 
 /// From one lead time before the first start (nothing earlier can matter) to the last end.
 fn span(bookings: &[Booking], lead_time: Duration) -> (Timestamp, Timestamp) {
@@ -245,12 +270,17 @@ impl World<'_> {
         for k in 0..self.templates.len() {
             let demand = shares.remove(&self.templates[k].name).unwrap_or_default();
             let views = self.fleet.views(k);
-            let template = self.templates[k].view_at(now, self.settings.lead_time);
+            let lead = lead_time::in_use(
+                self.templates[k].lead_time,
+                self.fleet.measured_launches(k),
+                self.settings.lead_time,
+            );
+            let template = self.templates[k].view_at(now, lead);
             let plan = planner::plan(&Inputs {
                 template: &template,
                 workers: &views,
                 demand: Some(&demand),
-                lead_time: self.settings.lead_time,
+                lead_time: lead,
                 now,
             });
             for decision in &plan.decisions {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ccm_core::GoDuration;
+use ccm_core::{GoDuration, lead_time::LeadTime};
 
 use crate::{
     Booking, Outcome,
@@ -24,7 +24,7 @@ pub enum Knob {
     MaxWorkers,
     /// `scaleDownGracePeriod` of every template.
     ScaleDownGracePeriod,
-    /// The controller's `--scale-up-lead-time`.
+    /// `scaleUpLeadTime` of every template, and the controller's `--scale-up-lead-time`.
     LeadTime,
 }
 
@@ -107,9 +107,6 @@ impl std::str::FromStr for Axis {
         if values.len() > 50 {
             return Err(format!("{s:?}: more than 50 values"));
         }
-        if template.is_some() && knob == Knob::LeadTime {
-            return Err("leadTime is the controller's, not a template's".into());
-        }
         Ok(Axis {
             template,
             knob,
@@ -173,10 +170,14 @@ fn apply(axis: &Axis, value: u64, templates: &mut [Template], settings: &mut Set
             Knob::MaxStoppedWorkers => v.max_stopped_workers = count,
             Knob::MaxWorkers => v.max_workers = count,
             Knob::ScaleDownGracePeriod => v.grace = Duration::from_secs(value),
-            Knob::LeadTime => {}
+            Knob::LeadTime => {
+                t.lead_time = Some(LeadTime::Fixed(GoDuration::from(Duration::from_secs(
+                    value,
+                ))))
+            }
         }
     }
-    if knob == Knob::LeadTime {
+    if knob == Knob::LeadTime && axis.template.is_none() {
         settings.lead_time = Duration::from_secs(value);
     }
 }
@@ -253,7 +254,8 @@ mod tests {
         assert_eq!((a.template, a.values), (None, vec![1200, 2100]));
         let a: Axis = "personal-standard.warmWorkers=0,2".parse().expect("scoped");
         assert_eq!(a.template.as_deref(), Some("personal-standard"));
-        assert!("t.leadTime=20m".parse::<Axis>().is_err());
+        let a: Axis = "t.leadTime=20m".parse().expect("a template's lead time");
+        assert_eq!((a.template.as_deref(), a.knob), (Some("t"), Knob::LeadTime));
         for bad in [
             "warmWorkers",
             "colour=1..2",

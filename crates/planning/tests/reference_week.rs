@@ -50,6 +50,7 @@ fn replaying_the_week_twice_gives_the_same_figures() {
         },
         licensed: true,
         schedule: None,
+        lead_time: None,
     };
     let templates = [
         template("enterprise-large", License::Enterprise, 96.0, 500.0, 0, 0),

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use ccm_core::{
-    License,
+    GoDuration, License,
+    lead_time::LeadTime,
     planner::{Resources, TemplateView},
     scaling_schedule::ScalingSchedule,
 };
@@ -40,6 +41,7 @@ fn template(min: u32, max: u32, warm: u32) -> Template {
         },
         licensed: false,
         schedule: None,
+        lead_time: None,
     }
 }
 
@@ -176,6 +178,55 @@ fn a_warm_window_serves_the_short_notice_lab_for_less_than_a_warm_worker_all_day
         "the window {} h, all day {} h",
         out.running_hours,
         all_day.running_hours
+    );
+}
+
+#[test]
+fn a_templates_own_lead_time_and_auto_are_used_over_the_controllers() {
+    // Six whole-worker labs a day apart, each on a fresh launch (10 minutes, so auto's lead
+    // time is 10 + 5 minutes once three launches are measured).
+    let labs: Vec<Booking> = (0..6)
+        .map(|d| {
+            lab(
+                &format!("d{d}"),
+                20.0,
+                0,
+                (24 * d + 4) * HOUR,
+                (24 * d + 5) * HOUR,
+            )
+        })
+        .collect();
+    let with = |lead| Template {
+        lead_time: lead,
+        ..template(0, 10, 0)
+    };
+    let flag = replay(&[with(None)], &labs, &settings());
+    let fixed = replay(
+        &[with(Some(LeadTime::Fixed(GoDuration::from_mins(15))))],
+        &labs,
+        &settings(),
+    );
+    let auto = replay(&[with(Some(LeadTime::Auto))], &labs, &settings());
+    for out in [&flag, &fixed, &auto] {
+        assert_eq!(out.on_time, 6, "{}", out.table());
+    }
+    // Each launch 20 minutes later than the flag's 35: 2 hours less with 15m throughout, 1
+    // hour less with auto (the first three launches wait for the flag).
+    let saved = |out: &ccm_planning::Outcome| flag.running_hours - out.running_hours;
+    assert!((saved(&fixed) - 2.0).abs() < 0.05, "{}", saved(&fixed));
+    assert!((saved(&auto) - 1.0).abs() < 0.05, "{}", saved(&auto));
+    // Too short a lead time is late by the difference.
+    let short = replay(
+        &[with(Some(LeadTime::Fixed(GoDuration::from_mins(5))))],
+        &labs,
+        &settings(),
+    );
+    assert_eq!(short.late.len(), 6, "{}", short.table());
+    assert!(
+        short
+            .late
+            .iter()
+            .all(|l| (300..310).contains(&l.by_seconds))
     );
 }
 

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use crate::{
     controller::autoscaler::template_view,
-    crd::{BootKind, WorkerTemplate},
+    crd::{BootKind, LeadTime, WorkerTemplate},
 };
 
 #[derive(Debug, Args)]
@@ -33,7 +33,9 @@ pub struct SimulateArgs {
     /// separated by `|` in CSV.
     #[arg(long, value_name = "FILE")]
     pub schedule: PathBuf,
-    /// The controller's --scale-up-lead-time.
+    /// The controller's --scale-up-lead-time, for templates without their own
+    /// `scaleUpLeadTime` (a duration, or `auto`: the p95 of the launches measured in the replay
+    /// plus 5 minutes, once 3 are).
     #[arg(long, default_value = "35m")]
     pub lead_time: GoDuration,
     /// How often the planner runs in simulated time.
@@ -66,8 +68,8 @@ pub struct SimulateArgs {
     #[arg(long, value_name = "FILE")]
     pub picture: Option<PathBuf>,
     /// Replay over the values of a knob and print the trade-off, e.g. `warmWorkers=0..3`,
-    /// `leadTime=20m..60m/10m` or `maxStoppedWorkers=0,2,4` (minWorkers, warmWorkers,
-    /// maxStoppedWorkers, maxWorkers and scaleDownGracePeriod are set on every template);
+    /// `leadTime=20m..60m/10m` or `maxStoppedWorkers=0,2,4` (each knob is set on every
+    /// template, or on one with `TEMPLATE.KNOB`; `leadTime` is also the controller's);
     /// give it twice for a grid.
     #[arg(long, value_name = "KNOB=VALUES")]
     pub sweep: Vec<Axis>,
@@ -138,7 +140,7 @@ pub async fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
                 "templates {}; {} bookings; lead time {}; launch {}, start {}, seed {}\n\n{}",
                 names(&templates),
                 bookings.len(),
-                args.lead_time,
+                lead_times(&templates, args.lead_time),
                 durations.launch,
                 durations.start,
                 args.seed,
@@ -184,6 +186,25 @@ fn print_all(text: &str) -> anyhow::Result<()> {
 fn names(templates: &[Template]) -> String {
     let names: Vec<&str> = templates.iter().map(|t| t.name.as_str()).collect();
     names.join(", ")
+}
+
+/// The controller's lead time, and each template's own where it has one.
+fn lead_times(templates: &[Template], flag: GoDuration) -> String {
+    let own: Vec<String> = templates
+        .iter()
+        .filter_map(|t| {
+            let lead = match t.lead_time? {
+                LeadTime::Auto => "auto".to_owned(),
+                LeadTime::Fixed(d) => d.to_string(),
+            };
+            Some(format!("{} {lead}", t.name))
+        })
+        .collect();
+    if own.is_empty() {
+        flag.to_string()
+    } else {
+        format!("{flag} ({})", own.join(", "))
+    }
 }
 
 fn durations(args: &SimulateArgs) -> Durations {
@@ -268,6 +289,7 @@ fn templates_in(file: &Path) -> anyhow::Result<Vec<Template>> {
             view: template_view(&t, None, None),
             licensed: t.spec.licensing.is_some(),
             schedule,
+            lead_time: t.spec.scaling.scale_up_lead_time,
         });
     }
     Ok(found)

@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::GoDuration;
-pub use ccm_core::scaling_schedule::ScalingSchedule;
+pub use ccm_core::{lead_time::LeadTime, scaling_schedule::ScalingSchedule};
 
 /// A recipe for CML workers on a cloud provider and the scaling policy for the fleet built from it.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -563,52 +563,6 @@ pub struct Scaling {
     /// weekday evenings only; each window is provided for a lead time before it opens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ScalingSchedule>,
-}
-
-/// `scaleUpLeadTime`: fixed, or learnt from the template's boots.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LeadTime {
-    /// The p95 of measured launches plus a margin.
-    Auto,
-    /// This long.
-    Fixed(GoDuration),
-}
-
-impl Serialize for LeadTime {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self {
-            LeadTime::Auto => s.serialize_str("auto"),
-            LeadTime::Fixed(d) => d.serialize(s),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for LeadTime {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        if text == "auto" {
-            return Ok(LeadTime::Auto);
-        }
-        text.parse::<GoDuration>()
-            .map(LeadTime::Fixed)
-            .map_err(serde::de::Error::custom)
-    }
-}
-
-impl JsonSchema for LeadTime {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "LeadTime".into()
-    }
-
-    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        let duration = crate::crd::DURATION_PATTERN
-            .trim_start_matches('^')
-            .trim_end_matches('$');
-        schemars::json_schema!({
-            "type": "string",
-            "pattern": format!("^(auto|{duration})$"),
-        })
-    }
 }
 
 fn default_scale_down_grace() -> GoDuration {

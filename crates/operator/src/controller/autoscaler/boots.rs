@@ -6,20 +6,13 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 
-use crate::crd::{
-    BootDurations, BootKind, BootQuantiles, BootSample, GoDuration, LeadTime, Worker,
-    WorkerTemplate, WorkerTemplateStatus,
+use crate::{
+    crd::{
+        BootDurations, BootKind, BootQuantiles, BootSample, GoDuration, Worker, WorkerTemplate,
+        WorkerTemplateStatus,
+    },
+    lead_time::{self, KEPT},
 };
-
-/// Boots of each kind kept in status.
-const KEPT: usize = 20;
-
-/// Boots measured before `auto` trusts them.
-const TRUSTED_AFTER: u32 = 3;
-
-/// What `auto` adds to the p95 of launches: the round that notices the demand, and a boot
-/// slower than those seen so far.
-pub const AUTO_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// Adds the boots of `workers` not seen yet to `status.bootDurations`, keeping the newest.
 pub fn record(status: &mut WorkerTemplateStatus, workers: &[&Worker]) {
@@ -61,35 +54,27 @@ pub fn record(status: &mut WorkerTemplateStatus, workers: &[&Worker]) {
 }
 
 fn quantiles(d: &BootDurations, kind: BootKind) -> Option<BootQuantiles> {
-    let mut seconds: Vec<u64> = d
-        .recent
-        .iter()
-        .filter(|s| s.kind == kind)
-        .map(|s| s.seconds)
-        .collect();
-    seconds.sort_unstable();
-    let at =
-        |q: f64| seconds[((seconds.len() as f64 * q).ceil() as usize).clamp(1, seconds.len()) - 1];
-    (!seconds.is_empty()).then(|| BootQuantiles {
-        p50_seconds: at(0.50),
-        p95_seconds: at(0.95),
-        count: seconds.len() as u32,
+    let of_kind = d.recent.iter().filter(|s| s.kind == kind);
+    lead_time::measure(of_kind.map(|s| s.seconds)).map(|m| BootQuantiles {
+        p50_seconds: m.p50_seconds,
+        p95_seconds: m.p95_seconds,
+        count: m.count,
     })
 }
 
 /// The lead time of this round: the template's own, learnt with `auto` once enough launches
 /// are measured, else the controller's `flag`.
 pub fn lead_time(t: &WorkerTemplate, status: &WorkerTemplateStatus, flag: Duration) -> Duration {
-    match t.spec.scaling.scale_up_lead_time {
-        Some(LeadTime::Fixed(d)) => d.as_std(),
-        Some(LeadTime::Auto) => status
-            .boot_durations
-            .as_ref()
-            .and_then(|d| d.launch.as_ref())
-            .filter(|q| q.count >= TRUSTED_AFTER)
-            .map_or(flag, |q| Duration::from_secs(q.p95_seconds) + AUTO_MARGIN),
-        None => flag,
-    }
+    let launches = status
+        .boot_durations
+        .as_ref()
+        .and_then(|d| d.launch.as_ref())
+        .map(|q| lead_time::Measured {
+            p50_seconds: q.p50_seconds,
+            p95_seconds: q.p95_seconds,
+            count: q.count,
+        });
+    lead_time::in_use(t.spec.scaling.scale_up_lead_time, launches, flag)
 }
 
 /// The lead time as status shows it.
@@ -161,7 +146,7 @@ mod tests {
         assert_eq!(d.start.as_ref().map(|q| q.count), Some(1));
         assert_eq!(
             lead_time(&auto, &status, flag),
-            Duration::from_secs(720) + AUTO_MARGIN
+            Duration::from_secs(720) + lead_time::AUTO_MARGIN
         );
         assert_eq!(
             lead_time(&template(Some("20m")), &status, flag),

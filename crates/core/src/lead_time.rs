@@ -1,0 +1,141 @@
+//! `scaleUpLeadTime`: how far ahead a template provides for demand, fixed or learnt from its
+//! workers' measured launches (`auto`), and the quantiles of those measurements.
+
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::GoDuration;
+
+/// Boots of each kind a template keeps measured.
+pub const KEPT: usize = 20;
+
+/// Launches measured before `auto` trusts them.
+pub const TRUSTED_AFTER: u32 = 3;
+
+/// What `auto` adds to the p95 of launches: the round that notices the demand, and a boot
+/// slower than those seen so far.
+pub const AUTO_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// `scaleUpLeadTime`: fixed, or learnt from the template's boots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeadTime {
+    /// The p95 of measured launches plus a margin.
+    Auto,
+    /// This long.
+    Fixed(GoDuration),
+}
+
+impl Serialize for LeadTime {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            LeadTime::Auto => s.serialize_str("auto"),
+            LeadTime::Fixed(d) => d.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LeadTime {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if text == "auto" {
+            return Ok(LeadTime::Auto);
+        }
+        text.parse::<GoDuration>()
+            .map(LeadTime::Fixed)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for LeadTime {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "LeadTime".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let duration = crate::DURATION_PATTERN
+            .trim_start_matches('^')
+            .trim_end_matches('$');
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": format!("^(auto|{duration})$"),
+        })
+    }
+}
+
+/// The median and the 95th percentile of some measured boots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Measured {
+    /// Median, in seconds.
+    pub p50_seconds: u64,
+    /// 95th percentile, in seconds.
+    pub p95_seconds: u64,
+    /// How many boots they are computed from.
+    pub count: u32,
+}
+
+/// The quantiles of `seconds` (nearest rank); `None` when there are none.
+pub fn measure(seconds: impl IntoIterator<Item = u64>) -> Option<Measured> {
+    let mut seconds: Vec<u64> = seconds.into_iter().collect();
+    seconds.sort_unstable();
+    let at =
+        |q: f64| seconds[((seconds.len() as f64 * q).ceil() as usize).clamp(1, seconds.len()) - 1];
+    (!seconds.is_empty()).then(|| Measured {
+        p50_seconds: at(0.50),
+        p95_seconds: at(0.95),
+        count: seconds.len() as u32,
+    })
+}
+
+/// The lead time in use: the template's own (`setting`), with `auto` the p95 of its measured
+/// `launches` plus [`AUTO_MARGIN`] once [`TRUSTED_AFTER`] are measured; else the controller's
+/// `flag`.
+pub fn in_use(setting: Option<LeadTime>, launches: Option<Measured>, flag: Duration) -> Duration {
+    match setting {
+        Some(LeadTime::Fixed(d)) => d.as_std(),
+        Some(LeadTime::Auto) => launches
+            .filter(|m| m.count >= TRUSTED_AFTER)
+            .map_or(flag, |m| Duration::from_secs(m.p95_seconds) + AUTO_MARGIN),
+        None => flag,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        assert_eq!(measure([]), None);
+        let m = measure([300, 100, 200]).expect("three");
+        assert_eq!((m.p50_seconds, m.p95_seconds, m.count), (200, 300, 3));
+        let m = measure(1..=20).expect("twenty");
+        assert_eq!((m.p50_seconds, m.p95_seconds), (10, 19));
+    }
+
+    #[test]
+    fn auto_trusts_three_launches_and_adds_the_margin() {
+        let flag = Duration::from_secs(35 * 60);
+        let two = measure([600, 700]);
+        assert_eq!(in_use(Some(LeadTime::Auto), two, flag), flag);
+        let three = measure([600, 700, 650]);
+        assert_eq!(
+            in_use(Some(LeadTime::Auto), three, flag),
+            Duration::from_secs(700) + AUTO_MARGIN
+        );
+        let fixed = LeadTime::Fixed(GoDuration::from_mins(20));
+        assert_eq!(in_use(Some(fixed), three, flag), Duration::from_secs(1200));
+        assert_eq!(in_use(None, three, flag), flag);
+    }
+
+    #[test]
+    fn reads_auto_or_a_duration() {
+        let auto: LeadTime = serde_json::from_str("\"auto\"").expect("auto");
+        assert_eq!(auto, LeadTime::Auto);
+        let fixed: LeadTime = serde_json::from_str("\"20m\"").expect("20m");
+        assert_eq!(fixed, LeadTime::Fixed(GoDuration::from_mins(20)));
+        assert!(serde_json::from_str::<LeadTime>("\"soon\"").is_err());
+        assert_eq!(serde_json::to_string(&auto).expect("json"), "\"auto\"");
+    }
+}
