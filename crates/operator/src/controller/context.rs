@@ -19,7 +19,7 @@ use super::{
     events::{EventSink, EventSpec},
     instance_cap::InstanceCap,
     seats::SeatBudget,
-    template_cache::TemplateCache,
+    template_cache::{TemplateCache, template_key},
 };
 use crate::{
     backoff::Backoff,
@@ -27,7 +27,7 @@ use crate::{
     demand::DemandSnapshot,
     mirror::{Remotes, outbox::Outbox},
     provider::ProviderRegistry,
-    telemetry::{Metrics, http::Ready},
+    telemetry::{Metrics, TEMPLATE_SERIES_LINGER, http::Ready},
 };
 
 /// Controller settings, filled from flags and environment by the CLI.
@@ -202,8 +202,11 @@ impl Context {
             let refs: Vec<&Worker> = workers.iter().map(Arc::as_ref).collect();
             self.metrics.license_seats(&SeatBudget::by_state(&refs));
             let now = k8s_openapi::jiff::Timestamp::now();
-            let overdue = super::overdue::count(&refs, &self.templates.all(), now);
+            let templates = self.templates.all();
+            let overdue = super::overdue::count(&refs, &templates, now);
             self.metrics.overdue(&overdue);
+            let live = templates.iter().map(|t| template_key(t)).collect();
+            self.metrics.forget_templates(&live, TEMPLATE_SERIES_LINGER);
         }
         for c in self.providers.call_totals() {
             self.metrics.cloud_calls_total(

@@ -10,6 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::{
+    controller::template_cache::template_key,
     crd::{Worker, WorkerPhase, WorkerTemplate},
     phase_machine::{self, Timeouts},
 };
@@ -43,7 +44,7 @@ pub fn count(
     let mut counts = BTreeMap::new();
     let mut bounds = HashMap::new();
     for t in templates {
-        let key = format!("{}/{}", t.namespace().unwrap_or_default(), t.name_any());
+        let key = template_key(t);
         for phase in BOUNDED {
             counts.insert((key.clone(), phase.as_str()), 0);
         }

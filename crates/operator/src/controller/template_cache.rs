@@ -19,6 +19,12 @@ use kube::{
 
 use crate::{controller::worker::template_wakes_workers, crd::WorkerTemplate};
 
+/// A template's `namespace/name`, as metrics label it.
+pub fn template_key(t: &WorkerTemplate) -> String {
+    use kube::ResourceExt as _;
+    format!("{}/{}", t.namespace().unwrap_or_default(), t.name_any())
+}
+
 pub struct TemplateCache {
     store: Store<WorkerTemplate>,
     writer: Mutex<Option<Writer<WorkerTemplate>>>,

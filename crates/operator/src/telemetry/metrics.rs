@@ -1,8 +1,13 @@
 //! The controller's metrics, in OpenMetrics text via prometheus-client. Labels are bounded:
 //! controller, result, action, remote, template and phase; never a worker name or instance id.
 
-use std::time::Duration;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
+use crate::lock::Locked;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
@@ -124,7 +129,19 @@ pub struct Metrics {
     remote_up: Family<RemoteLabels, Gauge>,
     leader: Gauge,
     lease_transitions: Counter,
+    /// The templates with series: when they were last set, and the phases set.
+    templates: Mutex<BTreeMap<String, TemplateSeries>>,
 }
+
+/// What [`Metrics::forget_templates`] needs to remove a template's series.
+struct TemplateSeries {
+    set_at: Instant,
+    phases: BTreeSet<&'static str>,
+}
+
+/// How long a template's series outlive it: past a template just created that the template
+/// cache has not shown yet.
+pub const TEMPLATE_SERIES_LINGER: Duration = Duration::from_secs(60);
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -277,6 +294,7 @@ impl Default for Metrics {
             demand,
             scaling_limited,
             remote_up,
+            templates: Mutex::default(),
         }
     }
 }
@@ -371,6 +389,16 @@ impl Metrics {
 
     /// The template's workers by phase, replacing what was there.
     pub fn fleet(&self, template: &str, by_phase: &[(&'static str, u32)]) {
+        let mut seen = self.templates.locked();
+        let series = seen
+            .entry(template.to_owned())
+            .or_insert_with(|| TemplateSeries {
+                set_at: Instant::now(),
+                phases: BTreeSet::new(),
+            });
+        series.set_at = Instant::now();
+        series.phases.extend(by_phase.iter().map(|(p, _)| *p));
+        drop(seen);
         for (phase, n) in by_phase {
             self.workers
                 .get_or_create(&FleetLabels {
@@ -378,6 +406,49 @@ impl Metrics {
                     phase,
                 })
                 .set(i64::from(*n));
+        }
+    }
+
+    /// Removes the series of templates not in `live` (`namespace/name`) and not set within
+    /// `linger`: a deleted template leaves no figures behind.
+    pub fn forget_templates(&self, live: &BTreeSet<String>, linger: Duration) {
+        let mut seen = self.templates.locked();
+        let gone: Vec<String> = seen
+            .iter()
+            .filter(|(t, s)| !live.contains(*t) && s.set_at.elapsed() >= linger)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for template in gone {
+            let Some(series) = seen.remove(&template) else {
+                continue;
+            };
+            self.remove_template(&template, &series.phases);
+        }
+    }
+
+    fn remove_template(&self, template: &str, phases: &BTreeSet<&'static str>) {
+        let t = || template.to_owned();
+        for phase in phases {
+            let labels = FleetLabels {
+                template: t(),
+                phase,
+            };
+            self.workers.remove(&labels);
+        }
+        self.desired_workers
+            .remove(&TemplateLabels { template: t() });
+        self.ready_workers.remove(&TemplateLabels { template: t() });
+        for window in ["all", "lead_time"] {
+            self.demand.remove(&DemandLabels {
+                template: t(),
+                window,
+            });
+        }
+        for reason in LIMIT_REASONS {
+            self.scaling_limited.remove(&LimitLabels {
+                template: t(),
+                reason,
+            });
         }
     }
 
@@ -509,6 +580,28 @@ mod tests {
             "ccm_demand_instances{template=\"ns/t\",window=\"lead_time\"} 4",
             "ccm_scaling_limited{template=\"ns/t\",reason=\"MaxWorkersReached\"} 0",
             "# EOF",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_deleted_templates_series_go_once_they_have_lingered() {
+        let m = Metrics::default();
+        for t in ["ns/gone", "ns/live"] {
+            m.fleet(t, &[("Running", 2), ("Stopped", 1)]);
+            m.template_figures(t, &TemplateFigures::default());
+        }
+        let live: BTreeSet<String> = ["ns/live".to_owned()].into();
+        m.forget_templates(&live, TEMPLATE_SERIES_LINGER);
+        assert!(m.encode().contains("template=\"ns/gone\""), "set just now");
+        m.forget_templates(&live, Duration::ZERO);
+        let text = m.encode();
+        assert!(!text.contains("ns/gone"), "{text}");
+        for line in [
+            "ccm_workers{template=\"ns/live\",phase=\"Stopped\"} 1",
+            "ccm_desired_workers{template=\"ns/live\"} 0",
+            "ccm_scaling_limited{template=\"ns/live\",reason=\"DemandUnknown\"} 0",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }

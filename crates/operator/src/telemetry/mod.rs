@@ -5,4 +5,4 @@ mod logging;
 mod metrics;
 
 pub use logging::{LogFormat, init as init_logging};
-pub use metrics::{LIMIT_REASONS, Metrics, TemplateFigures};
+pub use metrics::{LIMIT_REASONS, Metrics, TEMPLATE_SERIES_LINGER, TemplateFigures};
