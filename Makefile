@@ -122,10 +122,12 @@ cargo-deny:
 	  || cargo install --locked cargo-deny --version $(CARGO_DENY_VERSION)
 
 ## lint: formatting, clippy (warnings are errors; protoc first: etcd-client's build needs it),
-## and deny.toml's rules on licenses, banned crates and sources (advisories need the network)
+## and deny.toml's rules on licenses, banned crates and sources (advisories need the network;
+## cargo fetch first brings the crates of every platform, which cargo deny reads offline)
 lint: toolchain apt-packages cargo-deny
 	cargo fmt --all -- --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
+	cargo fetch --locked --quiet
 	cargo deny --locked --offline check --hide-inclusion-graph licenses bans sources
 
 fmt:
