@@ -5,7 +5,8 @@
 //! capacity of running workers and the whole capacity of workers on their way; what does not fit
 //! reopens capacity in this order: cancel a drain, start a stopped worker, create a worker. Never
 //! more than `maxWorkers` workers that are not stopped; at least `minWorkers`, plus `warmWorkers`
-//! idle running ones. Idle workers (every usage source reads zero, nothing due within the grace
+//! idle running ones (with `warmRoom`, workers holding labs with that much free count too).
+//! Idle workers (every usage source reads zero, nothing due within the grace
 //! period, idle for the grace period, not do-not-disrupt, owned) beyond what is needed are
 //! drained, longest idle first, at most `maxConcurrentDrains` at once, never within the grace
 //! period after a scale-up and never while demand is unknown. A drained worker joins the stopped
@@ -79,6 +80,9 @@ pub struct TemplateView {
     pub max_workers: u32,
     /// `warmWorkers`: idle running workers kept as headroom.
     pub warm_workers: u32,
+    /// `warmRoom`: free capacity that lets a worker with labs count toward `warmWorkers`;
+    /// `None`: only idle workers count.
+    pub warm_room: Option<Resources>,
     /// `maxStoppedWorkers`: most drained workers kept stopped rather than deleted.
     pub max_stopped_workers: u32,
     /// `scaleDownGracePeriod`: how long a worker must sit idle before it is drained; nothing is
@@ -656,29 +660,50 @@ fn add_for_demand(
     Shortfall { capped, too_big }
 }
 
-/// Floors: minWorkers up, then warmWorkers idle ones (idle capacity left after packing, on
-/// workers up or coming up).
+/// Floors: minWorkers up, then warmWorkers warm ones: idle capacity left after packing, on
+/// workers up or coming up, and with `warmRoom` busy workers with that much free.
 fn apply_floors(d: &mut Draft, t: &TemplateView, ws: &[WorkerView], bins: &[Bin]) {
     let before_floor = d.up;
     if d.up < t.min_workers {
         let why = format!("fewer than minWorkers {} up", t.min_workers);
         d.add(t.min_workers - d.up, Trigger::MinWorkers, &why);
     }
-    let unused = bins
-        .iter()
-        .filter(|b| !b.used)
-        .filter(|b| {
-            b.worker.is_none_or(|k| {
-                let w = &ws[k];
-                w.phase != WorkerPhase::Running || w.busy == Some(false)
-            })
-        })
-        .count() as u32;
-    let idle_up = unused + (d.up - before_floor);
-    if idle_up < t.warm_workers {
-        let why = format!("fewer than warmWorkers {} idle", t.warm_workers);
-        d.add(t.warm_workers - idle_up, Trigger::WarmWorkers, &why);
+    let unused = bins.iter().filter(|b| is_idle_bin(b, ws)).count() as u32;
+    let warm_up = unused + busy_with_room(t, ws, bins) + (d.up - before_floor);
+    if warm_up < t.warm_workers {
+        let kind = if t.warm_room.is_some() {
+            "with warmRoom free"
+        } else {
+            "idle"
+        };
+        let why = format!("fewer than warmWorkers {} {kind}", t.warm_workers);
+        d.add(t.warm_workers - warm_up, Trigger::WarmWorkers, &why);
     }
+}
+
+/// Capacity no demand uses, on a worker that is idle or on its way.
+fn is_idle_bin(b: &Bin, ws: &[WorkerView]) -> bool {
+    !b.used
+        && b.worker.is_none_or(|k| {
+            let w = &ws[k];
+            w.phase != WorkerPhase::Running || w.busy == Some(false)
+        })
+}
+
+/// Running workers that are not idle but have `warmRoom` free once the demand is packed; none
+/// without `warmRoom`. A worker whose usage or allocation is unknown has no room.
+fn busy_with_room(t: &TemplateView, ws: &[WorkerView], bins: &[Bin]) -> u32 {
+    let Some(room) = t.warm_room else {
+        return 0;
+    };
+    bins.iter()
+        .filter(|b| !is_idle_bin(b, ws) && b.free.fits(&room))
+        .filter_map(|b| b.worker)
+        .filter(|&k| {
+            let w = &ws[k];
+            w.phase == WorkerPhase::Running && w.busy.is_some() && w.allocated.is_some()
+        })
+        .count() as u32
 }
 
 /// Scale down: drains idle workers beyond what is needed, longest idle first, at most
@@ -695,7 +720,10 @@ fn scale_down(d: &mut Draft, i: &Inputs, bins: &[Bin], draining_now: u32) -> Opt
         return Some("demand unknown: no scale-up for demand, no scale-down".into());
     }
     if !scaled_up && !in_grace && !idle.is_empty() {
-        let keep_warm = t.warm_workers.min(idle.len() as u32);
+        let keep_warm = t
+            .warm_workers
+            .saturating_sub(busy_with_room(t, i.workers, bins))
+            .min(idle.len() as u32);
         let above_min = d.up.saturating_sub(t.min_workers);
         let surplus = (idle.len() as u32 - keep_warm).min(above_min);
         let slots = t.max_concurrent_drains.saturating_sub(draining_now);

@@ -281,6 +281,18 @@ fn invalid_manifests() -> Vec<Invalid> {
             ],
         },
         Invalid {
+            case: "a warmRoom asking for nothing",
+            base: t,
+            patch: json!({"spec": {"scaling": {"warmRoom": {"nodes": 0}}}}),
+            expect: &["spec.scaling.warmRoom", "must ask for some room"],
+        },
+        Invalid {
+            case: "a warmRoom bigger than a worker",
+            base: t,
+            patch: json!({"spec": {"scaling": {"warmRoom": {"nodes": 8, "cpuCores": 1000}}}}),
+            expect: &["spec.scaling.warmRoom", "must fit in one worker's capacity"],
+        },
+        Invalid {
             case: "a schedule window warmer than maxWorkers",
             base: t,
             patch: json!({"spec": {"scaling": {"maxWorkers": 2, "schedule": {"windows": [

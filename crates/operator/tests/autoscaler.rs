@@ -719,6 +719,38 @@ fn stale_usage(s: &mut resource_controller::controller::Settings) {
 }
 
 #[tokio::test]
+async fn a_worker_with_warm_room_free_counts_as_warm_until_its_labs_fill_it() {
+    let h = Harness::new("room", |_| {}).await;
+    h.cp.add_definition(definition("d6", 6, &["ENTERPRISE"]));
+    h.template_with(
+        json!({"maxWorkers": 3, "warmWorkers": 1, "warmRoom": {"nodes": 8},
+                           "scaleDownGracePeriod": "1h"}),
+    )
+    .await;
+    let ws = h.one_running("t").await;
+    let status = h
+        .wait_template("t", "the warm scale-up", |s| s.last_scale_up.is_some())
+        .await;
+    let reason = status.last_scale_up.expect("scale-up").reason;
+    assert_eq!(reason, "fewer than warmWorkers 1 with warmRoom free");
+    // A lab of 6 placed on the warm worker leaves 14 of 20 nodes: room for 8, still warm.
+    h.cp.add_instance(instance("l1", "d6", 5));
+    place(&h, "l1", &ws[0], 6, 5);
+    h.announce("l1").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(h.owned("t").await.len(), 1, "a roomy worker is warm");
+    // With 14 nodes placed, 6 are left: another warm worker.
+    h.cp.add_instance(instance("l2", "d6", 5));
+    place(&h, "l2", &ws[0], 14, 5);
+    h.announce("l2").await;
+    h.wait_owned("t", "a second warm worker", |ws| ws.len() == 2)
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(h.owned("t").await.len(), 2, "exactly one more");
+    h.finish().await;
+}
+
+#[tokio::test]
 async fn new_demand_is_weighed_against_the_placements_of_the_same_refresh() {
     let h = Harness::new("picture", stale_usage).await;
     h.cp.add_definition(definition("d12", 12, &["ENTERPRISE"]));

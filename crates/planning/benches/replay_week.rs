@@ -28,6 +28,7 @@ fn samples() -> [Template; 2] {
                 min_workers: min,
                 max_workers: max,
                 warm_workers: warm,
+                warm_room: None,
                 max_stopped_workers: stopped,
                 grace: Duration::from_secs(30 * 60),
                 max_concurrent_drains: drains,
@@ -52,7 +53,15 @@ fn samples() -> [Template; 2] {
         },
         Template {
             name: "personal-standard".into(),
-            view: view(License::Personal, 48.0, 192.0, 500.0, 20.0, (0, 5, 0, 1, 1)),
+            view: TemplateView {
+                warm_room: Some(Resources {
+                    cpu: 8.0,
+                    memory_gb: 16.0,
+                    storage_gb: 26.0,
+                    nodes: 8.0,
+                }),
+                ..view(License::Personal, 48.0, 192.0, 500.0, 20.0, (0, 5, 0, 1, 1))
+            },
             licensed: false,
             schedule: Some(evenings_and_weekends()),
             lead_time: Some(LeadTime::Auto),
@@ -60,7 +69,7 @@ fn samples() -> [Template; 2] {
     ]
 }
 
-/// personal-standard's schedule: a warm worker while self-study is booked at short notice.
+/// personal-standard's schedule: a warm worker (or room for a lab) while self-study is booked at short notice.
 fn evenings_and_weekends() -> Resolved {
     let schedule: ScalingSchedule = serde_json::from_value(serde_json::json!({
         "timeZone": "UTC",

@@ -42,6 +42,7 @@ fn replaying_the_week_twice_gives_the_same_figures() {
             min_workers: min,
             max_workers: 10,
             warm_workers: warm,
+            warm_room: None,
             max_stopped_workers: 1,
             grace: Duration::from_secs(1800),
             max_concurrent_drains: 2,

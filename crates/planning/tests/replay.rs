@@ -33,6 +33,7 @@ fn template(min: u32, max: u32, warm: u32) -> Template {
             min_workers: min,
             max_workers: max,
             warm_workers: warm,
+            warm_room: None,
             max_stopped_workers: 0,
             grace: Duration::from_secs(30 * 60),
             max_concurrent_drains: 10,

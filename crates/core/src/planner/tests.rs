@@ -22,6 +22,7 @@ fn template() -> TemplateView {
         min_workers: 0,
         max_workers: 5,
         warm_workers: 0,
+        warm_room: None,
         max_stopped_workers: 0,
         grace: 30 * MIN,
         max_concurrent_drains: 1,
@@ -361,6 +362,64 @@ fn floors_stop_at_max_workers() {
     assert_eq!(actions(&p), vec![create(1)]);
 }
 
+fn room(nodes: f64) -> Option<Resources> {
+    Some(Resources {
+        nodes,
+        ..Resources::default()
+    })
+}
+
+#[test]
+fn with_warm_room_a_busy_worker_with_that_much_free_is_warm() {
+    let mut t = template();
+    t.warm_workers = 1;
+    let ws = [busy("w1", 6.0)];
+    // Without warmRoom only an idle worker is warm: one more comes up.
+    assert_eq!(actions(&run(&t, &ws, Some(&[]))), vec![create(1)]);
+    // 14 of 20 nodes free: room for 8.
+    t.warm_room = room(8.0);
+    assert_eq!(actions(&run(&t, &ws, Some(&[]))), vec![]);
+    // Room for 15 it has not.
+    t.warm_room = room(15.0);
+    let p = run(&t, &ws, Some(&[]));
+    assert_eq!(actions(&p), vec![create(1)]);
+    assert!(p.decisions[0].reason.contains("warmRoom"), "{p:?}");
+}
+
+#[test]
+fn warm_room_counts_what_is_free_once_demand_is_packed() {
+    let mut t = template();
+    t.warm_workers = 1;
+    t.warm_room = room(8.0);
+    // 6 allocated and 8 due: 6 nodes left, less than the room.
+    let p = run(&t, &[busy("w1", 6.0)], Some(&[lab("a", 5, 8.0)]));
+    assert_eq!(actions(&p), vec![create(1)]);
+    assert_eq!(p.decisions[0].trigger, Trigger::WarmWorkers);
+}
+
+#[test]
+fn a_worker_whose_usage_or_allocation_is_unknown_has_no_warm_room() {
+    let mut t = template();
+    t.warm_workers = 1;
+    t.warm_room = room(8.0);
+    let unknown_usage = WorkerView {
+        busy: None,
+        ..busy("w1", 6.0)
+    };
+    assert_eq!(
+        actions(&run(&t, &[unknown_usage], Some(&[]))),
+        vec![create(1)]
+    );
+    let unknown_allocation = WorkerView {
+        allocated: None,
+        ..busy("w1", 6.0)
+    };
+    assert_eq!(
+        actions(&run(&t, &[unknown_allocation], Some(&[]))),
+        vec![create(1)]
+    );
+}
+
 // --- scale down ---
 
 #[test]
@@ -467,6 +526,25 @@ fn min_and_warm_workers_are_not_drained() {
     t.warm_workers = 1;
     let p = run(&t, &[idle("w1"), idle("w2")], Some(&[]));
     assert_eq!(actions(&p), vec![drain("w1")]);
+}
+
+#[test]
+fn with_warm_room_a_busy_worker_with_room_lets_the_idle_warm_worker_go() {
+    let mut t = template();
+    t.warm_workers = 1;
+    let ws = [busy("w1", 6.0), idle("w2")];
+    assert_eq!(actions(&run(&t, &ws, Some(&[]))), vec![]);
+    t.warm_room = room(8.0);
+    assert_eq!(actions(&run(&t, &ws, Some(&[]))), vec![drain("w2")]);
+    // Its usage unknown, the busy worker's room does not count: the idle one stays.
+    let unknown = [
+        WorkerView {
+            busy: None,
+            ..busy("w1", 6.0)
+        },
+        idle("w2"),
+    ];
+    assert_eq!(actions(&run(&t, &unknown, Some(&[]))), vec![]);
 }
 
 #[test]

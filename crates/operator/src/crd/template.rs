@@ -31,6 +31,7 @@ pub use ccm_core::{lead_time::LeadTime, scaling_schedule::ScalingSchedule};
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.fallbackInstanceTypes) || !(self.instanceType in self.fallbackInstanceTypes)").message("fallbackInstanceTypes must not repeat instanceType").field_path(".fallbackInstanceTypes"))]
+#[x_kube(validation = Rule::new("!has(self.scaling.warmRoom) || ((!has(self.scaling.warmRoom.cpuCores) || self.scaling.warmRoom.cpuCores <= self.capacity.cpuCores) && (!has(self.scaling.warmRoom.memoryGiB) || self.scaling.warmRoom.memoryGiB <= self.capacity.memoryGiB) && (!has(self.scaling.warmRoom.storageGiB) || self.scaling.warmRoom.storageGiB <= self.capacity.storageGiB) && (!has(self.scaling.warmRoom.nodes) || self.scaling.warmRoom.nodes <= self.capacity.maxNodes))").message("scaling.warmRoom must fit in one worker's capacity").field_path(".scaling.warmRoom"))]
 #[x_kube(validation = Rule::new("!has(self.licensing) || self.licenseType != 'Evaluation'").message("an Evaluation worker runs unregistered: remove licensing, or choose licenseType Personal or Enterprise").field_path(".licensing"))]
 #[x_kube(validation = Rule::new("!has(self.licensing) || !has(self.licensing.productLicense) || ((self.licenseType == 'Personal') == self.licensing.productLicense.startsWith('CML_Personal'))").message("licensing.productLicense must match licenseType: CML_Personal or CML_Personal40 for Personal, another CML product for Enterprise").field_path(".licensing.productLicense"))]
 #[x_kube(validation = Rule::new("!has(self.licensing) || !has(self.licensing.expansionNodes) || (self.licenseType == 'Enterprise' && (!has(self.licensing.productLicense) || !self.licensing.productLicense.startsWith('CML_Personal')))").message("licensing.expansionNodes only applies to an Enterprise product").field_path(".licensing.expansionNodes"))]
@@ -300,6 +301,29 @@ pub struct Capacity {
     pub max_nodes: u32,
 }
 
+/// Free capacity that makes a worker with labs count as warm; dimensions left out ask for
+/// nothing.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.cpuCores) && self.cpuCores > 0) || (has(self.memoryGiB) && self.memoryGiB > 0) || (has(self.storageGiB) && self.storageGiB > 0) || (has(self.nodes) && self.nodes > 0)").message("scaling.warmRoom must ask for some room: nodes, cpuCores, memoryGiB or storageGiB above 0"))]
+pub struct WarmRoom {
+    /// CPU cores free.
+    #[serde(default)]
+    pub cpu_cores: u32,
+
+    /// Memory in GiB free.
+    #[serde(default, rename = "memoryGiB")]
+    pub memory_gib: u32,
+
+    /// Disk in GiB free.
+    #[serde(default, rename = "storageGiB")]
+    pub storage_gib: u32,
+
+    /// Lab nodes free.
+    #[serde(default)]
+    pub nodes: u32,
+}
+
 /// CML license editions.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LicenseType {
@@ -526,6 +550,12 @@ pub struct Scaling {
     #[serde(default)]
     #[schemars(range(max = 1000))]
     pub warm_workers: u32,
+
+    /// With it, a worker holding labs still counts toward `warmWorkers` while this much of it
+    /// is free (room for the biggest lab that should never wait for a boot); without it, only
+    /// idle workers count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_room: Option<WarmRoom>,
 
     /// Drained workers kept stopped (cheap, quick to restart) instead of terminated.
     #[serde(default)]

@@ -12,8 +12,8 @@ use crate::{
         template_cache::TemplateCache,
     },
     crd::{
-        DO_NOT_DISRUPT_ANNOTATION, DesiredState, LicenseSeats, UsageStatus, Worker, WorkerPhase,
-        WorkerStatus, WorkerTemplate, conditions,
+        DO_NOT_DISRUPT_ANNOTATION, DesiredState, LicenseSeats, UsageStatus, WarmRoom, Worker,
+        WorkerPhase, WorkerStatus, WorkerTemplate, conditions,
     },
     demand::DemandSnapshot,
     planner::{DemandItem, Offer, Resources, TemplateView, Wanted, WorkerView, assign},
@@ -26,6 +26,15 @@ pub fn capacity(t: &WorkerTemplate) -> Resources {
         memory_gb: f64::from(c.memory_gib),
         storage_gb: f64::from(c.storage_gib),
         nodes: f64::from(c.max_nodes),
+    }
+}
+
+fn warm_room(r: &WarmRoom) -> Resources {
+    Resources {
+        cpu: f64::from(r.cpu_cores),
+        memory_gb: f64::from(r.memory_gib),
+        storage_gb: f64::from(r.storage_gib),
+        nodes: f64::from(r.nodes),
     }
 }
 
@@ -42,6 +51,7 @@ pub fn template_view(
         min_workers: s.min_workers,
         max_workers: s.max_workers,
         warm_workers: s.warm_workers,
+        warm_room: s.warm_room.as_ref().map(warm_room),
         max_stopped_workers: s.max_stopped_workers,
         grace: s.scale_down_grace_period.as_std(),
         max_concurrent_drains: s.max_concurrent_drains,
