@@ -56,12 +56,25 @@ fn a_schedule_replays_to_a_table_and_to_json() {
         table.contains("on time                 2 (100.00 %)"),
         "{table}"
     );
+    let by_template = table
+        .lines()
+        .skip_while(|l| !l.starts_with("running hours by template"))
+        .nth(1)
+        .unwrap_or_default();
+    assert!(by_template.starts_with("enterprise-large"), "{table}");
     let out = simulate(SCHEDULE, &["--output", "json", "--seed", "3"]);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(json["labs"], 2);
     assert_eq!(json["on_time"], 2);
     assert!(json["lower_bound_hours"].as_f64().expect("bound") > 0.0);
     assert!(json["running_hours"].as_f64() >= json["lower_bound_hours"].as_f64());
+    let hours = &json["by_template"][0];
+    assert_eq!(hours["template"], "enterprise-large");
+    let part = |k: &str| hours[k].as_f64().expect(k);
+    let sum = part("holding_labs") + part("idle") + part("booting");
+    let running = json["running_hours"].as_f64().expect("running");
+    assert!((sum - running).abs() < 1e-6, "{hours} against {running}");
+    assert_eq!(hours["lower_bound"], json["lower_bound_hours"]);
 }
 
 #[test]

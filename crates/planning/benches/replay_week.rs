@@ -30,7 +30,7 @@ fn samples() -> [Template; 2] {
                 warm_workers: warm,
                 warm_room: None,
                 max_stopped_workers: stopped,
-                grace: Duration::from_secs(30 * 60),
+                grace: Duration::from_secs(10 * 60),
                 max_concurrent_drains: drains,
                 last_scale_up: None,
                 seats_available: None,

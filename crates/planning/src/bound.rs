@@ -36,13 +36,14 @@ pub(crate) fn assignment(bookings: &[Booking], offers: &[Offer]) -> Vec<Option<u
         .collect()
 }
 
-/// The bound, in instance-hours, over the whole schedule; `shortest_boot[k]` is the shortest a
-/// worker of `offers[k]` takes from launch or start to Ready.
+/// The bound, in instance-hours, over the whole schedule, per template (in the order of
+/// `offers`); `shortest_boot[k]` is the shortest a worker of `offers[k]` takes from launch or
+/// start to Ready.
 pub fn instance_hours(
     bookings: &[Booking],
     offers: &[Offer],
     shortest_boot: &[std::time::Duration],
-) -> f64 {
+) -> Vec<f64> {
     let assigned = assignment(bookings, offers);
     offers
         .iter()
@@ -58,7 +59,7 @@ pub fn instance_hours(
             let boot = shortest_boot.get(k).copied().unwrap_or_default();
             ready_hours(&steps) + boot_hours(&steps, boot.as_secs_f64() / 3600.0)
         })
-        .sum()
+        .collect()
 }
 
 /// Workers the labs in their timeslots at `now` need at least, summed over templates.

@@ -1,6 +1,7 @@
 //! What a replay found: labs on time and late, the fleet's cost and motion, and the lower
 //! bound beside it.
 
+use ccm_core::WorkerPhase;
 use serde::Serialize;
 
 /// A lab that started late, and by how much.
@@ -23,7 +24,9 @@ pub struct Outcome {
     pub late: Vec<Late>,
     /// Never placed: no worker had room before they ended.
     pub never_served: Vec<String>,
-    /// Hours of instances running (booting, ready, draining or stopping).
+    /// Hours of instances EC2 bills: booting, ready or draining (not stopping or
+    /// shutting down; a boot is counted whole, though EC2 bills from `running`, a minute or
+    /// so into it).
     pub running_hours: f64,
     /// Hours of instances stopped (storage only).
     pub stopped_hours: f64,
@@ -47,9 +50,47 @@ pub struct Outcome {
     pub rounds: u64,
     /// Simulated time, in hours.
     pub simulated_hours: f64,
+    /// Where each template's hours went, beside its share of the bound.
+    pub by_template: Vec<TemplateHours>,
     /// The fleet every five simulated minutes, for the picture (not in the JSON).
     #[serde(skip)]
     pub timeline: Vec<crate::picture::Sample>,
+}
+
+/// Where one template's hours went (running, and stopping beside), and its share of the
+/// lower bound.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TemplateHours {
+    /// The template's name.
+    pub template: String,
+    /// Hours of its workers holding labs.
+    pub holding_labs: f64,
+    /// Hours of its workers ready (or draining) with no lab.
+    pub idle: f64,
+    /// Hours of launches and starts, license registration included.
+    pub booting: f64,
+    /// Hours of stops and terminations, which EC2 does not bill.
+    pub stopping: f64,
+    /// Its share of the lower bound.
+    pub lower_bound: f64,
+}
+
+impl TemplateHours {
+    /// Counts `hours` of a running worker in `phase`, holding labs or not.
+    pub(crate) fn add(&mut self, phase: WorkerPhase, holding_labs: bool, hours: f64) {
+        let bucket = match phase {
+            WorkerPhase::Running | WorkerPhase::Draining if holding_labs => &mut self.holding_labs,
+            WorkerPhase::Running | WorkerPhase::Draining => &mut self.idle,
+            WorkerPhase::Stopping | WorkerPhase::Terminating => &mut self.stopping,
+            _ => &mut self.booting,
+        };
+        *bucket += hours;
+    }
+
+    /// Its billed hours: all but stopping.
+    pub fn running(&self) -> f64 {
+        self.holding_labs + self.idle + self.booting
+    }
 }
 
 impl Outcome {
@@ -114,9 +155,51 @@ impl Outcome {
             ),
         ];
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-        rows.iter()
+        let mut out: String = rows
+            .iter()
             .map(|(k, v)| format!("{k:<width$}  {v}\n"))
-            .collect()
+            .collect();
+        out += &self.hours_table();
+        out
+    }
+
+    /// Where each template's hours went.
+    fn hours_table(&self) -> String {
+        let width = self
+            .by_template
+            .iter()
+            .map(|t| t.template.len())
+            .fold("running hours by template".len(), usize::max);
+        let mut out = format!(
+            "\n{:<width$}  {:>8}  {:>12}  {:>6}  {:>7}  {:>11}  {:>7}  {:>20}\n",
+            "running hours by template",
+            "running",
+            "holding labs",
+            "idle",
+            "booting",
+            "lower bound",
+            "/ bound",
+            "stopping (unbilled)"
+        );
+        for t in &self.by_template {
+            let ratio = if t.lower_bound > 0.0 {
+                format!("{:.2}x", t.running() / t.lower_bound)
+            } else {
+                "-".to_owned()
+            };
+            out += &format!(
+                "{:<width$}  {:>8.1}  {:>12.1}  {:>6.1}  {:>7.1}  {:>11.1}  {:>7}  {:>20.1}\n",
+                t.template,
+                t.running(),
+                t.holding_labs,
+                t.idle,
+                t.booting,
+                t.lower_bound,
+                ratio,
+                t.stopping
+            );
+        }
+        out
     }
 }
 

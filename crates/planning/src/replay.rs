@@ -16,7 +16,7 @@ use crate::{
     boot::Durations,
     bound,
     fleet::Fleet,
-    outcome::{Late, Outcome},
+    outcome::{Late, Outcome, TemplateHours},
     picture::Sample,
     schedule::Booking,
 };
@@ -120,7 +120,16 @@ pub fn replay_with_progress(
     let (from, until) = span(bookings, longest_lead(templates, settings));
     let offers = offers(templates);
     let assigned = bound::assignment(bookings, &offers);
-    let mut outcome = Outcome::default();
+    let mut outcome = Outcome {
+        by_template: templates
+            .iter()
+            .map(|t| TemplateHours {
+                template: t.name.clone(),
+                ..TemplateHours::default()
+            })
+            .collect(),
+        ..Outcome::default()
+    };
     let mut now = from;
     let mut next_sample = from;
     let total = until.duration_since(from).as_secs_f64().max(1.0);
@@ -146,13 +155,22 @@ pub fn replay_with_progress(
     }
     progress(1.0);
     world.finish(&mut outcome);
-    outcome.lower_bound_hours = lower_bound(templates, bookings, settings);
+    let bounds = lower_bounds(templates, bookings, settings);
+    for (hours, bound) in outcome.by_template.iter_mut().zip(&bounds) {
+        hours.lower_bound = *bound;
+    }
+    outcome.lower_bound_hours = bounds.iter().sum();
     outcome
 }
 
 /// The clairvoyant lower bound (see [`bound`]) on the instance-hours of serving `bookings` on
 /// time with `templates` and the boot times of `settings`.
 pub fn lower_bound(templates: &[Template], bookings: &[Booking], settings: &Settings) -> f64 {
+    lower_bounds(templates, bookings, settings).iter().sum()
+}
+
+/// [`lower_bound`] per template, in the order of `templates`.
+fn lower_bounds(templates: &[Template], bookings: &[Booking], settings: &Settings) -> Vec<f64> {
     let shortest_boot: Vec<Duration> = templates
         .iter()
         .map(|t| settings.durations.shortest_boot(t.licensed))
@@ -317,10 +335,14 @@ impl World<'_> {
                 outcome.stopped_hours += hours;
                 continue;
             }
-            outcome.running_hours += hours;
+            outcome.by_template[w.template].add(w.phase, !w.labs.is_empty(), hours);
             up += 1;
-            // A licensed worker's seat counts from its boot until it stops or goes (the seat
-            // is given back before either).
+            // EC2 bills neither stopping nor shutting-down; the seat is given back before both.
+            if matches!(w.phase, WorkerPhase::Stopping | WorkerPhase::Terminating) {
+                continue;
+            }
+            outcome.running_hours += hours;
+            // A licensed worker's seat counts from its boot until it stops or goes.
             if self.templates[w.template].licensed {
                 seats += 1;
                 outcome.seat_hours += hours;

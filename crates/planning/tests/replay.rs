@@ -155,6 +155,41 @@ fn a_warm_worker_turns_a_short_notice_class_from_late_to_on_time() {
 }
 
 #[test]
+fn a_warm_room_serves_short_notice_labs_beside_each_other_for_fewer_idle_hours() {
+    // Both booked 5 minutes ahead, a launch takes 10: each needs a worker up with room for it.
+    let labs = [
+        lab("first", 5.0, 2 * HOUR - 300, 2 * HOUR, 6 * HOUR),
+        lab("second", 5.0, 4 * HOUR - 300, 4 * HOUR, 6 * HOUR),
+    ];
+    let idle_only = replay(&[template(0, 10, 1)], &labs, &settings());
+    assert_eq!(idle_only.on_time, 2, "{}", idle_only.table());
+    let mut roomy = template(0, 10, 1);
+    roomy.view.warm_room = Some(Resources {
+        nodes: 8.0,
+        ..Resources::default()
+    });
+    let room = replay(&[roomy], &labs, &settings());
+    assert_eq!(room.on_time, 2, "{}", room.table());
+    let (a, b) = (&idle_only.by_template[0], &room.by_template[0]);
+    assert!(
+        b.idle + 3.0 < a.idle,
+        "idle {} h against {} h",
+        b.idle,
+        a.idle
+    );
+    assert!(room.running_hours + 3.0 < idle_only.running_hours);
+    assert!(
+        (a.holding_labs - b.holding_labs).abs() < 0.01,
+        "the same labs"
+    );
+    for out in [&idle_only, &room] {
+        let t = &out.by_template[0];
+        assert!((t.running() - out.running_hours).abs() < 1e-6, "{t:?}");
+        assert!((t.lower_bound - out.lower_bound_hours).abs() < 1e-9);
+    }
+}
+
+#[test]
 fn a_warm_window_serves_the_short_notice_lab_for_less_than_a_warm_worker_all_day() {
     // at(0) is a Friday, 08:00 UTC: the short-notice lab starts at 20:00.
     let labs = [
