@@ -75,13 +75,19 @@ pub struct TemplateHours {
     pub lower_bound: f64,
 }
 
+/// Whether EC2 bills an instance in `phase` (a live one, not stopped): it bills neither
+/// stopping nor shutting-down.
+pub(crate) fn billed(phase: WorkerPhase) -> bool {
+    !matches!(phase, WorkerPhase::Stopping | WorkerPhase::Terminating)
+}
+
 impl TemplateHours {
-    /// Counts `hours` of a running worker in `phase`, holding labs or not.
+    /// Counts `hours` of a live, not stopped worker in `phase`, holding labs or not.
     pub(crate) fn add(&mut self, phase: WorkerPhase, holding_labs: bool, hours: f64) {
         let bucket = match phase {
+            _ if !billed(phase) => &mut self.stopping,
             WorkerPhase::Running | WorkerPhase::Draining if holding_labs => &mut self.holding_labs,
             WorkerPhase::Running | WorkerPhase::Draining => &mut self.idle,
-            WorkerPhase::Stopping | WorkerPhase::Terminating => &mut self.stopping,
             _ => &mut self.booting,
         };
         *bucket += hours;

@@ -16,7 +16,7 @@ use crate::{
     boot::Durations,
     bound,
     fleet::Fleet,
-    outcome::{Late, Outcome, TemplateHours},
+    outcome::{Late, Outcome, TemplateHours, billed},
     picture::Sample,
     schedule::Booking,
 };
@@ -337,13 +337,9 @@ impl World<'_> {
             }
             outcome.by_template[w.template].add(w.phase, !w.labs.is_empty(), hours);
             up += 1;
-            // EC2 bills neither stopping nor shutting-down; the seat is given back before both.
-            if matches!(w.phase, WorkerPhase::Stopping | WorkerPhase::Terminating) {
-                continue;
-            }
-            outcome.running_hours += hours;
-            // A licensed worker's seat counts from its boot until it stops or goes.
-            if self.templates[w.template].licensed {
+            // A licensed worker's seat counts from its boot until it stops or goes (it is given
+            // back before either, so exactly while the instance is billed).
+            if billed(w.phase) && self.templates[w.template].licensed {
                 seats += 1;
                 outcome.seat_hours += hours;
             }
@@ -381,5 +377,6 @@ impl World<'_> {
             outcome.deletes,
         ) = (c.launches, c.starts, c.drains, c.deletes);
         outcome.simulated_hours = outcome.rounds as f64 * tick / 3600.0;
+        outcome.running_hours = outcome.by_template.iter().map(TemplateHours::running).sum();
     }
 }
