@@ -661,7 +661,9 @@ fn add_for_demand(
 }
 
 /// Floors: minWorkers up, then warmWorkers warm ones: idle capacity left after packing, on
-/// workers up or coming up, and with `warmRoom` busy workers with that much free.
+/// workers up or coming up, and with `warmRoom` busy workers with that much free. A worker
+/// whose usage is unknown may be warm: no worker is launched for it (nor drained for it, see
+/// `scale_down`) until it is read.
 fn apply_floors(d: &mut Draft, t: &TemplateView, ws: &[WorkerView], bins: &[Bin]) {
     let before_floor = d.up;
     if d.up < t.min_workers {
@@ -669,7 +671,8 @@ fn apply_floors(d: &mut Draft, t: &TemplateView, ws: &[WorkerView], bins: &[Bin]
         d.add(t.min_workers - d.up, Trigger::MinWorkers, &why);
     }
     let unused = bins.iter().filter(|b| is_idle_bin(b, ws)).count() as u32;
-    let warm_up = unused + busy_with_room(t, ws, bins) + (d.up - before_floor);
+    let maybe_warm = bins.iter().filter(|b| is_unknown_bin(b, ws)).count() as u32;
+    let warm_up = unused + busy_with_room(t, ws, bins) + maybe_warm + (d.up - before_floor);
     if warm_up < t.warm_workers {
         let kind = if t.warm_room.is_some() {
             "with warmRoom free"
@@ -687,6 +690,17 @@ fn is_idle_bin(b: &Bin, ws: &[WorkerView]) -> bool {
         && b.worker.is_none_or(|k| {
             let w = &ws[k];
             w.phase != WorkerPhase::Running || w.busy == Some(false)
+        })
+}
+
+/// Capacity no demand uses, on a running worker whose usage or allocation is unknown (it may
+/// be idle or roomy: one just Running that the picture of placements predates, or one whose
+/// CML or platform record could not be read).
+fn is_unknown_bin(b: &Bin, ws: &[WorkerView]) -> bool {
+    !b.used
+        && b.worker.is_some_and(|k| {
+            let w = &ws[k];
+            w.phase == WorkerPhase::Running && (w.busy.is_none() || w.allocated.is_none())
         })
 }
 

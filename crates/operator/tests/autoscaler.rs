@@ -723,9 +723,7 @@ async fn a_worker_with_warm_room_free_counts_as_warm_until_its_labs_fill_it() {
     let h = Harness::new("room", |_| {}).await;
     h.cp.add_definition(definition("d6", 6, &["ENTERPRISE"]));
     h.template_with(
-        // maxWorkers 2: a worker that has just turned Running, not yet in the platform's
-        // picture, has unknown usage and is not counted warm, so a round then may add one more.
-        json!({"maxWorkers": 2, "warmWorkers": 1, "warmRoom": {"nodes": 8},
+        json!({"maxWorkers": 3, "warmWorkers": 1, "warmRoom": {"nodes": 8},
                            "scaleDownGracePeriod": "1h"}),
     )
     .await;
@@ -747,6 +745,19 @@ async fn a_worker_with_warm_room_free_counts_as_warm_until_its_labs_fill_it() {
     h.announce("l2").await;
     h.wait_owned("t", "a second warm worker", |ws| ws.len() == 2)
         .await;
+    // The platform stops answering in time, so no picture shows the second worker once it is
+    // Running: its usage is unknown, it may be warm, and no third worker is launched for it.
+    h.cp.set_mode(Mode::Slow(Duration::from_secs(2)));
+    h.wait_owned("t", "both Running", |ws| {
+        ws.iter().all(|w| phase(w) == Some(WorkerPhase::Running))
+    })
+    .await;
+    for n in 0..4 {
+        h.announce(&format!("round-{n}")).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(h.owned("t").await.len(), 2, "two warm workers, not three");
+    h.cp.set_mode(Mode::Up);
     h.finish().await;
 }
 

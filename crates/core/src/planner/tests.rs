@@ -398,24 +398,38 @@ fn warm_room_counts_what_is_free_once_demand_is_packed() {
 }
 
 #[test]
-fn a_worker_whose_usage_or_allocation_is_unknown_has_no_warm_room() {
-    let mut t = template();
-    t.warm_workers = 1;
-    t.warm_room = room(8.0);
+fn a_worker_whose_usage_or_allocation_is_unknown_launches_no_warm_worker_and_drains_none() {
     let unknown_usage = WorkerView {
         busy: None,
         ..busy("w1", 6.0)
     };
-    assert_eq!(
-        actions(&run(&t, &[unknown_usage], Some(&[]))),
-        vec![create(1)]
-    );
     let unknown_allocation = WorkerView {
         allocated: None,
         ..busy("w1", 6.0)
     };
+    // Just Running and not yet in the picture of placements: nothing placed as it saw it.
+    let just_running = WorkerView {
+        busy: None,
+        ..worker("w1", WorkerPhase::Running)
+    };
+    for warm_room in [None, room(8.0)] {
+        let mut t = template();
+        t.warm_workers = 1;
+        t.warm_room = warm_room;
+        for w in [&unknown_usage, &unknown_allocation, &just_running] {
+            // It may be warm: no launch for it.
+            let alone = run(&t, std::slice::from_ref(w), Some(&[]));
+            assert_eq!(actions(&alone), vec![], "{w:?} with room {warm_room:?}");
+            // It may be busy: the idle warm worker beside it stays.
+            let beside = run(&t, &[w.clone(), idle("w2")], Some(&[]));
+            assert_eq!(actions(&beside), vec![], "{w:?} with room {warm_room:?}");
+        }
+    }
+    // Known busy: one warm worker more.
+    let mut t = template();
+    t.warm_workers = 1;
     assert_eq!(
-        actions(&run(&t, &[unknown_allocation], Some(&[]))),
+        actions(&run(&t, &[busy("w1", 6.0)], Some(&[]))),
         vec![create(1)]
     );
 }
