@@ -68,19 +68,15 @@ run: apt-packages controlplane
 	cargo build --locked -p resource-controller -p ccm-harness --features resource-controller/simulator --bins
 	target/debug/dev-env $(ARGS)
 
-## test: unit and integration tests of every crate against the real control plane, and a
-## 2-minute soak. Four test threads on two cores: most tests wait on the control plane, not the
-## CPU (the longest binary, tests/worker.rs, takes 110 s instead of 160 s). The soak mostly
-## waits too, so it runs beside the other tests; its report is in target/soak-test.log.
-SOAK_TEST := nothing_is_lost_under_combined_faults
-test: install
-	cargo test --locked --workspace --all-targets --no-run
-	@( cargo test --locked -p resource-controller --test soak -- --nocapture \
-	    >target/soak-test.log 2>&1; echo $$? >target/soak-test.rc ) & \
-	cargo test --locked --workspace --all-targets -- --test-threads 4 --skip $(SOAK_TEST); \
-	rest=$$?; wait; soak=$$(cat target/soak-test.rc); \
-	echo "--- the soak (target/soak-test.log) ---"; grep -v '^ \{2,\}' target/soak-test.log | tail -n 60; \
-	test "$$rest" = 0 && test "$$soak" = 0
+## test: unit and integration tests of every crate against the real control plane, a 2-minute
+## soak, and the benchmarks' smoke runs. The test binaries run in three streams side by side
+## (tests/run-streams.sh): most of them wait on a control plane, not the CPU. The moto venv is
+## installed while the tests build.
+test: apt-packages controlplane monitoring-tools
+	@mkdir -p target; ( $(MAKE) --no-print-directory venv >target/venv-install.log 2>&1; echo $$? >target/venv-install.rc ) & \
+	cargo test --locked --workspace --all-targets --no-run; built=$$?; wait; \
+	cat target/venv-install.log; test "$$(cat target/venv-install.rc)" = 0 && test "$$built" = 0
+	tests/run-streams.sh
 
 ## soak: the soak on the release build for SOAK_MINUTES (default 10); SOAK_SEED replays a run
 SOAK_MINUTES ?= 10

@@ -1,12 +1,13 @@
 //! The controller at fleet scale on a real API server: the built binary, one replica, the
-//! simulated provider (1 s boot; CML ready 1 s after launch), 30 s resync. For each fleet size and each set of
-//! EC2 limits it applies N Workers and reports the time to all Running, the API-server writes per
-//! worker (from the API server's own request counters), the controller's CPU seconds and peak
-//! RSS, and then, over a window of steady state, its CPU, its reconciles per worker per resync,
-//! and the writes and EC2 mutating calls it made (both should be zero). Next to them, the floors
-//! measured in the same run: the RunInstances bucket's (burst, then its refill rate) and the API
-//! server's own, a client issuing the same number of status patches as fast as it can (the
-//! median of `SCALE_FLOOR_REPEATS` measurements: 3 up to 1,000 workers, 1 above).
+//! simulated provider (1 s boot; CML ready 1 s after launch), 30 s resync (5 s in the smoke
+//! test). For each fleet size and each set of EC2 limits it applies N Workers and reports the
+//! time to all Running, the API-server writes per worker (from the API server's own request
+//! counters), the controller's CPU seconds and peak RSS, and then, over a window of steady
+//! state, its CPU, its reconciles per worker per resync, and the writes and EC2 mutating calls
+//! it made (both should be zero). Next to them, the floors measured in the same run: the
+//! RunInstances bucket's (burst, then its refill rate) and the API server's own, a client
+//! issuing the same number of status patches as fast as it can (the median of
+//! `SCALE_FLOOR_REPEATS` measurements: 3 up to 1,000 workers, 1 above).
 //!
 //! `make bench-scale` runs N = 100 and 1,000 with EC2's default limits and with raised ones;
 //! `SCALE_N=100,1000,10000` and `SCALE_LIMITS=default|raised|both` choose, `WINDOW_SECS` sets the
@@ -70,6 +71,8 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(if benching { 60 } else { 2 }),
     );
+    // The smoke test waits for one resync before its steady window: a short one keeps it quick.
+    let resync = Duration::from_secs(if benching { 30 } else { 5 });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -82,7 +85,7 @@ fn main() {
                 _ => true,
             };
             if wanted {
-                runtime.block_on(run(n, raised, window));
+                runtime.block_on(run(n, raised, window, resync));
             }
         }
     }
@@ -291,7 +294,7 @@ async fn whole_run_floor(
     took
 }
 
-async fn run(n: usize, raised: bool, window: Duration) {
+async fn run(n: usize, raised: bool, window: Duration, resync: Duration) {
     let cp = ControlPlane::shared();
     let client = cp.client().await;
     let ns = TestNamespace::create(&client, "scale").await;
@@ -299,11 +302,12 @@ async fn run(n: usize, raised: bool, window: Duration) {
     simulated_template(&client, &ns.name, json!({"maxWorkers": 1000})).await;
     let boot = format!("{}ms", BOOT.as_millis());
     let concurrency = std::env::var("SCALE_CONCURRENCY").unwrap_or_else(|_| "16".to_owned());
+    let resync_secs = resync.as_secs().to_string();
     let mut args = vec![
         "--leader-lease-namespace",
         ns.name.as_str(),
         "--reconcile-interval",
-        "30",
+        resync_secs.as_str(),
         "--poll-interval",
         "2s",
         "--sim-boot-delay",
@@ -381,7 +385,7 @@ async fn run(n: usize, raised: bool, window: Duration) {
     let event_writes = delta(&writes_up, &writes_before, "events");
 
     // Steady state: past the first resync after the last change.
-    tokio::time::sleep(Duration::from_secs(35)).await;
+    tokio::time::sleep(resync + Duration::from_secs(5)).await;
     let (cpu0, metrics0, writes0) = (
         usage(controller.pid()).0,
         controller_metrics(&controller).await,
@@ -414,7 +418,7 @@ async fn run(n: usize, raised: bool, window: Duration) {
     };
     let reconciles = steady_reconciles("worker");
     let template_reconciles = steady_reconciles("template");
-    let resyncs = window.as_secs_f64() / 30.0;
+    let resyncs = window.as_secs_f64() / resync.as_secs_f64();
     let steady_writes: f64 = [
         "workers",
         "workers/status",
