@@ -75,6 +75,9 @@ fn a_schedule_replays_to_a_table_and_to_json() {
     let running = json["running_hours"].as_f64().expect("running");
     assert!((sum - running).abs() < 1e-6, "{hours} against {running}");
     assert_eq!(hours["lower_bound"], json["lower_bound_hours"]);
+    assert_eq!(hours["placement"], json["placement_hours"]);
+    assert!(part("placement") > 0.0);
+    assert!(table.contains("placement alone"), "{table}");
 }
 
 #[test]

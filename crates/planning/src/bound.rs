@@ -36,6 +36,20 @@ pub(crate) fn assignment(bookings: &[Booking], offers: &[Offer]) -> Vec<Option<u
         .collect()
 }
 
+/// The bookings the assignment gives to template `k`, in schedule order.
+pub(crate) fn assigned_to<'a>(
+    k: usize,
+    bookings: &'a [Booking],
+    assigned: &[Option<usize>],
+) -> Vec<&'a Booking> {
+    bookings
+        .iter()
+        .zip(assigned)
+        .filter(|(_, a)| **a == Some(k))
+        .map(|(b, _)| b)
+        .collect()
+}
+
 /// The bound, in instance-hours, over the whole schedule, per template (in the order of
 /// `offers`); `shortest_boot[k]` is the shortest a worker of `offers[k]` takes from launch or
 /// start to Ready.
@@ -49,12 +63,7 @@ pub fn instance_hours(
         .iter()
         .enumerate()
         .map(|(k, offer)| {
-            let labs: Vec<&Booking> = bookings
-                .iter()
-                .zip(&assigned)
-                .filter(|(_, a)| **a == Some(k))
-                .map(|(b, _)| b)
-                .collect();
+            let labs = assigned_to(k, bookings, &assigned);
             let steps = needed_steps(&labs, &offer.capacity);
             let boot = shortest_boot.get(k).copied().unwrap_or_default();
             ready_hours(&steps) + boot_hours(&steps, boot.as_secs_f64() / 3600.0)

@@ -8,6 +8,7 @@ pub mod bound;
 mod fleet;
 pub mod outcome;
 pub mod picture;
+mod placement;
 pub mod reference;
 pub mod replay;
 pub mod schedule;

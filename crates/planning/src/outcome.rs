@@ -46,6 +46,10 @@ pub struct Outcome {
     pub deletes: u32,
     /// The clairvoyant lower bound on running hours (see `bound`).
     pub lower_bound_hours: f64,
+    /// Hours the labs hold workers under the platform's first-fit placement with every worker
+    /// there just in time: a reference for the hours holding labs, not a bound (see
+    /// `placement`).
+    pub placement_hours: f64,
     /// Planner rounds run.
     pub rounds: u64,
     /// Simulated time, in hours.
@@ -73,6 +77,8 @@ pub struct TemplateHours {
     pub stopping: f64,
     /// Its share of the lower bound.
     pub lower_bound: f64,
+    /// Its share of `Outcome::placement_hours`.
+    pub placement: f64,
 }
 
 /// Whether EC2 bills an instance in `phase` (a live one, not stopped): it bills neither
@@ -122,9 +128,6 @@ impl Outcome {
             .first()
             .map(|l| format!(" (latest {} by {})", l.id, minutes(l.by_seconds)))
             .unwrap_or_default();
-        let ratio = self
-            .cost_ratio()
-            .map_or_else(|| "-".to_owned(), |r| format!("{r:.2}x"));
         let rows = [
             ("labs", self.labs.to_string()),
             ("on time", format!("{} ({pct:.2} %)", self.on_time)),
@@ -142,7 +145,18 @@ impl Outcome {
                 "lower bound (running)",
                 format!("{:.1}", self.lower_bound_hours),
             ),
-            ("running / lower bound", ratio),
+            (
+                "running / lower bound",
+                times(self.running_hours, self.lower_bound_hours),
+            ),
+            (
+                "placement alone",
+                format!(
+                    "{:.1} ({} the bound: labs held where the platform put them)",
+                    self.placement_hours,
+                    times(self.placement_hours, self.lower_bound_hours)
+                ),
+            ),
             ("peak workers", self.peak_workers.to_string()),
             (
                 "license seats",
@@ -177,10 +191,11 @@ impl Outcome {
             .map(|t| t.template.len())
             .fold("running hours by template".len(), usize::max);
         let mut out = format!(
-            "\n{:<width$}  {:>8}  {:>12}  {:>6}  {:>7}  {:>11}  {:>7}  {:>20}\n",
+            "\n{:<width$}  {:>8}  {:>12}  {:>9}  {:>6}  {:>7}  {:>11}  {:>7}  {:>20}\n",
             "running hours by template",
             "running",
             "holding labs",
+            "placement",
             "idle",
             "booting",
             "lower bound",
@@ -188,24 +203,29 @@ impl Outcome {
             "stopping (unbilled)"
         );
         for t in &self.by_template {
-            let ratio = if t.lower_bound > 0.0 {
-                format!("{:.2}x", t.running() / t.lower_bound)
-            } else {
-                "-".to_owned()
-            };
             out += &format!(
-                "{:<width$}  {:>8.1}  {:>12.1}  {:>6.1}  {:>7.1}  {:>11.1}  {:>7}  {:>20.1}\n",
+                "{:<width$}  {:>8.1}  {:>12.1}  {:>9.1}  {:>6.1}  {:>7.1}  {:>11.1}  {:>7}  {:>20.1}\n",
                 t.template,
                 t.running(),
                 t.holding_labs,
+                t.placement,
                 t.idle,
                 t.booting,
                 t.lower_bound,
-                ratio,
+                times(t.running(), t.lower_bound),
                 t.stopping
             );
         }
         out
+    }
+}
+
+/// `hours / of` as "1.23x", or "-" when `of` is zero.
+fn times(hours: f64, of: f64) -> String {
+    if of > 0.0 {
+        format!("{:.2}x", hours / of)
+    } else {
+        "-".to_owned()
     }
 }
 

@@ -18,6 +18,7 @@ use crate::{
     fleet::Fleet,
     outcome::{Late, Outcome, TemplateHours, billed},
     picture::Sample,
+    placement,
     schedule::Booking,
 };
 
@@ -156,10 +157,13 @@ pub fn replay_with_progress(
     progress(1.0);
     world.finish(&mut outcome);
     let bounds = lower_bounds(templates, bookings, settings);
-    for (hours, bound) in outcome.by_template.iter_mut().zip(&bounds) {
+    let placed = placement::holding_hours(bookings, &offers, &assigned);
+    for ((hours, bound), placed) in outcome.by_template.iter_mut().zip(&bounds).zip(&placed) {
         hours.lower_bound = *bound;
+        hours.placement = *placed;
     }
     outcome.lower_bound_hours = bounds.iter().sum();
+    outcome.placement_hours = placed.iter().sum();
     outcome
 }
 

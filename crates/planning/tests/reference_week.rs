@@ -66,4 +66,10 @@ fn replaying_the_week_twice_gives_the_same_figures() {
     assert_eq!(one, replay(&templates, &bookings, &settings));
     assert_eq!(one.labs as usize, bookings.len());
     assert!(one.on_time > 0 && one.running_hours >= one.lower_bound_hours);
+    // Every lab on time and no idle worker ahead in the placement order: labs share workers
+    // exactly as first fit with each worker there just in time has them.
+    assert_eq!(one.on_time, one.labs, "{}", one.table());
+    for t in &one.by_template {
+        assert!((t.holding_labs - t.placement).abs() < 0.05, "{t:?}");
+    }
 }

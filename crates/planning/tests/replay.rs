@@ -186,6 +186,9 @@ fn a_warm_room_serves_short_notice_labs_beside_each_other_for_fewer_idle_hours()
         let t = &out.by_template[0];
         assert!((t.running() - out.running_hours).abs() < 1e-6, "{t:?}");
         assert!((t.lower_bound - out.lower_bound_hours).abs() < 1e-9);
+        // Both labs share the first worker, as first fit with workers just in time has them.
+        assert!((t.holding_labs - t.placement).abs() < 0.01, "{t:?}");
+        assert!((t.placement - 4.0).abs() < 1e-9, "{t:?}");
     }
 }
 
