@@ -53,17 +53,17 @@ pub(crate) fn assigned_to<'a>(
 /// The bound, in instance-hours, over the whole schedule, per template (in the order of
 /// `offers`); `shortest_boot[k]` is the shortest a worker of `offers[k]` takes from launch or
 /// start to Ready.
-pub fn instance_hours(
+pub(crate) fn instance_hours(
     bookings: &[Booking],
     offers: &[Offer],
+    assigned: &[Option<usize>],
     shortest_boot: &[std::time::Duration],
 ) -> Vec<f64> {
-    let assigned = assignment(bookings, offers);
     offers
         .iter()
         .enumerate()
         .map(|(k, offer)| {
-            let labs = assigned_to(k, bookings, &assigned);
+            let labs = assigned_to(k, bookings, assigned);
             let steps = needed_steps(&labs, &offer.capacity);
             let boot = shortest_boot.get(k).copied().unwrap_or_default();
             ready_hours(&steps) + boot_hours(&steps, boot.as_secs_f64() / 3600.0)

@@ -156,7 +156,7 @@ pub fn replay_with_progress(
     }
     progress(1.0);
     world.finish(&mut outcome);
-    let bounds = lower_bounds(templates, bookings, settings);
+    let bounds = lower_bounds(templates, bookings, &assigned, settings);
     let placed = placement::holding_hours(bookings, &offers, &assigned);
     for ((hours, bound), placed) in outcome.by_template.iter_mut().zip(&bounds).zip(&placed) {
         hours.lower_bound = *bound;
@@ -170,16 +170,25 @@ pub fn replay_with_progress(
 /// The clairvoyant lower bound (see [`bound`]) on the instance-hours of serving `bookings` on
 /// time with `templates` and the boot times of `settings`.
 pub fn lower_bound(templates: &[Template], bookings: &[Booking], settings: &Settings) -> f64 {
-    lower_bounds(templates, bookings, settings).iter().sum()
+    let assigned = bound::assignment(bookings, &offers(templates));
+    lower_bounds(templates, bookings, &assigned, settings)
+        .iter()
+        .sum()
 }
 
-/// [`lower_bound`] per template, in the order of `templates`.
-fn lower_bounds(templates: &[Template], bookings: &[Booking], settings: &Settings) -> Vec<f64> {
+/// [`lower_bound`] per template, in the order of `templates`, for the bookings as `assigned`
+/// to them.
+fn lower_bounds(
+    templates: &[Template],
+    bookings: &[Booking],
+    assigned: &[Option<usize>],
+    settings: &Settings,
+) -> Vec<f64> {
     let shortest_boot: Vec<Duration> = templates
         .iter()
         .map(|t| settings.durations.shortest_boot(t.licensed))
         .collect();
-    bound::instance_hours(bookings, &offers(templates), &shortest_boot)
+    bound::instance_hours(bookings, &offers(templates), assigned, &shortest_boot)
 }
 
 /// How often the timeline of the picture is sampled.
