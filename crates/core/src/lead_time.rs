@@ -14,9 +14,12 @@ pub const KEPT: usize = 20;
 /// Launches measured before `auto` trusts them.
 pub const TRUSTED_AFTER: u32 = 3;
 
-/// What `auto` adds to the p95 of launches: the round that notices the demand, and a boot
-/// slower than those seen so far.
-pub const AUTO_MARGIN: Duration = Duration::from_secs(5 * 60);
+/// The least `auto` adds to a measured p95: the round that notices the demand and the calls
+/// that begin a boot.
+pub const MIN_MARGIN: Duration = Duration::from_secs(60);
+
+/// The most `auto` adds to a measured p95.
+pub const MAX_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// `scaleUpLeadTime`: fixed, or learnt from the template's boots.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,16 +91,38 @@ pub fn measure(seconds: impl IntoIterator<Item = u64>) -> Option<Measured> {
     })
 }
 
-/// The lead time in use: the template's own (`setting`), with `auto` the p95 of its measured
-/// `launches` plus [`AUTO_MARGIN`] once [`TRUSTED_AFTER`] are measured; else the controller's
-/// `flag`.
+impl Measured {
+    /// How far ahead `auto` provides with these boots, once [`TRUSTED_AFTER`] are measured: the
+    /// p95 plus their spread (p95 - p50: a boot slower than those seen is likelier the wider
+    /// they spread), at least [`MIN_MARGIN`] and at most [`MAX_MARGIN`].
+    pub fn ahead(&self) -> Option<Duration> {
+        let spread = Duration::from_secs(self.p95_seconds.saturating_sub(self.p50_seconds));
+        (self.count >= TRUSTED_AFTER)
+            .then(|| Duration::from_secs(self.p95_seconds) + spread.clamp(MIN_MARGIN, MAX_MARGIN))
+    }
+}
+
+/// The lead time in use: the template's own (`setting`), with `auto` what its measured
+/// `launches` call for ([`Measured::ahead`]); else the controller's `flag`.
 pub fn in_use(setting: Option<LeadTime>, launches: Option<Measured>, flag: Duration) -> Duration {
     match setting {
         Some(LeadTime::Fixed(d)) => d.as_std(),
-        Some(LeadTime::Auto) => launches
-            .filter(|m| m.count >= TRUSTED_AFTER)
-            .map_or(flag, |m| Duration::from_secs(m.p95_seconds) + AUTO_MARGIN),
+        Some(LeadTime::Auto) => launches.and_then(|m| m.ahead()).unwrap_or(flag),
         None => flag,
+    }
+}
+
+/// How far ahead a stopped worker is started for demand: with `auto`, what the template's
+/// measured `starts` call for ([`Measured::ahead`]), never more than `lead` (the lead time in
+/// use); otherwise, or before starts are measured, `lead` itself.
+pub fn start_in_use(
+    setting: Option<LeadTime>,
+    starts: Option<Measured>,
+    lead: Duration,
+) -> Duration {
+    match (setting, starts.and_then(|m| m.ahead())) {
+        (Some(LeadTime::Auto), Some(ahead)) => ahead.min(lead),
+        _ => lead,
     }
 }
 
@@ -115,6 +140,32 @@ mod tests {
     }
 
     #[test]
+    fn auto_starts_stopped_workers_a_measured_start_ahead_never_more_than_the_lead_time() {
+        let lead = Duration::from_secs(17 * 60);
+        let starts = measure([180, 240, 300]);
+        let auto = Some(LeadTime::Auto);
+        assert_eq!(
+            start_in_use(auto, starts, lead),
+            Duration::from_secs(300 + 60),
+            "p95 300 s plus its spread, 60 s"
+        );
+        assert_eq!(
+            start_in_use(auto, measure([180, 240]), lead),
+            lead,
+            "two starts are not enough"
+        );
+        assert_eq!(start_in_use(auto, None, lead), lead);
+        assert_eq!(
+            start_in_use(auto, measure([1500, 1500, 1500]), lead),
+            lead,
+            "starts slower than launches: the lead time"
+        );
+        let fixed = Some(LeadTime::Fixed(crate::GoDuration::from_mins(20)));
+        assert_eq!(start_in_use(fixed, starts, lead), lead);
+        assert_eq!(start_in_use(None, starts, lead), lead);
+    }
+
+    #[test]
     fn auto_trusts_three_launches_and_adds_the_margin() {
         let flag = Duration::from_secs(35 * 60);
         let two = measure([600, 700]);
@@ -122,11 +173,41 @@ mod tests {
         let three = measure([600, 700, 650]);
         assert_eq!(
             in_use(Some(LeadTime::Auto), three, flag),
-            Duration::from_secs(700) + AUTO_MARGIN
+            Duration::from_secs(700 + 60),
+            "a spread of 50 s: the least margin"
         );
         let fixed = LeadTime::Fixed(GoDuration::from_mins(20));
         assert_eq!(in_use(Some(fixed), three, flag), Duration::from_secs(1200));
         assert_eq!(in_use(None, three, flag), flag);
+    }
+
+    #[test]
+    fn the_margin_is_the_spread_of_the_boots_between_one_and_five_minutes() {
+        // Table: p50, p95 -> what auto adds to the p95.
+        for (p50, p95, margin) in [
+            (600, 600, MIN_MARGIN),
+            (600, 650, MIN_MARGIN),
+            (600, 780, Duration::from_secs(180)),
+            (600, 900, MAX_MARGIN),
+            (300, 1500, MAX_MARGIN),
+        ] {
+            let m = Measured {
+                p50_seconds: p50,
+                p95_seconds: p95,
+                count: 20,
+            };
+            assert_eq!(
+                m.ahead(),
+                Some(Duration::from_secs(p95) + margin),
+                "{p50} {p95}"
+            );
+        }
+        let few = Measured {
+            p50_seconds: 600,
+            p95_seconds: 700,
+            count: TRUSTED_AFTER - 1,
+        };
+        assert_eq!(few.ahead(), None);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! Rules: demand within the lead time is packed first-fit-decreasing (by nodes) into the free
 //! capacity of running workers and the whole capacity of workers on their way; what does not fit
-//! reopens capacity in this order: cancel a drain, start a stopped worker, create a worker. Never
+//! reopens capacity in this order: cancel a drain, start a stopped worker, create a worker. A
+//! stopped worker is started only for demand within the (shorter) start lead time; demand due
+//! later holds it stopped, and nothing is launched for what it will hold. Never
 //! more than `maxWorkers` workers that are not stopped; at least `minWorkers`, plus `warmWorkers`
 //! idle running ones (with `warmRoom`, workers holding labs with that much free count too).
 //! Idle workers (every usage source reads zero, nothing due within the grace
@@ -154,6 +156,9 @@ pub struct Inputs<'a> {
     pub demand: Option<&'a [DemandItem]>,
     /// How far ahead demand is provided for: labs starting within it count now.
     pub lead_time: Duration,
+    /// How far ahead a stopped worker is started for demand (at most `lead_time`, which it is
+    /// when starts are not measured apart): demand due later holds a stopped worker unstarted.
+    pub start_lead_time: Duration,
     /// The current time.
     pub now: Timestamp,
 }
@@ -287,6 +292,9 @@ pub struct Plan {
     pub held: Option<String>,
     /// The seat budget, not maxWorkers, kept workers from coming up.
     pub seats_exhausted: bool,
+    /// Stopped workers held for demand due beyond the start lead time: started when it comes
+    /// within it.
+    pub held_stopped: Vec<String>,
 }
 
 fn elapsed(now: Timestamp, since: Timestamp) -> Duration {
@@ -313,8 +321,8 @@ fn is_up(w: &WorkerView) -> bool {
 
 /// Capacity a bin offers to demand.
 struct Bin {
-    /// `None` for a worker to be created.
-    worker: Option<usize>,
+    /// The worker's index among the inputs' workers.
+    worker: usize,
     free: Resources,
     used: bool,
 }
@@ -350,6 +358,9 @@ struct Draft {
     max: u32,
     /// Stopped workers that may be started, in the order to start them.
     startable: Vec<String>,
+    /// Stopped workers held, unstarted, for demand due beyond the start lead time; they count
+    /// toward maxWorkers and the seat budget already.
+    held: Vec<String>,
     /// License seats left for more workers up; `None` without a budget.
     seats: Option<u32>,
     /// A worker could not come up for want of a seat.
@@ -365,15 +376,35 @@ impl Draft {
         });
     }
 
+    /// Fewer workers up or held than maxWorkers.
+    fn below_max(&self) -> bool {
+        self.up + (self.held.len() as u32) < self.max
+    }
+
     fn room(&self) -> bool {
-        self.up < self.max && self.seats != Some(0)
+        self.below_max() && self.seats != Some(0)
+    }
+
+    /// Holds the next stopped worker for later demand; `false` when there is none or no room.
+    fn hold_one(&mut self) -> bool {
+        if self.startable.is_empty() {
+            return false;
+        }
+        if !self.room() {
+            self.seat_limited |= self.below_max();
+            return false;
+        }
+        self.seats = self.seats.map(|n| n - 1);
+        let worker = self.startable.remove(0);
+        self.held.push(worker);
+        true
     }
 
     /// One more worker up: a stopped one started if there is one, else a new one (counted by
     /// the caller, who decides once for all of them). `None` at maxWorkers.
     fn add_one(&mut self, trigger: Trigger, why: &str) -> Option<bool> {
         if !self.room() {
-            self.seat_limited |= self.up < self.max;
+            self.seat_limited |= self.below_max();
             return None;
         }
         self.up += 1;
@@ -387,10 +418,17 @@ impl Draft {
         Some(false)
     }
 
-    /// Adds up to `n` workers up; decides the creations among them at once.
+    /// Adds up to `n` workers up, held stopped ones first (they are wanted soon anyway);
+    /// decides the creations among them at once.
     fn add(&mut self, n: u32, trigger: Trigger, why: &str) -> u32 {
         let mut created = 0;
         for _ in 0..n {
+            if let Some(worker) = self.held.pop() {
+                self.up += 1;
+                let reason = format!("{why}: starting stopped {worker}");
+                self.decide(Action::Start { worker }, trigger, reason);
+                continue;
+            }
             match self.add_one(trigger, why) {
                 Some(true) => created += 1,
                 Some(false) => {}
@@ -413,6 +451,7 @@ pub fn plan(i: &Inputs) -> Plan {
         up: ws.iter().filter(|w| is_up(w)).count() as u32,
         max: t.max_workers,
         startable: Vec::new(),
+        held: Vec::new(),
         seats: t.seats_available,
         seat_limited: false,
     };
@@ -434,6 +473,7 @@ pub fn plan(i: &Inputs) -> Plan {
         unplaceable: short.capped + short.too_big,
         held: short.held(t, i.lead_time, d.seat_limited).or(unknown),
         seats_exhausted: d.seat_limited,
+        held_stopped: d.held,
     }
 }
 
@@ -455,7 +495,8 @@ fn delete_failed(d: &mut Draft, ws: &[WorkerView]) {
 }
 
 /// The stopped pool (workers stopped or on their way there): drained workers stay stopped
-/// while it has room, the rest go once stopped. Those kept are the ones that may be started.
+/// while it has room, the rest go once stopped. Those kept are the ones that may be started,
+/// stopped ones before those still stopping (which EC2 starts only once stopped).
 fn fill_stopped_pool(d: &mut Draft, t: &TemplateView, ws: &[WorkerView]) {
     let mut stopped: Vec<&WorkerView> = ws
         .iter()
@@ -497,6 +538,11 @@ fn fill_stopped_pool(d: &mut Draft, t: &TemplateView, ws: &[WorkerView]) {
             );
         }
     }
+    let still_stopping = |name: &String| {
+        ws.iter()
+            .any(|w| &w.name == name && w.phase == WorkerPhase::Stopping)
+    };
+    d.startable.sort_by_key(|name| still_stopping(name));
 }
 
 /// Demand within the lead time, biggest first.
@@ -534,7 +580,7 @@ fn open_bins(t: &TemplateView, ws: &[WorkerView]) -> Vec<Bin> {
             _ => continue,
         };
         bins.push(Bin {
-            worker: Some(k),
+            worker: k,
             free,
             used: false,
         });
@@ -570,7 +616,7 @@ fn cancel_drains<'a>(
             .allocated
             .map_or(Resources::default(), |a| t.capacity.minus(&a));
         let mut bin = [Bin {
-            worker: Some(*k),
+            worker: *k,
             free,
             used: false,
         }];
@@ -616,12 +662,14 @@ impl Shortfall {
     }
 }
 
-/// Reopens capacity for what is still left: starts stopped workers, then creates new ones,
-/// each packed with what it takes, up to maxWorkers.
+/// Reopens capacity for what is still left, up to maxWorkers: packs it into as many new
+/// workers as it takes; those holding demand due within the start lead time come up first
+/// (stopped ones started, else new ones); those holding only demand due later are stopped
+/// workers held (started once it comes within the start lead time), else new ones.
 fn add_for_demand(
     d: &mut Draft,
     i: &Inputs,
-    mut left: Vec<&DemandItem>,
+    left: Vec<&DemandItem>,
     within_lead_time: u32,
 ) -> Shortfall {
     let t = i.template;
@@ -629,35 +677,69 @@ fn add_for_demand(
         "{within_lead_time} lab instances due within {} do not fit the workers up",
         human(i.lead_time)
     );
+    let (mut left, too_big): (Vec<&DemandItem>, Vec<&DemandItem>) =
+        left.into_iter().partition(|x| t.capacity.fits(&x.needs));
+    let start_by = i
+        .now
+        .checked_add(i.start_lead_time.min(i.lead_time))
+        .unwrap_or(i.now);
+    let mut wanted = Vec::new();
+    while !left.is_empty() {
+        let (worker, rest) = fill_one(t, left, start_by);
+        wanted.push(worker);
+        left = rest;
+    }
+    // Stable: the order of packing within each group.
+    wanted.sort_by_key(|w| !w.soon);
     let mut created = 0u32;
     let mut capped = 0u32;
-    let mut too_big = 0u32;
-    while let Some(first) = left.first() {
-        if !t.capacity.fits(&first.needs) {
-            too_big += 1;
-            left.remove(0);
+    for w in &wanted {
+        if !w.soon && d.hold_one() {
             continue;
         }
         match d.add_one(Trigger::Demand, &why) {
-            None => {
-                capped = left.len() as u32;
-                break;
-            }
-            Some(new) => {
-                created += u32::from(new);
-                let mut bin = [Bin {
-                    worker: None,
-                    free: t.capacity,
-                    used: false,
-                }];
-                left = pack(&mut bin, &left);
-            }
+            Some(new) => created += u32::from(new),
+            None => capped += w.labs,
         }
     }
     if created > 0 {
         d.decide(Action::Create { count: created }, Trigger::Demand, why);
     }
-    Shortfall { capped, too_big }
+    Shortfall {
+        capped,
+        too_big: too_big.len() as u32,
+    }
+}
+
+/// A worker to bring up for demand: how many lab instances it takes, and whether any is due
+/// within the start lead time.
+struct NewWorker {
+    labs: u32,
+    soon: bool,
+}
+
+/// Packs `left` (biggest first) into one empty worker; returns it and what does not fit.
+fn fill_one<'a>(
+    t: &TemplateView,
+    left: Vec<&'a DemandItem>,
+    start_by: Timestamp,
+) -> (NewWorker, Vec<&'a DemandItem>) {
+    let mut free = t.capacity;
+    let mut worker = NewWorker {
+        labs: 0,
+        soon: false,
+    };
+    let mut rest = Vec::new();
+    for x in left {
+        if free.fits(&x.needs) {
+            free = free.minus(&x.needs);
+            worker.labs += 1;
+            worker.soon |= x.timeslot_start <= start_by;
+        } else {
+            rest.push(x);
+        }
+    }
+    (worker, rest)
 }
 
 /// Floors: minWorkers up, then warmWorkers warm ones: idle capacity left after packing, on
@@ -686,22 +768,16 @@ fn apply_floors(d: &mut Draft, t: &TemplateView, ws: &[WorkerView], bins: &[Bin]
 
 /// Capacity no demand uses, on a worker that is idle or on its way.
 fn is_idle_bin(b: &Bin, ws: &[WorkerView]) -> bool {
-    !b.used
-        && b.worker.is_none_or(|k| {
-            let w = &ws[k];
-            w.phase != WorkerPhase::Running || w.busy == Some(false)
-        })
+    let w = &ws[b.worker];
+    !b.used && (w.phase != WorkerPhase::Running || w.busy == Some(false))
 }
 
 /// Capacity no demand uses, on a running worker whose usage or allocation is unknown (it may
 /// be idle or roomy: one just Running that the picture of placements predates, or one whose
 /// CML or platform record could not be read).
 fn is_unknown_bin(b: &Bin, ws: &[WorkerView]) -> bool {
-    !b.used
-        && b.worker.is_some_and(|k| {
-            let w = &ws[k];
-            w.phase == WorkerPhase::Running && (w.busy.is_none() || w.allocated.is_none())
-        })
+    let w = &ws[b.worker];
+    !b.used && w.phase == WorkerPhase::Running && (w.busy.is_none() || w.allocated.is_none())
 }
 
 /// Running workers that are not idle but have `warmRoom` free once the demand is packed; none
@@ -712,7 +788,7 @@ fn busy_with_room(t: &TemplateView, ws: &[WorkerView], bins: &[Bin]) -> u32 {
     };
     bins.iter()
         .filter(|b| !is_idle_bin(b, ws) && b.free.fits(&room))
-        .filter_map(|b| b.worker)
+        .map(|b| b.worker)
         .filter(|&k| {
             let w = &ws[k];
             w.phase == WorkerPhase::Running && w.busy.is_some() && w.allocated.is_some()
@@ -761,11 +837,7 @@ fn scale_down(d: &mut Draft, i: &Inputs, bins: &[Bin], draining_now: u32) -> Opt
 
 /// Workers safe to drain that demand will not use, longest idle first (then by name).
 fn drain_candidates<'a>(i: &Inputs<'a>, bins: &[Bin]) -> Vec<&'a WorkerView> {
-    let used: Vec<usize> = bins
-        .iter()
-        .filter(|b| b.used)
-        .filter_map(|b| b.worker)
-        .collect();
+    let used: Vec<usize> = bins.iter().filter(|b| b.used).map(|b| b.worker).collect();
     let mut idle: Vec<&WorkerView> = i
         .workers
         .iter()

@@ -17,6 +17,7 @@ use serde_json::json;
 use support::{control_plane_server::Mode, fleet::Harness};
 
 const WAIT: Duration = Duration::from_secs(60);
+const MINUTE: Duration = Duration::from_secs(60);
 
 fn in_minutes(m: i64) -> String {
     let t = Timestamp::now()
@@ -561,20 +562,77 @@ async fn scale_up_lead_time_auto_learns_from_the_templates_measured_launches() {
     let launch = measured.launch.expect("launches");
     assert!(launch.p50_seconds <= launch.p95_seconds);
     assert_eq!(measured.recent.len(), 3, "{:?}", measured.recent);
-    // The simulated cloud boots in moments: the lead time is the p95 plus the 5-minute margin,
-    // no longer the flag's 35 minutes.
+    // The simulated cloud boots in moments: the lead time is the p95 plus its spread over the
+    // p50 (at least a minute), no longer the flag's 35 minutes.
     let lead = status.scale_up_lead_time.expect("lead").as_std();
-    let expected = Duration::from_secs(launch.p95_seconds + 300);
-    assert!(
-        lead >= expected && lead < expected + Duration::from_secs(60),
-        "{lead:?}"
-    );
+    let spread = (launch.p95_seconds - launch.p50_seconds).clamp(60, 300);
+    assert_eq!(lead, Duration::from_secs(launch.p95_seconds + spread));
+    // No start measured yet: stopped workers would be started the whole lead time ahead.
+    assert_eq!(status.start_lead_time, status.scale_up_lead_time);
     // Each worker shows its own launch, timed.
     for w in h.owned("t").await {
         let boot = w.status.and_then(|s| s.boot).expect("boot");
         assert_eq!(boot.kind, resource_controller::crd::BootKind::Launch);
         assert!(boot.seconds.is_some() && boot.ready_at.is_some());
     }
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn with_auto_a_stopped_worker_is_held_for_later_demand_and_started_a_start_ahead() {
+    let h = Harness::new("startlead", |_| {}).await;
+    h.cp.add_definition(definition("d4", 4, &["ENTERPRISE"]));
+    h.template_with(json!({"maxWorkers": 3, "maxStoppedWorkers": 1, "scaleUpLeadTime": "auto"}))
+        .await;
+    h.cp.add_instance(instance("a", "d4", 5));
+    h.announce("a").await;
+    let name = h.one_running("t").await[0].name_any();
+    h.cp.state().instances.clear();
+    h.announce("a").await;
+    h.wait_demand("t", 0).await;
+    // Three starts measured (by hand, the simulated cloud starts in moments).
+    for _ in 0..3 {
+        h.set_desired(&name, "Stopped").await;
+        h.wait_phase(&name, WorkerPhase::Stopped).await;
+        h.set_desired(&name, "Running").await;
+        h.wait_phase(&name, WorkerPhase::Running).await;
+    }
+    let status = h
+        .wait_template("t", "with 3 starts measured", |s| {
+            let starts = s.boot_durations.as_ref().and_then(|d| d.start.as_ref());
+            starts.is_some_and(|q| q.count == 3) && s.start_lead_time < s.scale_up_lead_time
+        })
+        .await;
+    // One launch is not enough for auto: the lead time is still the flag's 35 minutes.
+    assert_eq!(
+        status.scale_up_lead_time.map(|l| l.as_std()),
+        Some(35 * MINUTE)
+    );
+    assert!(
+        status
+            .start_lead_time
+            .is_some_and(|l| l.as_std() < 5 * MINUTE)
+    );
+    h.set_desired(&name, "Stopped").await;
+    h.wait_phase(&name, WorkerPhase::Stopped).await;
+    // A lab in 20 minutes: within the lead time, beyond the start lead time. The stopped worker
+    // is held for it: not started yet, and nothing launched.
+    h.cp.add_instance(instance("b", "d4", 20));
+    h.announce("b").await;
+    h.wait_template("t", "holding the stopped worker", |s| {
+        s.demand.as_ref().is_some_and(|d| d.held_stopped == 1)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ws = h.owned("t").await;
+    assert_eq!(ws.len(), 1, "nothing launched for held demand");
+    assert_eq!(ws[0].spec.desired_state, DesiredState::Stopped);
+    // The lab moves to now: the held worker is started.
+    h.cp.state().instances.clear();
+    h.cp.add_instance(instance("b", "d4", 0));
+    h.announce("b").await;
+    h.wait_phase(&name, WorkerPhase::Running).await;
+    assert_eq!(h.owned("t").await.len(), 1, "started, not launched");
     h.finish().await;
 }
 

@@ -48,6 +48,8 @@ pub(crate) struct Fleet {
     pub(crate) counts: Counts,
     /// Each template's last launches to Ready, in seconds, as its status measures them.
     launches: Vec<VecDeque<u64>>,
+    /// Each template's last starts to Ready, likewise.
+    starts: Vec<VecDeque<u64>>,
     durations: Durations,
     licensed: Vec<bool>,
     rng: fastrand::Rng,
@@ -63,6 +65,7 @@ impl Fleet {
             workers: Vec::new(),
             counts: Counts::default(),
             launches: vec![VecDeque::new(); licensed.len()],
+            starts: vec![VecDeque::new(); licensed.len()],
             durations,
             licensed,
             rng: fastrand::Rng::with_seed(seed),
@@ -125,8 +128,8 @@ impl Fleet {
             _ => None,
         };
         if let Some((phase, done_at)) = next {
-            if (phase, self.workers[k].phase) == (Running, Pending) {
-                self.measure_launch(k, now);
+            if phase == Running && matches!(self.workers[k].phase, Pending | Starting) {
+                self.measure_boot(k, now);
             }
             let w = &mut self.workers[k];
             if phase == Running {
@@ -139,11 +142,14 @@ impl Fleet {
         }
     }
 
-    /// Records worker `k`'s launch, done at `now`, among its template's last ones.
-    fn measure_launch(&mut self, k: usize, now: Timestamp) {
+    /// Records worker `k`'s launch or start, done at `now`, among its template's last ones.
+    fn measure_boot(&mut self, k: usize, now: Timestamp) {
         let w = &self.workers[k];
         let seconds = now.duration_since(w.boot_began).as_secs().max(0) as u64;
-        let kept = &mut self.launches[w.template];
+        let kept = match w.phase {
+            WorkerPhase::Starting => &mut self.starts[w.template],
+            _ => &mut self.launches[w.template],
+        };
         kept.push_back(seconds);
         if kept.len() > KEPT {
             kept.pop_front();
@@ -153,6 +159,20 @@ impl Fleet {
     /// The quantiles of the template's last launches, as `scaleUpLeadTime: auto` reads them.
     pub(crate) fn measured_launches(&self, template: usize) -> Option<Measured> {
         measure(self.launches[template].iter().copied())
+    }
+
+    /// The quantiles of the template's last starts from stopped.
+    pub(crate) fn measured_starts(&self, template: usize) -> Option<Measured> {
+        measure(self.starts[template].iter().copied())
+    }
+
+    /// The first moment after `now` a worker's boot, stop or termination completes.
+    pub(crate) fn next_done_after(&self, now: Timestamp) -> Option<Timestamp> {
+        self.workers
+            .iter()
+            .filter_map(|w| w.done_at)
+            .filter(|at| *at > now)
+            .min()
     }
 
     /// The template's live workers as the planner sees them.

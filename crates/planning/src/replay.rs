@@ -1,12 +1,15 @@
-//! The simulated-time loop: every tick the platform places the labs whose timeslot has come
+//! The simulated-time loop: at every round the platform places the labs whose timeslot has come
 //! (first fit onto ready workers) and frees those that ended, the fleet moves on, and each
-//! template's planner (the controller's own function) decides on the demand known by then.
+//! template's planner (the controller's own function) decides on the demand known by then. A
+//! round runs at every event (a booking becomes known, a timeslot starts or ends, a worker's
+//! boot or stop completes), as the controller reacts to each change, and a tick after the last
+//! round at the latest, as its periodic resync does.
 
 use std::time::Duration;
 
 use ccm_core::{
     DesiredState, WorkerPhase,
-    lead_time::{self, AUTO_MARGIN, LeadTime},
+    lead_time::{self, LeadTime, MAX_MARGIN},
     planner::{self, Inputs, Offer, TemplateView, Wanted},
     scaling_schedule::{Levels, Resolved},
 };
@@ -60,8 +63,7 @@ impl Template {
 pub struct Settings {
     /// `--scale-up-lead-time`: demand starting within it counts now.
     pub lead_time: Duration,
-    /// How often the planner runs (the controller runs it on every change; a tick bounds how
-    /// late it can react).
+    /// Longest time between rounds (the controller's resync; every event runs one at once).
     pub tick: Duration,
     /// How long workers take to come up and go down.
     pub durations: Durations,
@@ -131,6 +133,7 @@ pub fn replay_with_progress(
             .collect(),
         ..Outcome::default()
     };
+    let mut events = Events::of(bookings);
     let mut now = from;
     let mut next_sample = from;
     let total = until.duration_since(from).as_secs_f64().max(1.0);
@@ -145,14 +148,27 @@ pub fn replay_with_progress(
         world.end_labs(now);
         world.place_labs(now);
         world.plan(now);
-        world.account(&mut outcome, settings.tick);
+        // The Worker controller acts on the decisions at once (a start, a drain).
+        world.fleet.advance(now);
+        let next = events
+            .next_after(now)
+            .into_iter()
+            .chain(world.fleet.next_done_after(now))
+            .fold(
+                now.checked_add(settings.tick).unwrap_or(until),
+                Timestamp::min,
+            )
+            .min(until);
+        let step = next.duration_since(now).unsigned_abs();
+        world.account(&mut outcome, step);
+        outcome.simulated_hours += step.as_secs_f64() / 3600.0;
         if now >= next_sample {
             let needed = bound::needed_at(bookings, &assigned, &offers, now);
             outcome.timeline.push(world.sample(now, needed));
             next_sample = now.checked_add(SAMPLE_EVERY).unwrap_or(until);
         }
         outcome.rounds += 1;
-        now = now.checked_add(settings.tick).unwrap_or(until);
+        now = next;
     }
     progress(1.0);
     world.finish(&mut outcome);
@@ -191,6 +207,33 @@ fn lower_bounds(
     bound::instance_hours(bookings, &offers(templates), assigned, &shortest_boot)
 }
 
+/// When bookings become known, start and end, in order: the moments a round must run at.
+struct Events {
+    at: Vec<Timestamp>,
+    /// The first not yet passed.
+    next: usize,
+}
+
+impl Events {
+    fn of(bookings: &[Booking]) -> Events {
+        let mut at: Vec<Timestamp> = bookings
+            .iter()
+            .flat_map(|b| [b.known_at, b.start, b.end])
+            .collect();
+        at.sort_unstable();
+        at.dedup();
+        Events { at, next: 0 }
+    }
+
+    /// The first event after `now` (rounds only move forward).
+    fn next_after(&mut self, now: Timestamp) -> Option<Timestamp> {
+        while self.at.get(self.next).is_some_and(|t| *t <= now) {
+            self.next += 1;
+        }
+        self.at.get(self.next).copied()
+    }
+}
+
 /// How often the timeline of the picture is sampled.
 const SAMPLE_EVERY: Duration = Duration::from_secs(300);
 
@@ -206,7 +249,7 @@ fn longest_lead(templates: &[Template], settings: &Settings) -> Duration {
             } else {
                 Duration::ZERO
             };
-            d.launch.high + license + AUTO_MARGIN
+            d.launch.high + license + MAX_MARGIN
         }
         None => Duration::ZERO,
     };
@@ -306,12 +349,18 @@ impl World<'_> {
                 self.fleet.measured_launches(k),
                 self.settings.lead_time,
             );
+            let start_lead = lead_time::start_in_use(
+                self.templates[k].lead_time,
+                self.fleet.measured_starts(k),
+                lead,
+            );
             let template = self.templates[k].view_at(now, lead);
             let plan = planner::plan(&Inputs {
                 template: &template,
                 workers: &views,
                 demand: Some(&demand),
                 lead_time: lead,
+                start_lead_time: start_lead,
                 now,
             });
             for decision in &plan.decisions {
@@ -339,9 +388,9 @@ impl World<'_> {
         }
     }
 
-    /// Adds one tick of each worker's state to the totals.
-    fn account(&self, outcome: &mut Outcome, tick: Duration) {
-        let hours = tick.as_secs_f64() / 3600.0;
+    /// Adds `step` (until the next round) of each worker's state to the totals.
+    fn account(&self, outcome: &mut Outcome, step: Duration) {
+        let hours = step.as_secs_f64() / 3600.0;
         let (mut up, mut seats) = (0, 0);
         for w in self.fleet.workers.iter().filter(|w| !w.gone) {
             if w.phase == WorkerPhase::Stopped {
@@ -363,15 +412,14 @@ impl World<'_> {
 
     /// The labs' fates and the fleet's counts.
     fn finish(&self, outcome: &mut Outcome) {
-        let tick = self.settings.tick.as_secs_f64();
         outcome.labs = self.bookings.len() as u32;
         for (b, lab) in self.bookings.iter().zip(&self.labs) {
             let late_by = lab
                 .placed_at
                 .map(|at| at.duration_since(b.start).as_secs_f64());
             match late_by {
-                // Placed at the first tick at or after its start: a ready worker had room.
-                Some(by) if by < tick => outcome.on_time += 1,
+                // A round runs at every start: placed then, a ready worker had room.
+                Some(by) if by <= 0.0 => outcome.on_time += 1,
                 Some(by) => outcome.late.push(Late {
                     id: b.id.clone(),
                     by_seconds: by as u64,
@@ -389,7 +437,6 @@ impl World<'_> {
             outcome.drains,
             outcome.deletes,
         ) = (c.launches, c.starts, c.drains, c.deletes);
-        outcome.simulated_hours = outcome.rounds as f64 * tick / 3600.0;
         outcome.running_hours = outcome.by_template.iter().map(TemplateHours::running).sum();
     }
 }

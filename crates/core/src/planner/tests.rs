@@ -89,6 +89,7 @@ fn run(t: &TemplateView, ws: &[WorkerView], demand: Option<&[DemandItem]>) -> Pl
         workers: ws,
         demand,
         lead_time: 35 * MIN,
+        start_lead_time: 35 * MIN,
         now: at(0),
     })
 }
@@ -248,6 +249,19 @@ fn a_worker_still_stopping_is_started_too() {
 }
 
 #[test]
+fn a_stopped_worker_is_started_before_one_still_stopping() {
+    let mut t = template();
+    t.max_stopped_workers = 2;
+    let stopping = WorkerView {
+        desired: DesiredState::Stopped,
+        ..worker("a-stopping", WorkerPhase::Stopping)
+    };
+    let ws = [stopping, worker("b-stopped", WorkerPhase::Stopped)];
+    let p = run(&t, &ws, Some(&[lab("a", 5, 6.0)]));
+    assert_eq!(actions(&p), vec![start("b-stopped")]);
+}
+
+#[test]
 fn stopped_workers_are_started_before_any_is_created() {
     let mut t = template();
     t.max_stopped_workers = 2;
@@ -255,6 +269,89 @@ fn stopped_workers_are_started_before_any_is_created() {
     let demand = [lab("a", 5, 15.0), lab("b", 5, 15.0)];
     let p = run(&t, &ws, Some(&demand));
     assert_eq!(actions(&p), vec![start("s1"), create(1)]);
+}
+
+/// A round with a start lead time of 10 minutes (starts measured apart from launches).
+fn run_starting_late(t: &TemplateView, ws: &[WorkerView], demand: &[DemandItem]) -> Plan {
+    plan(&Inputs {
+        template: t,
+        workers: ws,
+        demand: Some(demand),
+        lead_time: 35 * MIN,
+        start_lead_time: 10 * MIN,
+        now: at(0),
+    })
+}
+
+#[test]
+fn a_stopped_worker_is_started_only_a_start_lead_time_ahead_and_held_until_then() {
+    let mut t = template();
+    t.max_stopped_workers = 2;
+    let ws = [worker("s1", WorkerPhase::Stopped)];
+    // Table: minutes until the lab's timeslot -> what the round does.
+    for (in_mins, expect, held) in [
+        (30, vec![], vec!["s1"]),
+        (11, vec![], vec!["s1"]),
+        (10, vec![start("s1")], vec![]),
+        (3, vec![start("s1")], vec![]),
+    ] {
+        let p = run_starting_late(&t, &ws, &[lab("a", in_mins, 6.0)]);
+        assert_eq!(actions(&p), expect, "lab in {in_mins} min");
+        assert_eq!(p.held_stopped, held, "lab in {in_mins} min");
+    }
+}
+
+#[test]
+fn demand_beyond_the_start_lead_time_launches_only_what_stopped_workers_cannot_hold() {
+    let mut t = template();
+    t.max_stopped_workers = 2;
+    let ws = [worker("s1", WorkerPhase::Stopped)];
+    // Three 15-node labs in 20 minutes: one stopped worker holds one, two are launched now.
+    let demand = [lab("a", 20, 15.0), lab("b", 20, 15.0), lab("c", 20, 15.0)];
+    let p = run_starting_late(&t, &ws, &demand);
+    assert_eq!(actions(&p), vec![create(2)]);
+    assert_eq!(p.held_stopped, vec!["s1"]);
+    // One due soon and one later: the soon one takes the stopped worker, the later one a launch.
+    let demand = [lab("a", 5, 15.0), lab("b", 20, 15.0)];
+    let p = run_starting_late(&t, &ws, &demand);
+    assert_eq!(actions(&p), vec![start("s1"), create(1)]);
+    assert!(p.held_stopped.is_empty());
+}
+
+#[test]
+fn a_held_stopped_worker_counts_toward_max_workers_and_the_seat_budget() {
+    let mut t = template();
+    t.max_stopped_workers = 2;
+    t.max_workers = 2;
+    let ws = [busy("b1", 20.0), worker("s1", WorkerPhase::Stopped)];
+    let demand = [lab("a", 20, 15.0), lab("b", 20, 15.0)];
+    let p = run_starting_late(&t, &ws, &demand);
+    assert_eq!(
+        actions(&p),
+        vec![],
+        "s1 held for a; nothing beyond maxWorkers for b"
+    );
+    assert_eq!(p.held_stopped, vec!["s1"]);
+    assert_eq!(p.unplaceable, 1);
+    assert!(p.held.is_some_and(|h| h.contains("maxWorkers 2")));
+    // With the seat budget's last seat taken by s1, b waits for a seat.
+    t.max_workers = 5;
+    t.seats_available = Some(1);
+    let p = run_starting_late(&t, &ws, &demand);
+    assert_eq!(actions(&p), vec![]);
+    assert!(p.seats_exhausted);
+}
+
+#[test]
+fn a_floor_starts_a_held_stopped_worker_rather_than_launch() {
+    let mut t = template();
+    t.max_stopped_workers = 2;
+    t.min_workers = 1;
+    let ws = [worker("s1", WorkerPhase::Stopped)];
+    let p = run_starting_late(&t, &ws, &[lab("a", 20, 6.0)]);
+    assert_eq!(actions(&p), vec![start("s1")]);
+    assert_eq!(p.decisions[0].trigger, Trigger::MinWorkers);
+    assert!(p.held_stopped.is_empty());
 }
 
 #[test]
@@ -782,7 +879,45 @@ mod properties {
         up
     }
 
+    fn created(p: &Plan) -> u32 {
+        p.decisions
+            .iter()
+            .map(|d| match d.action {
+                Action::Create { count } => count,
+                _ => 0,
+            })
+            .sum()
+    }
+
     proptest! {
+        #[test]
+        fn holding_stopped_workers_launches_no_more_and_stays_within_max_workers(
+            (t, ws, demand) in scenario(),
+            start_lead in 0u32..36,
+        ) {
+            let demand = demand.unwrap_or_default();
+            let p = plan(&Inputs {
+                template: &t,
+                workers: &ws,
+                demand: Some(&demand),
+                lead_time: 35 * MIN,
+                start_lead_time: MIN * start_lead,
+                now: at(0),
+            });
+            let early = run(&t, &ws, Some(&demand));
+            prop_assert!(created(&p) <= created(&early), "{:?} launches more than {:?}", p.decisions, early.decisions);
+            let up_before = ws.iter().filter(|w| is_up(w)).count() as i64;
+            if created(&p) > 0 || !p.held_stopped.is_empty() {
+                let committed = up_after(&ws, &p) + p.held_stopped.len() as i64;
+                prop_assert!(committed <= i64::from(t.max_workers).max(up_before));
+            }
+            for name in &p.held_stopped {
+                let w = ws.iter().find(|w| &w.name == name).expect("a known worker");
+                prop_assert!(w.owned && matches!(w.phase, WorkerPhase::Stopped | WorkerPhase::Stopping));
+                prop_assert!(p.decisions.iter().all(|d| d.action.worker() != Some(name)));
+            }
+        }
+
         #[test]
         fn invariants((t, ws, demand) in scenario()) {
             let p = run(&t, &ws, demand.as_deref());

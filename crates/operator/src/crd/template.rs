@@ -584,8 +584,10 @@ pub struct Scaling {
     pub ready_timeout: GoDuration,
 
     /// How far ahead this template provides for demand: a duration, or `auto` (the p95 of its
-    /// workers' measured launch-to-Ready times plus 5 minutes, once 3 launches are measured).
-    /// Unset: the controller's `--scale-up-lead-time`.
+    /// workers' measured launch-to-Ready times plus their spread, p95 - p50, between 1 and 5
+    /// minutes, once 3 launches are measured; and, once 3 starts are measured, stopped workers
+    /// are started only the same measure of starts ahead). Unset: the controller's
+    /// `--scale-up-lead-time`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_up_lead_time: Option<LeadTime>,
 
@@ -671,6 +673,11 @@ pub struct WorkerTemplateStatus {
     /// `auto`, or the controller's flag).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_up_lead_time: Option<GoDuration>,
+
+    /// How far ahead the autoscaler started stopped workers for demand in its last round: with
+    /// `auto`, from the measured starts (at most the lead time); else the lead time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_lead_time: Option<GoDuration>,
 
     /// With `scaling.schedule`: the `minWorkers` and `warmWorkers` the autoscaler kept in its
     /// last round.
@@ -810,6 +817,10 @@ pub struct DemandStatus {
     /// Unplaced lab instances in the namespace that no WorkerTemplate can hold (license or size).
     #[serde(default)]
     pub unmatched: u32,
+    /// Stopped workers kept stopped for lab instances due beyond the start lead time: each is
+    /// started once they come within it, and nothing is launched for them.
+    #[serde(default)]
+    pub held_stopped: u32,
 }
 
 /// Seats of a CML product license, across every template of that product.

@@ -65,16 +65,32 @@ fn quantiles(d: &BootDurations, kind: BootKind) -> Option<BootQuantiles> {
 /// The lead time of this round: the template's own, learnt with `auto` once enough launches
 /// are measured, else the controller's `flag`.
 pub fn lead_time(t: &WorkerTemplate, status: &WorkerTemplateStatus, flag: Duration) -> Duration {
-    let launches = status
-        .boot_durations
-        .as_ref()
-        .and_then(|d| d.launch.as_ref())
-        .map(|q| lead_time::Measured {
-            p50_seconds: q.p50_seconds,
-            p95_seconds: q.p95_seconds,
-            count: q.count,
-        });
+    let launches = measured(status, BootKind::Launch);
     lead_time::in_use(t.spec.scaling.scale_up_lead_time, launches, flag)
+}
+
+/// How far ahead this round starts stopped workers: with `auto`, learnt from the measured
+/// starts once there are enough, never more than `lead` (this round's lead time); else `lead`.
+pub fn start_lead_time(
+    t: &WorkerTemplate,
+    status: &WorkerTemplateStatus,
+    lead: Duration,
+) -> Duration {
+    let starts = measured(status, BootKind::Start);
+    lead_time::start_in_use(t.spec.scaling.scale_up_lead_time, starts, lead)
+}
+
+fn measured(status: &WorkerTemplateStatus, kind: BootKind) -> Option<lead_time::Measured> {
+    let d = status.boot_durations.as_ref()?;
+    let q = match kind {
+        BootKind::Launch => d.launch.as_ref(),
+        BootKind::Start => d.start.as_ref(),
+    }?;
+    Some(lead_time::Measured {
+        p50_seconds: q.p50_seconds,
+        p95_seconds: q.p95_seconds,
+        count: q.count,
+    })
 }
 
 /// The lead time as status shows it.
@@ -118,7 +134,7 @@ mod tests {
     }
 
     #[test]
-    fn boots_are_counted_once_by_kind_and_auto_uses_the_p95_of_launches() {
+    fn boots_are_counted_once_by_kind_and_auto_uses_the_p95_of_launches_and_of_starts() {
         let flag = Duration::from_secs(35 * 60);
         let mut status = WorkerTemplateStatus::default();
         let a = worker("a", "Launch", 0, 600);
@@ -146,11 +162,30 @@ mod tests {
         assert_eq!(d.start.as_ref().map(|q| q.count), Some(1));
         assert_eq!(
             lead_time(&auto, &status, flag),
-            Duration::from_secs(720) + lead_time::AUTO_MARGIN
+            Duration::from_secs(720 + 120),
+            "the p95 plus its spread over the p50"
+        );
+        let lead = lead_time(&auto, &status, flag);
+        assert_eq!(
+            start_lead_time(&auto, &status, lead),
+            lead,
+            "one start is not enough"
+        );
+        let (s2, s3) = (worker("s2", "Start", 4, 240), worker("s3", "Start", 5, 300));
+        record(&mut status, &[&s2, &s3]);
+        assert_eq!(
+            start_lead_time(&auto, &status, lead),
+            Duration::from_secs(300 + 60),
+            "the p95 of starts plus the least margin"
         );
         assert_eq!(
             lead_time(&template(Some("20m")), &status, flag),
             Duration::from_secs(1200)
+        );
+        assert_eq!(
+            start_lead_time(&template(Some("20m")), &status, lead),
+            lead,
+            "a fixed lead time starts stopped workers that far ahead"
         );
         assert_eq!(lead_time(&template(None), &status, flag), flag);
         // The newest 20 of a kind are kept.
@@ -166,7 +201,7 @@ mod tests {
                 .iter()
                 .filter(|s| s.kind == BootKind::Start)
                 .count(),
-            1
+            3
         );
     }
 }

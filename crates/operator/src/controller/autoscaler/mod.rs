@@ -79,6 +79,8 @@ pub async fn reconcile(
     boots::record(status, &mine);
     let lead_time = boots::lead_time(template, status, ctx.settings.scale_up_lead_time);
     status.scale_up_lead_time = Some(boots::shown(lead_time));
+    let start_lead_time = boots::start_lead_time(template, status, lead_time);
+    status.start_lead_time = Some(boots::shown(start_lead_time));
     let scheduled = schedule::levels(template, now, lead_time);
     status.scheduled_levels = scheduled.shown;
     if let Some(problem) = scheduled.problem {
@@ -97,6 +99,7 @@ pub async fn reconcile(
         workers: &views,
         demand: demand.as_deref(),
         lead_time,
+        start_lead_time,
         now,
     });
     debug!(
@@ -104,6 +107,7 @@ pub async fn reconcile(
         demand = demand.as_ref().map_or(0, Vec::len),
         room = ?observe::room(&views, &view),
         decisions = plan.decisions.len(),
+        held_stopped = plan.held_stopped.len(),
         "planned"
     );
     let acted = act::act(template, ctx, &plan.decisions, &mine, now).await;

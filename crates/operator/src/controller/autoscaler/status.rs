@@ -84,6 +84,7 @@ pub fn apply(
         within_lead_time: plan.within_lead_time,
         unplaceable: plan.unplaceable,
         unmatched,
+        held_stopped: plan.held_stopped.len() as u32,
     });
     let up: Vec<_> = done.iter().filter(|d| d.action.is_scale_up()).collect();
     if let Some(first) = up.first() {
