@@ -8,7 +8,6 @@ use ccm_core::{
     License,
     lead_time::LeadTime,
     planner::{Resources, TemplateView},
-    scaling_schedule::{Resolved, ScalingSchedule},
 };
 use ccm_planning::{Settings, Template, reference, replay};
 
@@ -30,7 +29,7 @@ fn samples() -> [Template; 2] {
                 warm_workers: warm,
                 warm_room: None,
                 max_stopped_workers: stopped,
-                grace: Duration::from_secs(10 * 60),
+                grace: Duration::from_secs(2 * 60),
                 max_concurrent_drains: drains,
                 last_scale_up: None,
                 seats_available: None,
@@ -45,7 +44,7 @@ fn samples() -> [Template; 2] {
                 384.0,
                 1000.0,
                 500.0,
-                (0, 10, 0, 0, 2),
+                (0, 10, 0, 3, 2),
             ),
             licensed: true,
             schedule: None,
@@ -53,33 +52,12 @@ fn samples() -> [Template; 2] {
         },
         Template {
             name: "personal-standard".into(),
-            view: TemplateView {
-                warm_room: Some(Resources {
-                    cpu: 8.0,
-                    memory_gb: 16.0,
-                    storage_gb: 26.0,
-                    nodes: 8.0,
-                }),
-                ..view(License::Personal, 48.0, 192.0, 500.0, 20.0, (0, 5, 0, 1, 1))
-            },
+            view: view(License::Personal, 48.0, 192.0, 500.0, 20.0, (0, 5, 0, 2, 1)),
             licensed: false,
-            schedule: Some(evenings_and_weekends()),
+            schedule: None,
             lead_time: Some(LeadTime::Auto),
         },
     ]
-}
-
-/// personal-standard's schedule: a warm worker (or room for a lab) while self-study is booked at short notice.
-fn evenings_and_weekends() -> Resolved {
-    let schedule: ScalingSchedule = serde_json::from_value(serde_json::json!({
-        "timeZone": "UTC",
-        "windows": [
-            {"days": ["Mon", "Tue", "Wed", "Thu", "Fri"], "from": "18:00", "to": "22:00", "warmWorkers": 1},
-            {"days": ["Sat", "Sun"], "from": "10:00", "to": "20:00", "warmWorkers": 1}
-        ]
-    }))
-    .expect("schedule");
-    schedule.resolve().expect("UTC")
 }
 
 fn main() {
