@@ -3,6 +3,7 @@
 
 use ccm_harness as support;
 
+use serde_json::json;
 use std::process::{Command, Output};
 
 fn simulate(schedule: &str, extra: &[&str]) -> Output {
@@ -78,6 +79,17 @@ fn a_schedule_replays_to_a_table_and_to_json() {
     assert_eq!(hours["placement"], json["placement_hours"]);
     assert!(part("placement") > 0.0);
     assert!(table.contains("placement alone"), "{table}");
+    // After the warm-up run the sample's stopped pool starts a worker; from an empty fleet one
+    // is launched.
+    assert!(
+        table.contains("after a warm-up run of the same bookings"),
+        "{table}"
+    );
+    assert_eq!((&json["launches"], &json["starts"]), (&json!(0), &json!(1)));
+    let out = simulate(SCHEDULE, &["--output", "json", "--cold-start"]);
+    let cold: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!((&cold["launches"], &cold["starts"]), (&json!(1), &json!(0)));
+    assert_eq!(cold["on_time"], 2);
 }
 
 #[test]

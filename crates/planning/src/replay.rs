@@ -4,6 +4,10 @@
 //! round runs at every event (a booking becomes known, a timeslot starts or ends, a worker's
 //! boot or stop completes), as the controller reacts to each change, and a tick after the last
 //! round at the latest, as its periodic resync does.
+//!
+//! By default the schedule is first replayed once as many whole weeks earlier as it takes not to
+//! overlap, and only the second run is counted: the fleet starts as running the same settings
+//! leaves it (stopped pools filled, boots measured for `auto`), not empty.
 
 use std::time::Duration;
 
@@ -18,7 +22,7 @@ use jiff::Timestamp;
 use crate::{
     boot::Durations,
     bound,
-    fleet::Fleet,
+    fleet::{Counts, Fleet},
     outcome::{Late, Outcome, TemplateHours, billed},
     picture::Sample,
     placement,
@@ -69,6 +73,8 @@ pub struct Settings {
     pub durations: Durations,
     /// Seed of the duration draws.
     pub seed: u64,
+    /// Start from an empty fleet, with no warm-up replay before.
+    pub cold_start: bool,
 }
 
 impl Default for Settings {
@@ -78,6 +84,7 @@ impl Default for Settings {
             tick: Duration::from_secs(10),
             durations: Durations::default(),
             seed: 1,
+            cold_start: false,
         }
     }
 }
@@ -113,14 +120,18 @@ pub fn replay_with_progress(
     progress: &mut dyn FnMut(f64),
 ) -> Outcome {
     let licensed = templates.iter().map(|t| t.licensed).collect();
+    let lead = longest_lead(templates, settings);
+    let (measured_from, until) = span(bookings, lead);
+    let all = with_warm_up(bookings, lead, settings.cold_start);
+    let warm_up = all.len() - bookings.len();
     let mut world = World {
         templates: templates.to_vec(),
-        bookings,
-        labs: vec![LabState::default(); bookings.len()],
+        bookings: &all,
+        labs: vec![LabState::default(); all.len()],
         fleet: Fleet::new(settings.durations, licensed, settings.seed),
         settings,
     };
-    let (from, until) = span(bookings, longest_lead(templates, settings));
+    let (from, _) = span(&all, lead);
     let offers = offers(templates);
     let assigned = bound::assignment(bookings, &offers);
     let mut outcome = Outcome {
@@ -133,9 +144,9 @@ pub fn replay_with_progress(
             .collect(),
         ..Outcome::default()
     };
-    let mut events = Events::of(bookings);
+    let mut events = Events::of(&all, measured_from);
     let mut now = from;
-    let mut next_sample = from;
+    let mut next_sample = measured_from;
     let total = until.duration_since(from).as_secs_f64().max(1.0);
     let mut told = 0;
     while now < until {
@@ -143,6 +154,10 @@ pub fn replay_with_progress(
         if (done * 100.0) as u32 > told {
             told = (done * 100.0) as u32;
             progress(done);
+        }
+        if now >= measured_from && outcome.rounds == 0 {
+            // What the warm-up did is not counted.
+            world.fleet.counts = Counts::default();
         }
         world.fleet.advance(now);
         world.end_labs(now);
@@ -159,19 +174,21 @@ pub fn replay_with_progress(
                 Timestamp::min,
             )
             .min(until);
-        let step = next.duration_since(now).unsigned_abs();
-        world.account(&mut outcome, step);
-        outcome.simulated_hours += step.as_secs_f64() / 3600.0;
-        if now >= next_sample {
-            let needed = bound::needed_at(bookings, &assigned, &offers, now);
-            outcome.timeline.push(world.sample(now, needed));
-            next_sample = now.checked_add(SAMPLE_EVERY).unwrap_or(until);
+        if now >= measured_from {
+            let step = next.duration_since(now).unsigned_abs();
+            world.account(&mut outcome, step);
+            outcome.simulated_hours += step.as_secs_f64() / 3600.0;
+            if now >= next_sample {
+                let needed = bound::needed_at(bookings, &assigned, &offers, now);
+                outcome.timeline.push(world.sample(now, needed));
+                next_sample = now.checked_add(SAMPLE_EVERY).unwrap_or(until);
+            }
+            outcome.rounds += 1;
         }
-        outcome.rounds += 1;
         now = next;
     }
     progress(1.0);
-    world.finish(&mut outcome);
+    world.finish(&mut outcome, warm_up);
     let bounds = lower_bounds(templates, bookings, &assigned, settings);
     let placed = placement::holding_hours(bookings, &offers, &assigned);
     for ((hours, bound), placed) in outcome.by_template.iter_mut().zip(&bounds).zip(&placed) {
@@ -207,7 +224,8 @@ fn lower_bounds(
     bound::instance_hours(bookings, &offers(templates), assigned, &shortest_boot)
 }
 
-/// When bookings become known, start and end, in order: the moments a round must run at.
+/// When bookings become known, start and end, and when counting begins, in order: the moments a
+/// round must run at.
 struct Events {
     at: Vec<Timestamp>,
     /// The first not yet passed.
@@ -215,10 +233,11 @@ struct Events {
 }
 
 impl Events {
-    fn of(bookings: &[Booking]) -> Events {
+    fn of(bookings: &[Booking], counted_from: Timestamp) -> Events {
         let mut at: Vec<Timestamp> = bookings
             .iter()
             .flat_map(|b| [b.known_at, b.start, b.end])
+            .chain([counted_from])
             .collect();
         at.sort_unstable();
         at.dedup();
@@ -258,6 +277,29 @@ fn longest_lead(templates: &[Template], settings: &Settings) -> Duration {
         .map(own)
         .fold(settings.lead_time, Duration::max)
 }
+
+/// `bookings` after, unless `cold_start`, the same bookings as many whole weeks earlier (so the
+/// time of week, and with it a scaling schedule, is the same) as keeps the two runs apart by a
+/// lead time; their ids begin with `warm-up:`.
+fn with_warm_up(bookings: &[Booking], lead_time: Duration, cold_start: bool) -> Vec<Booking> {
+    let (from, until) = span(bookings, lead_time);
+    let length = until.duration_since(from).as_secs().max(0) as u64 + lead_time.as_secs();
+    let weeks = length.div_ceil(WEEK.as_secs()).max(1) as u32;
+    let back = WEEK * weeks;
+    let earlier = bookings.iter().filter(|_| !cold_start).map(|b| {
+        let before = |t: Timestamp| t.checked_sub(back).unwrap_or(t);
+        Booking {
+            id: format!("warm-up:{}", b.id),
+            start: before(b.start),
+            end: before(b.end),
+            known_at: before(b.known_at),
+            ..b.clone()
+        }
+    });
+    earlier.chain(bookings.iter().cloned()).collect()
+}
+
+const WEEK: Duration = Duration::from_secs(7 * 86_400);
 
 /// From one lead time before the first start (nothing earlier can matter) to the last end.
 fn span(bookings: &[Booking], lead_time: Duration) -> (Timestamp, Timestamp) {
@@ -410,10 +452,11 @@ impl World<'_> {
         outcome.peak_seats = outcome.peak_seats.max(seats);
     }
 
-    /// The labs' fates and the fleet's counts.
-    fn finish(&self, outcome: &mut Outcome) {
-        outcome.labs = self.bookings.len() as u32;
-        for (b, lab) in self.bookings.iter().zip(&self.labs) {
+    /// The labs' fates (past the `warm_up` first ones) and the fleet's counts.
+    fn finish(&self, outcome: &mut Outcome, warm_up: usize) {
+        let measured = &self.bookings[warm_up..];
+        outcome.labs = measured.len() as u32;
+        for (b, lab) in measured.iter().zip(&self.labs[warm_up..]) {
             let late_by = lab
                 .placed_at
                 .map(|at| at.duration_since(b.start).as_secs_f64());

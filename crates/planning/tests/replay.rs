@@ -233,27 +233,35 @@ fn daily_labs(days: i64) -> Vec<Booking> {
 #[test]
 fn a_templates_own_lead_time_and_auto_are_used_over_the_controllers() {
     // Six whole-worker labs a day apart, each on a fresh launch (10 minutes, so auto's lead
-    // time is 10 + 1 minutes once three launches are measured: no spread, the least margin).
+    // time is 10 + 2 minutes once three launches are measured: no spread, the least margin).
     let labs = daily_labs(6);
     let with = |lead| Template {
         lead_time: lead,
         ..template(0, 10, 0)
     };
-    let flag = replay(&[with(None)], &labs, &settings());
+    let cold = Settings {
+        cold_start: true,
+        ..settings()
+    };
+    let flag = replay(&[with(None)], &labs, &cold);
     let fixed = replay(
         &[with(Some(LeadTime::Fixed(GoDuration::from_mins(15))))],
         &labs,
-        &settings(),
+        &cold,
     );
-    let auto = replay(&[with(Some(LeadTime::Auto))], &labs, &settings());
-    for out in [&flag, &fixed, &auto] {
+    let auto = replay(&[with(Some(LeadTime::Auto))], &labs, &cold);
+    // After a warm-up week auto has its launches measured from the first lab on.
+    let warm = replay(&[with(Some(LeadTime::Auto))], &labs, &settings());
+    for out in [&flag, &fixed, &auto, &warm] {
         assert_eq!(out.on_time, 6, "{}", out.table());
     }
     // Each launch 20 minutes later than the flag's 35 with 15m throughout: 2 hours less; with
-    // auto the last three 24 minutes later (the first three wait for the flag): 1.2 hours.
+    // auto the last three 23 minutes later (the first three wait for the flag): 1.15 hours;
+    // after the warm-up all six: 2.3 hours.
     let saved = |out: &ccm_planning::Outcome| flag.running_hours - out.running_hours;
     assert!((saved(&fixed) - 2.0).abs() < 0.05, "{}", saved(&fixed));
-    assert!((saved(&auto) - 1.2).abs() < 0.05, "{}", saved(&auto));
+    assert!((saved(&auto) - 1.15).abs() < 0.05, "{}", saved(&auto));
+    assert!((saved(&warm) - 2.3).abs() < 0.05, "{}", saved(&warm));
     // Too short a lead time is late by the difference.
     let short = replay(
         &[with(Some(LeadTime::Fixed(GoDuration::from_mins(5))))],
@@ -274,7 +282,7 @@ fn with_auto_a_stopped_worker_is_started_a_measured_start_ahead_not_a_launch_ahe
     // Eight one-hour labs a day apart, booked a week ahead, on one worker kept stopped between
     // them: one launch, then seven starts of 4 minutes. Until three starts are measured they
     // begin the lead time ahead (the flag's 35 minutes: one launch measured is not enough);
-    // then 4 + 1 minutes ahead.
+    // then 4 + 2 minutes ahead.
     let labs = daily_labs(8);
     let stopped_pool = |lead| Template {
         lead_time: lead,
@@ -290,6 +298,7 @@ fn with_auto_a_stopped_worker_is_started_a_measured_start_ahead_not_a_launch_ahe
             start: Spread::fixed(Duration::from_secs(240)),
             ..settings().durations
         },
+        cold_start: true,
         ..settings()
     };
     let fixed = replay(
@@ -304,9 +313,47 @@ fn with_auto_a_stopped_worker_is_started_a_measured_start_ahead_not_a_launch_ahe
         assert_eq!(out.on_time, 8, "{}", out.table());
         assert_eq!((out.launches, out.starts), (1, 7), "{}", out.table());
     }
-    // The last four starts 30 minutes later each.
+    // The last four starts 29 minutes later each.
     let saved = fixed.running_hours - auto.running_hours;
-    assert!((saved - 2.0).abs() < 0.05, "{saved}");
+    assert!((saved - 4.0 * 29.0 / 60.0).abs() < 0.05, "{saved}");
+}
+
+#[test]
+fn the_warm_up_week_leaves_the_fleet_as_the_settings_keep_it_and_is_not_counted() {
+    // The first lab of the week booked 5 minutes ahead: from an empty fleet it waits for a
+    // 10-minute launch; after the same week before, a stopped worker starts in 4 minutes.
+    let labs = [
+        lab("short", 10.0, 4 * HOUR - 300, 4 * HOUR, 5 * HOUR),
+        lab("class", 20.0, 0, 30 * HOUR, 31 * HOUR),
+    ];
+    let kept_stopped = Template {
+        view: TemplateView {
+            max_stopped_workers: 1,
+            ..template(0, 2, 0).view
+        },
+        ..template(0, 2, 0)
+    };
+    let settings = |cold_start| Settings {
+        durations: Durations {
+            start: Spread::fixed(Duration::from_secs(240)),
+            ..settings().durations
+        },
+        cold_start,
+        ..settings()
+    };
+    let cold = replay(std::slice::from_ref(&kept_stopped), &labs, &settings(true));
+    assert_eq!(cold.late.len(), 1, "{}", cold.table());
+    assert_eq!((cold.launches, cold.starts), (1, 1), "{}", cold.table());
+    let warm = replay(&[kept_stopped], &labs, &settings(false));
+    assert_eq!(warm.on_time, 2, "{}", warm.table());
+    // Only the week itself is counted: two labs, two starts, the same simulated hours.
+    assert_eq!(warm.labs, 2);
+    assert_eq!((warm.launches, warm.starts), (0, 2), "{}", warm.table());
+    assert!((warm.simulated_hours - cold.simulated_hours).abs() < 1e-6);
+    assert!(
+        warm.stopped_hours > cold.stopped_hours,
+        "the pool is there from the start"
+    );
 }
 
 #[test]

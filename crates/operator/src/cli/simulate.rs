@@ -59,6 +59,11 @@ pub struct SimulateArgs {
     /// Seed of the duration draws: the same seed, the same figures.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Start from an empty fleet. By default the schedule is first replayed once, whole weeks
+    /// earlier and not counted, so the fleet starts as running these settings leaves it
+    /// (stopped pools filled, boots measured for `scaleUpLeadTime: auto`).
+    #[arg(long)]
+    pub cold_start: bool,
     /// A table for people, or JSON.
     #[arg(long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -102,6 +107,7 @@ pub async fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
         tick: args.tick.as_std(),
         durations,
         seed: args.seed,
+        cold_start: args.cold_start,
     };
     anyhow::ensure!(args.sweep.len() <= 2, "--sweep takes one or two knobs");
     if !args.sweep.is_empty() {
@@ -137,13 +143,18 @@ pub async fn simulate(args: &SimulateArgs) -> anyhow::Result<()> {
     let text = match args.output {
         Output::Table => {
             format!(
-                "templates {}; {} bookings; lead time {}; launch {}, start {}, seed {}\n\n{}",
+                "templates {}; {} bookings; lead time {}; launch {}, start {}, seed {}; {}\n\n{}",
                 names(&templates),
                 bookings.len(),
                 lead_times(&templates, args.lead_time),
                 durations.launch,
                 durations.start,
                 args.seed,
+                if args.cold_start {
+                    "from an empty fleet"
+                } else {
+                    "after a warm-up run of the same bookings"
+                },
                 outcome.table()
             )
         }

@@ -584,7 +584,7 @@ pub struct Scaling {
     pub ready_timeout: GoDuration,
 
     /// How far ahead this template provides for demand: a duration, or `auto` (the p95 of its
-    /// workers' measured launch-to-Ready times plus their spread, p95 - p50, between 1 and 5
+    /// workers' measured launch-to-Ready times plus their spread, p95 - p50, between 2 and 5
     /// minutes, once 3 launches are measured; and, once 3 starts are measured, stopped workers
     /// are started only the same measure of starts ahead). Unset: the controller's
     /// `--scale-up-lead-time`.

@@ -175,7 +175,7 @@ mod tests {
         record(&mut status, &[&s2, &s3]);
         assert_eq!(
             start_lead_time(&auto, &status, lead),
-            Duration::from_secs(300 + 60),
+            Duration::from_secs(300 + 120),
             "the p95 of starts plus the least margin"
         );
         assert_eq!(
