@@ -508,9 +508,10 @@ fn fill_stopped_pool(d: &mut Draft, t: &TemplateView, ws: &[WorkerView]) {
         (a.desired != DesiredState::Stopped, &a.name)
             .cmp(&(b.desired != DesiredState::Stopped, &b.name))
     });
+    let mut kept: Vec<&WorkerView> = Vec::new();
     for (n, w) in stopped.iter().enumerate() {
         if (n as u32) < t.max_stopped_workers {
-            d.startable.push(w.name.clone());
+            kept.push(w);
             if w.desired == DesiredState::Draining && w.phase == WorkerPhase::Stopped {
                 d.decide(
                     Action::Stop {
@@ -538,11 +539,8 @@ fn fill_stopped_pool(d: &mut Draft, t: &TemplateView, ws: &[WorkerView]) {
             );
         }
     }
-    let still_stopping = |name: &String| {
-        ws.iter()
-            .any(|w| &w.name == name && w.phase == WorkerPhase::Stopping)
-    };
-    d.startable.sort_by_key(|name| still_stopping(name));
+    kept.sort_by_key(|w| w.phase == WorkerPhase::Stopping);
+    d.startable = kept.iter().map(|w| w.name.clone()).collect();
 }
 
 /// Demand within the lead time, biggest first.

@@ -122,7 +122,14 @@ pub fn replay_with_progress(
     let licensed = templates.iter().map(|t| t.licensed).collect();
     let lead = longest_lead(templates, settings);
     let (measured_from, until) = span(bookings, lead);
-    let all = with_warm_up(bookings, lead, settings.cold_start);
+    let all = if settings.cold_start {
+        bookings.to_vec()
+    } else {
+        with_warm_up(
+            bookings,
+            until.duration_since(measured_from).unsigned_abs() + lead,
+        )
+    };
     let warm_up = all.len() - bookings.len();
     let mut world = World {
         templates: templates.to_vec(),
@@ -278,15 +285,13 @@ fn longest_lead(templates: &[Template], settings: &Settings) -> Duration {
         .fold(settings.lead_time, Duration::max)
 }
 
-/// `bookings` after, unless `cold_start`, the same bookings as many whole weeks earlier (so the
-/// time of week, and with it a scaling schedule, is the same) as keeps the two runs apart by a
-/// lead time; their ids begin with `warm-up:`.
-fn with_warm_up(bookings: &[Booking], lead_time: Duration, cold_start: bool) -> Vec<Booking> {
-    let (from, until) = span(bookings, lead_time);
-    let length = until.duration_since(from).as_secs().max(0) as u64 + lead_time.as_secs();
-    let weeks = length.div_ceil(WEEK.as_secs()).max(1) as u32;
+/// `bookings` after the same bookings as many whole weeks earlier (so the time of week, and with
+/// it a scaling schedule, is the same) as `length` (their span and a lead time) takes, so the two
+/// runs stay apart; the earlier ids begin with `warm-up:`.
+fn with_warm_up(bookings: &[Booking], length: Duration) -> Vec<Booking> {
+    let weeks = length.as_secs().div_ceil(WEEK.as_secs()).max(1) as u32;
     let back = WEEK * weeks;
-    let earlier = bookings.iter().filter(|_| !cold_start).map(|b| {
+    let earlier = bookings.iter().map(|b| {
         let before = |t: Timestamp| t.checked_sub(back).unwrap_or(t);
         Booking {
             id: format!("warm-up:{}", b.id),
