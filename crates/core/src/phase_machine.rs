@@ -10,19 +10,23 @@ use crate::{
     licensing::{self, Gate, LicenseFacts, LicenseNote, LicenseStep, Verdict},
 };
 
-/// The template as the worker sees it.
+/// The template as the worker sees it. Its timeouts come from its spec, so they hold whatever
+/// the state of its image: a worker draining while the image does not resolve keeps its
+/// template's `drainTimeout`.
 #[derive(Clone, Debug, PartialEq)]
 pub enum TemplateFacts {
     /// The WorkerTemplate does not exist.
     Missing,
     /// Not reconciled yet: wait quietly, it is not a problem.
-    Unresolved,
-    /// Reconciled but not Ready.
+    Unresolved(Timeouts),
+    /// Reconciled but not Ready: nothing is launched for it.
     NotReady {
         /// The Ready condition's reason.
         reason: String,
         /// The Ready condition's message.
         message: String,
+        /// The timeouts it sets.
+        timeouts: Timeouts,
     },
     /// Ready, with the timeouts it sets.
     Ready(Timeouts),
@@ -31,8 +35,10 @@ pub enum TemplateFacts {
 impl TemplateFacts {
     fn timeouts(&self) -> Timeouts {
         match self {
-            TemplateFacts::Ready(t) => *t,
-            _ => Timeouts::default(),
+            TemplateFacts::Ready(t)
+            | TemplateFacts::Unresolved(t)
+            | TemplateFacts::NotReady { timeouts: t, .. } => *t,
+            TemplateFacts::Missing => Timeouts::default(),
         }
     }
 }
@@ -785,8 +791,10 @@ fn plan_unlaunched(f: &WorkerFacts, phase: WorkerPhase) -> Plan {
                 "the WorkerTemplate does not exist",
             );
         }
-        TemplateFacts::Unresolved => return Plan::new(Pending, Step::Wait, Recheck::Soon),
-        TemplateFacts::NotReady { reason, message } => {
+        TemplateFacts::Unresolved(_) => return Plan::new(Pending, Step::Wait, Recheck::Soon),
+        TemplateFacts::NotReady {
+            reason, message, ..
+        } => {
             return Plan::new(Pending, Step::Wait, Recheck::Steady).because(
                 Reason::TemplateNotReady,
                 format!("the WorkerTemplate is not Ready ({reason}): {message}"),

@@ -161,6 +161,19 @@ pub struct Inputs<'a> {
     pub start_lead_time: Duration,
     /// The current time.
     pub now: Timestamp,
+    /// Whether new workers may be created this round.
+    pub creation: Creation,
+}
+
+/// Whether a round may create workers. When it may not, everything else goes on: failed
+/// workers are deleted, idle ones drained and stopped, stopped ones started for demand.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Creation {
+    /// New workers may be created.
+    #[default]
+    Allowed,
+    /// None may be, and why (for instance: the template's image is not resolved).
+    Blocked(String),
 }
 
 /// A change to make.
@@ -288,13 +301,42 @@ pub struct Plan {
     /// Lab instances within the lead time that no capacity will hold (maxWorkers reached, or
     /// too big for one worker).
     pub unplaceable: u32,
-    /// Why the plan holds back, if it does (e.g. maxWorkers reached, demand unknown).
-    pub held: Option<String>,
-    /// The seat budget, not maxWorkers, kept workers from coming up.
-    pub seats_exhausted: bool,
+    /// Why the plan holds back from what demand and floors ask, if it does.
+    pub held: Option<Held>,
     /// Stopped workers held for demand due beyond the start lead time: started when it comes
     /// within it.
     pub held_stopped: Vec<String>,
+}
+
+/// What keeps a plan from doing all that demand and floors ask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// No worker may be created this round ([`Creation::Blocked`]).
+    CreationBlocked,
+    /// The seat budget has no seat left for another worker up.
+    SeatsExhausted,
+    /// `maxWorkers` workers are up.
+    MaxWorkers,
+    /// Demand is unknown: no scale-up for demand, no scale-down.
+    DemandUnknown,
+}
+
+/// A limit the plan met, with why in words for people.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// Which limit.
+    pub limit: Limit,
+    /// Why, with what waits.
+    pub why: String,
+}
+
+impl Plan {
+    /// Whether the seat budget kept workers from coming up.
+    pub fn seats_exhausted(&self) -> bool {
+        self.held
+            .as_ref()
+            .is_some_and(|h| h.limit == Limit::SeatsExhausted)
+    }
 }
 
 fn elapsed(now: Timestamp, since: Timestamp) -> Duration {
@@ -365,6 +407,22 @@ struct Draft {
     seats: Option<u32>,
     /// A worker could not come up for want of a seat.
     seat_limited: bool,
+    /// Whether workers may be created this round.
+    creation: Creation,
+    /// A worker could not come up because none may be created.
+    creation_refused: bool,
+}
+
+/// How one more worker comes up, or why it cannot.
+enum Added {
+    /// A stopped worker is started.
+    Started,
+    /// A new worker is to be created (the caller decides once for all of them).
+    Created,
+    /// maxWorkers or the seat budget leaves no room.
+    NoRoom,
+    /// There is room, but no stopped worker to start and none may be created.
+    NoCreation,
 }
 
 impl Draft {
@@ -400,22 +458,27 @@ impl Draft {
         true
     }
 
-    /// One more worker up: a stopped one started if there is one, else a new one (counted by
-    /// the caller, who decides once for all of them). `None` at maxWorkers.
-    fn add_one(&mut self, trigger: Trigger, why: &str) -> Option<bool> {
+    /// One more worker up: a stopped one started if there is one, else a new one.
+    fn add_one(&mut self, trigger: Trigger, why: &str) -> Added {
         if !self.room() {
             self.seat_limited |= self.below_max();
-            return None;
+            return Added::NoRoom;
+        }
+        if self.startable.is_empty() {
+            if self.creation != Creation::Allowed {
+                self.creation_refused = true;
+                return Added::NoCreation;
+            }
+            self.up += 1;
+            self.seats = self.seats.map(|n| n - 1);
+            return Added::Created;
         }
         self.up += 1;
         self.seats = self.seats.map(|n| n - 1);
-        if self.startable.is_empty() {
-            return Some(true);
-        }
         let worker = self.startable.remove(0);
         let reason = format!("{why}: starting stopped {worker}");
         self.decide(Action::Start { worker }, trigger, reason);
-        Some(false)
+        Added::Started
     }
 
     /// Adds up to `n` workers up, held stopped ones first (they are wanted soon anyway);
@@ -430,9 +493,9 @@ impl Draft {
                 continue;
             }
             match self.add_one(trigger, why) {
-                Some(true) => created += 1,
-                Some(false) => {}
-                None => break,
+                Added::Created => created += 1,
+                Added::Started => {}
+                Added::NoRoom | Added::NoCreation => break,
             }
         }
         if created > 0 {
@@ -454,6 +517,8 @@ pub fn plan(i: &Inputs) -> Plan {
         held: Vec::new(),
         seats: t.seats_available,
         seat_limited: false,
+        creation: i.creation.clone(),
+        creation_refused: false,
     };
     delete_failed(&mut d, ws);
     fill_stopped_pool(&mut d, t, ws);
@@ -465,14 +530,14 @@ pub fn plan(i: &Inputs) -> Plan {
     let short = add_for_demand(&mut d, i, left, within_lead_time);
     apply_floors(&mut d, t, ws, &bins);
     let unknown = scale_down(&mut d, i, &bins, draining_now);
+    let held = short.held(&d, t, i.lead_time).or(unknown);
     Plan {
         desired_workers: d.up,
         decisions: d.decisions,
         demand: i.demand.map_or(0, |x| x.len() as u32),
         within_lead_time,
-        unplaceable: short.capped + short.too_big,
-        held: short.held(t, i.lead_time, d.seat_limited).or(unknown),
-        seats_exhausted: d.seat_limited,
+        unplaceable: short.capped + short.uncreated + short.too_big,
+        held,
         held_stopped: d.held,
     }
 }
@@ -638,24 +703,49 @@ fn cancel_drains<'a>(
 struct Shortfall {
     /// Waiting for capacity: maxWorkers reached.
     capped: u32,
+    /// Waiting for a worker that may not be created this round.
+    uncreated: u32,
     /// Too big for one worker.
     too_big: u32,
 }
 
 impl Shortfall {
-    /// Why the plan holds back, when maxWorkers keeps demand waiting.
-    fn held(&self, t: &TemplateView, lead_time: Duration, seat_limited: bool) -> Option<String> {
-        let limit = if seat_limited {
-            "no license seat left in the seat budget".to_owned()
-        } else {
-            format!("maxWorkers {} reached", t.max_workers)
-        };
-        (self.capped > 0 || seat_limited).then(|| {
-            format!(
-                "{limit}: {} lab instances due within {} wait for capacity",
-                self.capped,
-                human(lead_time)
+    /// Why the plan holds back, when a blocked creation, the seat budget or maxWorkers keeps
+    /// demand or a floor waiting. A blocked creation is told even when nothing waits for it
+    /// yet: nothing can be launched until it is lifted.
+    fn held(&self, d: &Draft, t: &TemplateView, lead_time: Duration) -> Option<Held> {
+        let due = human(lead_time);
+        if let Creation::Blocked(why) = &d.creation {
+            let waiting = if d.creation_refused {
+                format!(
+                    "{} lab instances due within {due} and the floors wait for new workers",
+                    self.uncreated
+                )
+            } else {
+                "nothing waits for a new worker yet".to_owned()
+            };
+            return Some(Held {
+                limit: Limit::CreationBlocked,
+                why: format!("no worker can be created ({why}); {waiting}"),
+            });
+        }
+        let (limit, what) = if d.seat_limited {
+            (
+                Limit::SeatsExhausted,
+                "no license seat left in the seat budget".to_owned(),
             )
+        } else {
+            (
+                Limit::MaxWorkers,
+                format!("maxWorkers {} reached", t.max_workers),
+            )
+        };
+        (self.capped > 0 || d.seat_limited).then(|| Held {
+            limit,
+            why: format!(
+                "{what}: {} lab instances due within {due} wait for capacity",
+                self.capped
+            ),
         })
     }
 }
@@ -690,23 +780,26 @@ fn add_for_demand(
     // Stable: the order of packing within each group.
     wanted.sort_by_key(|w| !w.soon);
     let mut created = 0u32;
-    let mut capped = 0u32;
+    let mut short = Shortfall {
+        capped: 0,
+        uncreated: 0,
+        too_big: too_big.len() as u32,
+    };
     for w in &wanted {
         if !w.soon && d.hold_one() {
             continue;
         }
         match d.add_one(Trigger::Demand, &why) {
-            Some(new) => created += u32::from(new),
-            None => capped += w.labs,
+            Added::Created => created += 1,
+            Added::Started => {}
+            Added::NoRoom => short.capped += w.labs,
+            Added::NoCreation => short.uncreated += w.labs,
         }
     }
     if created > 0 {
         d.decide(Action::Create { count: created }, Trigger::Demand, why);
     }
-    Shortfall {
-        capped,
-        too_big: too_big.len() as u32,
-    }
+    short
 }
 
 /// A worker to bring up for demand: how many lab instances it takes, and whether any is due
@@ -797,7 +890,7 @@ fn busy_with_room(t: &TemplateView, ws: &[WorkerView], bins: &[Bin]) -> u32 {
 /// Scale down: drains idle workers beyond what is needed, longest idle first, at most
 /// maxConcurrentDrains at once. Never while demand is unknown (then returns why it holds
 /// back), after a scale-up, or within the grace period of the last one.
-fn scale_down(d: &mut Draft, i: &Inputs, bins: &[Bin], draining_now: u32) -> Option<String> {
+fn scale_down(d: &mut Draft, i: &Inputs, bins: &[Bin], draining_now: u32) -> Option<Held> {
     let t = i.template;
     let scaled_up = d.decisions.iter().any(|x| x.action.is_scale_up());
     let in_grace = t
@@ -805,7 +898,10 @@ fn scale_down(d: &mut Draft, i: &Inputs, bins: &[Bin], draining_now: u32) -> Opt
         .is_some_and(|at| elapsed(i.now, at) < t.grace);
     let idle = drain_candidates(i, bins);
     if i.demand.is_none() {
-        return Some("demand unknown: no scale-up for demand, no scale-down".into());
+        return Some(Held {
+            limit: Limit::DemandUnknown,
+            why: "demand unknown: no scale-up for demand, no scale-down".into(),
+        });
     }
     if !scaled_up && !in_grace && !idle.is_empty() {
         let keep_warm = t

@@ -14,7 +14,7 @@ use std::time::Duration;
 use ccm_core::{
     DesiredState, WorkerPhase,
     lead_time::{self, LeadTime, MAX_MARGIN},
-    planner::{self, Inputs, Offer, TemplateView, Wanted},
+    planner::{self, Creation, Inputs, Offer, TemplateView, Wanted},
     scaling_schedule::{Levels, Resolved},
 };
 use jiff::Timestamp;
@@ -409,6 +409,7 @@ impl World<'_> {
                 lead_time: lead,
                 start_lead_time: start_lead,
                 now,
+                creation: Creation::Allowed,
             });
             for decision in &plan.decisions {
                 if decision.action.is_scale_up() {

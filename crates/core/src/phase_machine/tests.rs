@@ -88,7 +88,7 @@ fn a_missing_or_unready_template_keeps_the_worker_pending() {
     assert_eq!((p.phase, p.step), (Pending, Step::Wait));
     assert_eq!(p.event.map(|e| e.0), Some(Reason::TemplateNotFound));
 
-    f.template = TemplateFacts::Unresolved;
+    f.template = TemplateFacts::Unresolved(timeouts());
     let p = plan(&f);
     assert_eq!(
         (p.phase, p.step, p.event),
@@ -96,15 +96,53 @@ fn a_missing_or_unready_template_keeps_the_worker_pending() {
         "not reconciled yet is no warning"
     );
 
-    f.template = TemplateFacts::NotReady {
-        reason: "ImageNotFound".into(),
-        message: "no image matches".into(),
-    };
+    f.template = image_not_found();
     let p = plan(&f);
     assert_eq!((p.phase, p.step), (Pending, Step::Wait));
     let (reason, message) = p.event.unwrap();
     assert_eq!(reason, Reason::TemplateNotReady);
     assert!(message.contains("ImageNotFound") && message.contains("no image matches"));
+}
+
+fn image_not_found() -> TemplateFacts {
+    TemplateFacts::NotReady {
+        reason: "ImageNotFound".into(),
+        message: "no image matches".into(),
+        timeouts: timeouts(),
+    }
+}
+
+#[test]
+fn a_template_whose_image_does_not_resolve_keeps_its_timeouts_and_its_workers_move() {
+    // A drain holds until the template's drainTimeout (1h here), not the default 4h.
+    let mut f = facts(Some(Draining), seen(InstanceState::Running));
+    f.template = image_not_found();
+    f.desired = DesiredState::Draining;
+    f.drain_started_at = Some(at(0));
+    f.cml = CmlFacts::Ready {
+        running_nodes: Some(2),
+    };
+    f.now = at(3599);
+    assert_eq!(plan(&f).step, Step::Wait);
+    f.now = at(3600);
+    let p = plan(&f);
+    assert_eq!((p.phase, p.step), (Stopping, Step::Stop));
+    assert_eq!(p.event.map(|e| e.0), Some(Reason::DrainTimeout));
+    // A drain with the labs gone stops the instance.
+    f.now = at(60);
+    f.cml = CmlFacts::Ready {
+        running_nodes: Some(0),
+    };
+    assert_eq!(plan(&f).step, Step::Stop);
+    // A stopped worker asked to run is started: it needs no image.
+    let mut f = facts(Some(Stopped), seen(InstanceState::Stopped));
+    f.template = image_not_found();
+    assert_eq!((plan(&f).phase, plan(&f).step), (Starting, Step::Start));
+    // So is one deleted: drained and terminated.
+    let mut f = facts(Some(Stopped), seen(InstanceState::Stopped));
+    f.template = image_not_found();
+    f.deleting = true;
+    assert_eq!(plan(&f).step, Step::Terminate);
 }
 
 #[test]

@@ -84,6 +84,15 @@ fn lab(id: &str, in_mins: i64, nodes: f64) -> DemandItem {
 }
 
 fn run(t: &TemplateView, ws: &[WorkerView], demand: Option<&[DemandItem]>) -> Plan {
+    run_with(t, ws, demand, Creation::Allowed)
+}
+
+fn run_with(
+    t: &TemplateView,
+    ws: &[WorkerView],
+    demand: Option<&[DemandItem]>,
+    creation: Creation,
+) -> Plan {
     plan(&Inputs {
         template: t,
         workers: ws,
@@ -91,7 +100,17 @@ fn run(t: &TemplateView, ws: &[WorkerView], demand: Option<&[DemandItem]>) -> Pl
         lead_time: 35 * MIN,
         start_lead_time: 35 * MIN,
         now: at(0),
+        creation,
     })
+}
+
+fn blocked() -> Creation {
+    Creation::Blocked("image unresolved: no image matches CML-2.9.*".into())
+}
+
+/// Why the plan holds back; empty when it does not.
+fn held(p: &Plan) -> &str {
+    p.held.as_ref().map_or("", |h| h.why.as_str())
 }
 
 fn actions(p: &Plan) -> Vec<Action> {
@@ -280,6 +299,7 @@ fn run_starting_late(t: &TemplateView, ws: &[WorkerView], demand: &[DemandItem])
         lead_time: 35 * MIN,
         start_lead_time: 10 * MIN,
         now: at(0),
+        creation: Creation::Allowed,
     })
 }
 
@@ -333,13 +353,13 @@ fn a_held_stopped_worker_counts_toward_max_workers_and_the_seat_budget() {
     );
     assert_eq!(p.held_stopped, vec!["s1"]);
     assert_eq!(p.unplaceable, 1);
-    assert!(p.held.is_some_and(|h| h.contains("maxWorkers 2")));
+    assert!(held(&p).contains("maxWorkers 2"));
     // With the seat budget's last seat taken by s1, b waits for a seat.
     t.max_workers = 5;
     t.seats_available = Some(1);
     let p = run_starting_late(&t, &ws, &demand);
     assert_eq!(actions(&p), vec![]);
-    assert!(p.seats_exhausted);
+    assert!(p.seats_exhausted());
 }
 
 #[test]
@@ -377,9 +397,7 @@ fn demand_over_max_workers_is_capped_with_a_reason() {
     assert_eq!(actions(&p), vec![create(2)]);
     assert_eq!(p.unplaceable, 2);
     assert!(
-        p.held
-            .as_deref()
-            .is_some_and(|h| h.contains("maxWorkers 2")),
+        held(&p).contains("maxWorkers 2"),
         "{:?}",
         p.held
     );
@@ -405,10 +423,62 @@ fn unknown_demand_neither_scales_up_for_demand_nor_down() {
     let p = run(&template(), &[idle("w1")], None);
     assert_eq!(actions(&p), vec![]);
     assert!(
-        p.held
-            .as_deref()
-            .is_some_and(|h| h.contains("demand unknown"))
+        held(&p).contains("demand unknown")
     );
+}
+
+// --- no creation (the template's image is not resolved) ---
+
+#[test]
+fn with_creation_blocked_everything_but_a_launch_goes_on() {
+    let pooled = |t: &mut TemplateView| t.max_stopped_workers = 2;
+    let floor = |t: &mut TemplateView| t.min_workers = 1;
+    let none = |_: &mut TemplateView| {};
+    let mut drained = worker("d1", WorkerPhase::Stopped);
+    drained.desired = DesiredState::Draining;
+    let stop = named(|worker| Action::Stop { worker }, "d1");
+    let two_labs = vec![lab("a", 5, 15.0), lab("b", 5, 15.0)];
+    type Row = (&'static str, fn(&mut TemplateView), Vec<WorkerView>, Vec<DemandItem>, Vec<Action>, &'static str);
+    // (row, template change, workers, demand, actions, what the hold says waits)
+    let table: [Row; 7] = [
+        ("a failed worker is deleted", none, vec![worker("f1", WorkerPhase::Failed)], vec![], vec![delete("f1")], "nothing waits"),
+        ("an idle worker is drained", none, vec![idle("w1")], vec![], vec![drain("w1")], "nothing waits"),
+        ("a drained worker joins the stopped pool", pooled, vec![drained], vec![], vec![stop], "nothing waits"),
+        ("demand starts a stopped worker", pooled, vec![worker("s1", WorkerPhase::Stopped)], vec![lab("a", 5, 15.0)], vec![start("s1")], "nothing waits"),
+        ("demand beyond the stopped pool waits", pooled, vec![worker("s1", WorkerPhase::Stopped)], two_labs, vec![start("s1")], "1 lab instances due"),
+        ("demand with no stopped worker waits", none, vec![], vec![lab("a", 5, 15.0)], vec![], "1 lab instances due"),
+        ("a floor with no stopped worker waits", floor, vec![], vec![], vec![], "the floors wait"),
+    ];
+    for (row, change, ws, demand, expected, waits) in table {
+        let mut t = template();
+        change(&mut t);
+        let p = run_with(&t, &ws, Some(&demand), blocked());
+        assert_eq!(actions(&p), expected, "{row}");
+        let waiting = u32::from(waits.starts_with('1'));
+        assert_eq!(p.unplaceable, waiting, "{row}");
+        let h = p.held.as_ref().expect(row);
+        assert_eq!(h.limit, Limit::CreationBlocked, "{row}");
+        assert!(h.why.contains("no image matches CML-2.9.*"), "{row}: {}", h.why);
+        assert!(h.why.contains(waits), "{row}: {}", h.why);
+    }
+}
+
+#[test]
+fn a_blocked_creation_is_told_before_max_workers_and_seats_and_nothing_waits_when_nothing_is_needed() {
+    let mut t = template();
+    t.min_workers = 1;
+    let p = run_with(&t, &[], Some(&[]), blocked());
+    assert!(held(&p).contains("the floors wait for new workers"), "{}", held(&p));
+    let p = run_with(&template(), &[idle("w1")], Some(&[lab("a", 5, 6.0)]), blocked());
+    assert_eq!(actions(&p), vec![]);
+    assert!(held(&p).contains("nothing waits for a new worker yet"), "{}", held(&p));
+    t.min_workers = 0;
+    t.seats_available = Some(0);
+    let p = run_with(&t, &[], Some(&[lab("a", 5, 6.0)]), blocked());
+    assert_eq!(p.held.as_ref().map(|h| h.limit), Some(Limit::CreationBlocked));
+    assert!(!p.seats_exhausted());
+    let p = run_with(&template(), &[idle("w1")], None, blocked());
+    assert_eq!(p.held.as_ref().map(|h| h.limit), Some(Limit::CreationBlocked), "demand unknown too");
 }
 
 // --- floors ---
@@ -903,6 +973,7 @@ mod properties {
                 lead_time: 35 * MIN,
                 start_lead_time: MIN * start_lead,
                 now: at(0),
+                creation: Creation::Allowed,
             });
             let early = run(&t, &ws, Some(&demand));
             prop_assert!(created(&p) <= created(&early), "{:?} launches more than {:?}", p.decisions, early.decisions);
@@ -955,6 +1026,26 @@ mod properties {
         }
 
         #[test]
+        fn a_blocked_creation_launches_nothing_and_changes_nothing_else_when_nothing_is_launched(
+            (t, ws, demand) in scenario(),
+        ) {
+            let allowed = run(&t, &ws, demand.as_deref());
+            let p = run_with(&t, &ws, demand.as_deref(), blocked());
+            prop_assert_eq!(created(&p), 0);
+            prop_assert_eq!(p.held.as_ref().map(|h| h.limit), Some(Limit::CreationBlocked));
+            if created(&allowed) == 0 {
+                prop_assert_eq!(&p.decisions, &allowed.decisions);
+            }
+            // What it starts, deletes, drains or stops is what the round may do without a launch.
+            for d in &p.decisions {
+                if let Some(name) = d.action.worker() {
+                    let w = ws.iter().find(|w| w.name == name).expect("a known worker");
+                    prop_assert!(w.owned, "{:?} on hand-made {}", d.action, name);
+                }
+            }
+        }
+
+        #[test]
         fn demand_that_fits_one_empty_worker_on_its_way_launches_nothing(nodes in 1.0f64..20.0, phase in prop::sample::select(vec![WorkerPhase::Pending, WorkerPhase::Provisioning, WorkerPhase::Starting])) {
             let ws = [worker("w", phase)];
             let p = run(&template(), &ws, Some(&[lab("a", 5, nodes)]));
@@ -970,12 +1061,9 @@ fn the_seat_budget_caps_workers_coming_up_and_says_so() {
     let demand = [lab("a", 5, 20.0), lab("b", 5, 20.0), lab("c", 5, 20.0)];
     let p = run(&t, &[], Some(&demand));
     assert_eq!(actions(&p), vec![create(2)]);
-    assert!(p.seats_exhausted);
+    assert!(p.seats_exhausted());
     assert!(
-        p.held
-            .as_deref()
-            .unwrap_or_default()
-            .contains("license seat"),
+        held(&p).contains("license seat"),
         "{:?}",
         p.held
     );
@@ -988,7 +1076,7 @@ fn the_seat_budget_caps_workers_coming_up_and_says_so() {
     ];
     let p = run(&t, &stopped, Some(&demand[..2]));
     assert_eq!(actions(&p), vec![start("s1")]);
-    assert!(p.seats_exhausted);
+    assert!(p.seats_exhausted());
 }
 
 #[test]
@@ -999,7 +1087,7 @@ fn without_a_budget_or_with_seats_to_spare_nothing_is_held_for_seats() {
         t.seats_available = seats;
         let p = run(&t, &[], Some(&demand));
         assert_eq!(actions(&p), vec![create(2)], "{seats:?}");
-        assert!(!p.seats_exhausted);
+        assert!(!p.seats_exhausted());
         assert_eq!(p.held, None);
     }
 }

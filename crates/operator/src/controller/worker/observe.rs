@@ -248,21 +248,23 @@ fn freshness(worker: &Worker, status: &WorkerStatus) -> Freshness {
 }
 
 fn template_readiness(t: &WorkerTemplate) -> TemplateFacts {
+    let timeouts = crate::controller::overdue::timeouts(t);
     let Some(status) = &t.status else {
-        return TemplateFacts::Unresolved;
+        return TemplateFacts::Unresolved(timeouts);
     };
     let ready = conditions::find(&status.conditions, conditions::ConditionType::Ready);
     match (ready, &status.resolved_image_id) {
         (Some(c), Some(_))
             if c.status == "True" && status.observed_generation == t.metadata.generation =>
         {
-            TemplateFacts::Ready(crate::controller::overdue::timeouts(t))
+            TemplateFacts::Ready(timeouts)
         }
         (Some(c), _) if c.status != "True" => TemplateFacts::NotReady {
             reason: c.reason.clone(),
             message: c.message.clone(),
+            timeouts,
         },
-        _ => TemplateFacts::Unresolved,
+        _ => TemplateFacts::Unresolved(timeouts),
     }
 }
 
