@@ -529,13 +529,24 @@ async fn a_worker_gone_while_registered_reports_the_seat_to_people_and_the_platf
             .contains("may still be held"),
         "{record}"
     );
-    let warned = h.events().await.into_iter().any(|e| {
-        e.reason.as_deref() == Some("LicenseSeatMayBeHeld")
-            && e.note
-                .as_deref()
-                .is_some_and(|n| n.contains(&format!("simulated-{id}")))
-    });
-    assert!(warned, "a Warning names the product instance");
+    // The record is pushed before the reconcile publishes its Events.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let warned = h.events().await.into_iter().any(|e| {
+            e.reason.as_deref() == Some("LicenseSeatMayBeHeld")
+                && e.note
+                    .as_deref()
+                    .is_some_and(|n| n.contains(&format!("simulated-{id}")))
+        });
+        if warned {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a Warning names the product instance"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     h.finish().await;
 }
 
@@ -898,6 +909,142 @@ async fn a_worker_with_a_placement_in_the_picture_is_never_proposed_for_a_drain(
             .lines()
             .any(|l| l.contains("not draining after all") && l.contains(&name)),
         "the planner proposed a drain of {name}, caught only by the check before it"
+    );
+    h.finish().await;
+}
+
+/// A whole worker's cpu: one lab instance per worker.
+fn whole_worker(h: &Harness, id: &str) {
+    h.cp.add_definition(json!({"id": format!("w{id}"), "name": id, "version": "1",
+        "resource_requirements": {"cpu_cores": 48, "memory_gb": 8, "storage_gb": 20},
+        "license_affinity": ["ENTERPRISE"], "node_count": 1}));
+    h.cp.add_instance(instance(id, &format!("w{id}"), 5));
+}
+
+fn usage(w: &Worker, running: u32) -> serde_json::Value {
+    json!({"worker_id": w.uid(), "allocated": {"cpu_cores": 48 * running, "memory_gb": 8 * running,
+           "storage_gb": 20 * running, "nodes": running},
+           "running_instances": running, "scheduled_instances": 0, "next_timeslot_start": null})
+}
+
+async fn set_image(h: &Harness, image: serde_json::Value) {
+    h.templates()
+        .patch(
+            "t",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"image": image}})),
+        )
+        .await
+        .expect("patch the image");
+}
+
+fn scaling_limited(s: &resource_controller::crd::WorkerTemplateStatus) -> Option<(String, String)> {
+    conditions::find(&s.conditions, conditions::ConditionType::ScalingLimited)
+        .filter(|c| c.status == "True")
+        .map(|c| (c.reason.clone(), c.message.clone()))
+}
+
+#[tokio::test]
+async fn a_template_whose_image_stops_resolving_still_drains_stops_starts_and_deletes() {
+    let h = Harness::new("noimage", |_| {}).await;
+    // maxWorkers 3: a worker whose placements the platform cannot answer yet counts as full, so
+    // a busy machine could otherwise see a fourth launched for the three labs.
+    h.template_with(json!({"maxWorkers": 3, "maxStoppedWorkers": 2,
+                           "scaleDownGracePeriod": "1s", "maxConcurrentDrains": 2}))
+        .await;
+    for id in ["a", "b", "c"] {
+        whole_worker(&h, id);
+    }
+    h.announce("abc").await;
+    let ws = h
+        .wait_owned("t", "three Running", |ws| {
+            ws.len() == 3 && ws.iter().all(|w| phase(w) == Some(WorkerPhase::Running))
+        })
+        .await;
+    let (idle, failing, stopped) = (ws[0].clone(), ws[1].clone(), ws[2].name_any());
+    // Two hold labs until the image is broken; the third is stopped by hand once demand is gone.
+    for w in [&idle, &failing] {
+        h.cp.set_capacity(&w.uid().expect("uid"), usage(w, 1));
+        h.wait_for(&w.name_any(), "busy in status", |w| {
+            w.status
+                .as_ref()
+                .and_then(|s| s.usage.as_ref())
+                .is_some_and(|u| u.running_instances == Some(1))
+        })
+        .await;
+    }
+    h.cp.state().instances.clear();
+    h.announce("placed").await;
+    h.wait_demand("t", 0).await;
+    h.set_desired(&stopped, "Stopped").await;
+    h.wait_phase(&stopped, WorkerPhase::Stopped).await;
+
+    // The pattern matches no image any more: the template is not Ready.
+    set_image(&h, json!({"id": null, "namePattern": "CML-0.0.*"})).await;
+    h.wait_template("t", "not Ready", |s| {
+        conditions::find(&s.conditions, conditions::ConditionType::Ready)
+            .is_some_and(|c| c.status == "False")
+    })
+    .await;
+    let launched = h.sim.launched();
+    // One worker's labs end (it is drained and stopped); another's instance vanishes (it fails
+    // and is deleted).
+    h.cp.set_capacity(&idle.uid().expect("uid"), usage(&idle, 0));
+    h.announce("ended").await;
+    let instance = failing
+        .status
+        .as_ref()
+        .and_then(|s| s.instance.as_ref())
+        .map(|i| i.id.clone())
+        .expect("instance");
+    assert!(h.sim.vanish(&instance), "the instance was there");
+    h.wait_phase(&idle.name_any(), WorkerPhase::Stopped).await;
+    h.wait_gone(&failing.name_any()).await;
+
+    // Demand for three: the two stopped workers are started; the third lab waits, told why.
+    for id in ["d", "e", "f"] {
+        whole_worker(&h, id);
+    }
+    h.announce("def").await;
+    for name in [&stopped, &idle.name_any()] {
+        h.wait_phase(name, WorkerPhase::Running).await;
+    }
+    let status = h
+        .wait_template("t", "limited for want of an image", |s| {
+            scaling_limited(s).is_some_and(|(reason, _)| reason == "ImageUnresolved")
+        })
+        .await;
+    let (_, message) = scaling_limited(&status).expect("limited");
+    assert!(
+        message.contains("1 lab instances due") && message.contains("CML-0.0.*"),
+        "{message}"
+    );
+    assert_eq!(status.demand.map(|d| d.unplaceable), Some(1));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        h.owned("t").await.len(),
+        2,
+        "no worker created without an image"
+    );
+    assert_eq!(h.sim.launched(), launched, "no launch attempted");
+
+    // The image resolves again: the lab left waiting gets a new worker.
+    set_image(
+        &h,
+        json!({"id": "ami-0c0a1b2c3d4e5f601", "namePattern": null}),
+    )
+    .await;
+    h.wait_owned("t", "three again, all Running", |ws| {
+        ws.len() == 3 && ws.iter().all(|w| phase(w) == Some(WorkerPhase::Running))
+    })
+    .await;
+    assert!(h.sim.launched() > launched);
+    let status = h.template_status("t").await;
+    assert_ne!(
+        scaling_limited(&status)
+            .map(|(reason, _)| reason)
+            .as_deref(),
+        Some("ImageUnresolved")
     );
     h.finish().await;
 }

@@ -396,11 +396,7 @@ fn demand_over_max_workers_is_capped_with_a_reason() {
     let p = run(&t, &[], Some(&demand));
     assert_eq!(actions(&p), vec![create(2)]);
     assert_eq!(p.unplaceable, 2);
-    assert!(
-        held(&p).contains("maxWorkers 2"),
-        "{:?}",
-        p.held
-    );
+    assert!(held(&p).contains("maxWorkers 2"), "{:?}", p.held);
 }
 
 #[test]
@@ -422,9 +418,7 @@ fn hand_made_workers_hold_demand_too() {
 fn unknown_demand_neither_scales_up_for_demand_nor_down() {
     let p = run(&template(), &[idle("w1")], None);
     assert_eq!(actions(&p), vec![]);
-    assert!(
-        held(&p).contains("demand unknown")
-    );
+    assert!(held(&p).contains("demand unknown"));
 }
 
 // --- no creation (the template's image is not resolved) ---
@@ -438,16 +432,72 @@ fn with_creation_blocked_everything_but_a_launch_goes_on() {
     drained.desired = DesiredState::Draining;
     let stop = named(|worker| Action::Stop { worker }, "d1");
     let two_labs = vec![lab("a", 5, 15.0), lab("b", 5, 15.0)];
-    type Row = (&'static str, fn(&mut TemplateView), Vec<WorkerView>, Vec<DemandItem>, Vec<Action>, &'static str);
+    type Row = (
+        &'static str,
+        fn(&mut TemplateView),
+        Vec<WorkerView>,
+        Vec<DemandItem>,
+        Vec<Action>,
+        &'static str,
+    );
     // (row, template change, workers, demand, actions, what the hold says waits)
     let table: [Row; 7] = [
-        ("a failed worker is deleted", none, vec![worker("f1", WorkerPhase::Failed)], vec![], vec![delete("f1")], "nothing waits"),
-        ("an idle worker is drained", none, vec![idle("w1")], vec![], vec![drain("w1")], "nothing waits"),
-        ("a drained worker joins the stopped pool", pooled, vec![drained], vec![], vec![stop], "nothing waits"),
-        ("demand starts a stopped worker", pooled, vec![worker("s1", WorkerPhase::Stopped)], vec![lab("a", 5, 15.0)], vec![start("s1")], "nothing waits"),
-        ("demand beyond the stopped pool waits", pooled, vec![worker("s1", WorkerPhase::Stopped)], two_labs, vec![start("s1")], "1 lab instances due"),
-        ("demand with no stopped worker waits", none, vec![], vec![lab("a", 5, 15.0)], vec![], "1 lab instances due"),
-        ("a floor with no stopped worker waits", floor, vec![], vec![], vec![], "the floors wait"),
+        (
+            "a failed worker is deleted",
+            none,
+            vec![worker("f1", WorkerPhase::Failed)],
+            vec![],
+            vec![delete("f1")],
+            "nothing waits",
+        ),
+        (
+            "an idle worker is drained",
+            none,
+            vec![idle("w1")],
+            vec![],
+            vec![drain("w1")],
+            "nothing waits",
+        ),
+        (
+            "a drained worker joins the stopped pool",
+            pooled,
+            vec![drained],
+            vec![],
+            vec![stop],
+            "nothing waits",
+        ),
+        (
+            "demand starts a stopped worker",
+            pooled,
+            vec![worker("s1", WorkerPhase::Stopped)],
+            vec![lab("a", 5, 15.0)],
+            vec![start("s1")],
+            "nothing waits",
+        ),
+        (
+            "demand beyond the stopped pool waits",
+            pooled,
+            vec![worker("s1", WorkerPhase::Stopped)],
+            two_labs,
+            vec![start("s1")],
+            "1 lab instances due",
+        ),
+        (
+            "demand with no stopped worker waits",
+            none,
+            vec![],
+            vec![lab("a", 5, 15.0)],
+            vec![],
+            "1 lab instances due",
+        ),
+        (
+            "a floor with no stopped worker waits",
+            floor,
+            vec![],
+            vec![],
+            vec![],
+            "the floors wait",
+        ),
     ];
     for (row, change, ws, demand, expected, waits) in table {
         let mut t = template();
@@ -458,27 +508,52 @@ fn with_creation_blocked_everything_but_a_launch_goes_on() {
         assert_eq!(p.unplaceable, waiting, "{row}");
         let h = p.held.as_ref().expect(row);
         assert_eq!(h.limit, Limit::CreationBlocked, "{row}");
-        assert!(h.why.contains("no image matches CML-2.9.*"), "{row}: {}", h.why);
+        assert!(
+            h.why.contains("no image matches CML-2.9.*"),
+            "{row}: {}",
+            h.why
+        );
         assert!(h.why.contains(waits), "{row}: {}", h.why);
     }
 }
 
 #[test]
-fn a_blocked_creation_is_told_before_max_workers_and_seats_and_nothing_waits_when_nothing_is_needed() {
+fn a_blocked_creation_is_told_before_max_workers_and_seats_and_nothing_waits_when_nothing_is_needed()
+ {
     let mut t = template();
     t.min_workers = 1;
     let p = run_with(&t, &[], Some(&[]), blocked());
-    assert!(held(&p).contains("the floors wait for new workers"), "{}", held(&p));
-    let p = run_with(&template(), &[idle("w1")], Some(&[lab("a", 5, 6.0)]), blocked());
+    assert!(
+        held(&p).contains("the floors wait for new workers"),
+        "{}",
+        held(&p)
+    );
+    let p = run_with(
+        &template(),
+        &[idle("w1")],
+        Some(&[lab("a", 5, 6.0)]),
+        blocked(),
+    );
     assert_eq!(actions(&p), vec![]);
-    assert!(held(&p).contains("nothing waits for a new worker yet"), "{}", held(&p));
+    assert!(
+        held(&p).contains("nothing waits for a new worker yet"),
+        "{}",
+        held(&p)
+    );
     t.min_workers = 0;
     t.seats_available = Some(0);
     let p = run_with(&t, &[], Some(&[lab("a", 5, 6.0)]), blocked());
-    assert_eq!(p.held.as_ref().map(|h| h.limit), Some(Limit::CreationBlocked));
+    assert_eq!(
+        p.held.as_ref().map(|h| h.limit),
+        Some(Limit::CreationBlocked)
+    );
     assert!(!p.seats_exhausted());
     let p = run_with(&template(), &[idle("w1")], None, blocked());
-    assert_eq!(p.held.as_ref().map(|h| h.limit), Some(Limit::CreationBlocked), "demand unknown too");
+    assert_eq!(
+        p.held.as_ref().map(|h| h.limit),
+        Some(Limit::CreationBlocked),
+        "demand unknown too"
+    );
 }
 
 // --- floors ---
@@ -1062,11 +1137,7 @@ fn the_seat_budget_caps_workers_coming_up_and_says_so() {
     let p = run(&t, &[], Some(&demand));
     assert_eq!(actions(&p), vec![create(2)]);
     assert!(p.seats_exhausted());
-    assert!(
-        held(&p).contains("license seat"),
-        "{:?}",
-        p.held
-    );
+    assert!(held(&p).contains("license seat"), "{:?}", p.held);
     // Starting a stopped worker takes a seat as well.
     t.seats_available = Some(1);
     t.max_stopped_workers = 2;

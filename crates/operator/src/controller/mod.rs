@@ -152,7 +152,7 @@ async fn run_templates(
                 let span = reconcile_span("template", t.as_ref());
                 timed("template", template::reconcile(t, ctx.clone()), ctx).instrument(span)
             },
-            |t, e, ctx| status::error_policy("template", t, e, &ctx),
+            template::error_policy,
             Arc::new(TemplateContext::new(ctx.clone())),
         )
         .for_each(

@@ -37,6 +37,7 @@ pub const UP_TO_DATE: &str = "UpToDate";
 pub const SYNCED: &str = "Synced";
 // WorkerTemplate `Ready`, `ScalingLimited` and the autoscaler's Events.
 pub const IMAGE_RESOLVED: &str = "ImageResolved";
+pub const IMAGE_UNRESOLVED: &str = "ImageUnresolved";
 pub const MAX_WORKERS_REACHED: &str = "MaxWorkersReached";
 pub const DEMAND_UNKNOWN: &str = "DemandUnknown";
 pub const WITHIN_LIMITS: &str = "WithinLimits";
@@ -52,7 +53,7 @@ pub const WORKER_DELETED: &str = "WorkerDeleted";
 pub const LICENSE_DEREGISTERED: &str = "LicenseDeregistered";
 
 /// The plain names above.
-pub const PLAIN: [&str; 33] = [
+pub const PLAIN: [&str; 34] = [
     LAUNCHED,
     LAUNCH_FAILED,
     NOT_LAUNCHED,
@@ -74,6 +75,7 @@ pub const PLAIN: [&str; 33] = [
     UP_TO_DATE,
     SYNCED,
     IMAGE_RESOLVED,
+    IMAGE_UNRESOLVED,
     MAX_WORKERS_REACHED,
     DEMAND_UNKNOWN,
     WITHIN_LIMITS,

@@ -48,16 +48,24 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(
     error: &Error,
     ctx: &Context,
 ) -> Action {
-    let _span = super::reconcile_span(controller, obj.as_ref()).entered();
+    retry_after(controller, obj.as_ref(), error, ctx)
+        .map_or_else(Action::await_change, Action::requeue)
+}
+
+/// Logs a failed reconcile and says when to retry it: after the object's next backoff, or
+/// (`None`) once it changes, for an error that retrying without a change will not cure.
+pub fn retry_after<K: Resource<DynamicType = ()>>(
+    controller: &'static str,
+    obj: &K,
+    error: &Error,
+    ctx: &Context,
+) -> Option<Duration> {
+    let _span = super::reconcile_span(controller, obj).entered();
     warn!(category = error.category(), %error, "reconcile failed");
-    if error.is_permanent() {
-        Action::await_change()
-    } else {
-        Action::requeue(
-            ctx.next_backoff(&obj.uid().unwrap_or_default())
-                .max(Duration::from_millis(100)),
-        )
-    }
+    (!error.is_permanent()).then(|| {
+        ctx.next_backoff(&obj.uid().unwrap_or_default())
+            .max(Duration::from_millis(100))
+    })
 }
 
 #[cfg(test)]

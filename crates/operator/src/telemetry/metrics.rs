@@ -102,7 +102,8 @@ pub struct TemplateFigures {
 }
 
 /// Every reason `ccm_scaling_limited` can carry (the `ScalingLimited` condition's reasons).
-pub const LIMIT_REASONS: [&str; 3] = [
+pub const LIMIT_REASONS: [&str; 4] = [
+    "ImageUnresolved",
     "MaxWorkersReached",
     "DemandUnknown",
     "LicenseSeatsExhausted",

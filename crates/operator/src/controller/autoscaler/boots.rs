@@ -7,16 +7,14 @@ use std::time::Duration;
 use kube::ResourceExt;
 
 use crate::{
-    crd::{
-        BootDurations, BootKind, BootQuantiles, BootSample, GoDuration, Worker, WorkerTemplate,
-        WorkerTemplateStatus,
-    },
+    crd::{BootDurations, BootKind, BootQuantiles, BootSample, GoDuration, Worker, WorkerTemplate},
     lead_time::{self, KEPT},
 };
 
-/// Adds the boots of `workers` not seen yet to `status.bootDurations`, keeping the newest.
-pub fn record(status: &mut WorkerTemplateStatus, workers: &[&Worker]) {
-    let mut durations = status.boot_durations.take().unwrap_or_default();
+/// `before` (the template's `status.bootDurations`) with the boots of `workers` not seen yet,
+/// keeping the newest.
+pub fn recorded(before: Option<&BootDurations>, workers: &[&Worker]) -> Option<BootDurations> {
+    let mut durations = before.cloned().unwrap_or_default();
     for w in workers {
         let Some(boot) = w.status.as_ref().and_then(|s| s.boot.as_ref()) else {
             continue;
@@ -50,7 +48,7 @@ pub fn record(status: &mut WorkerTemplateStatus, workers: &[&Worker]) {
     }
     durations.launch = quantiles(&durations, BootKind::Launch);
     durations.start = quantiles(&durations, BootKind::Start);
-    status.boot_durations = (!durations.recent.is_empty()).then_some(durations);
+    (!durations.recent.is_empty()).then_some(durations)
 }
 
 fn quantiles(d: &BootDurations, kind: BootKind) -> Option<BootQuantiles> {
@@ -64,8 +62,8 @@ fn quantiles(d: &BootDurations, kind: BootKind) -> Option<BootQuantiles> {
 
 /// The lead time of this round: the template's own, learnt with `auto` once enough launches
 /// are measured, else the controller's `flag`.
-pub fn lead_time(t: &WorkerTemplate, status: &WorkerTemplateStatus, flag: Duration) -> Duration {
-    let launches = measured(status, BootKind::Launch);
+pub fn lead_time(t: &WorkerTemplate, boots: Option<&BootDurations>, flag: Duration) -> Duration {
+    let launches = measured(boots, BootKind::Launch);
     lead_time::in_use(t.spec.scaling.scale_up_lead_time, launches, flag)
 }
 
@@ -73,15 +71,15 @@ pub fn lead_time(t: &WorkerTemplate, status: &WorkerTemplateStatus, flag: Durati
 /// starts once there are enough, never more than `lead` (this round's lead time); else `lead`.
 pub fn start_lead_time(
     t: &WorkerTemplate,
-    status: &WorkerTemplateStatus,
+    boots: Option<&BootDurations>,
     lead: Duration,
 ) -> Duration {
-    let starts = measured(status, BootKind::Start);
+    let starts = measured(boots, BootKind::Start);
     lead_time::start_in_use(t.spec.scaling.scale_up_lead_time, starts, lead)
 }
 
-fn measured(status: &WorkerTemplateStatus, kind: BootKind) -> Option<lead_time::Measured> {
-    let d = status.boot_durations.as_ref()?;
+fn measured(boots: Option<&BootDurations>, kind: BootKind) -> Option<lead_time::Measured> {
+    let d = boots?;
     let q = match kind {
         BootKind::Launch => d.launch.as_ref(),
         BootKind::Start => d.start.as_ref(),
@@ -103,6 +101,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    fn record(boots: &mut Option<BootDurations>, workers: &[&Worker]) {
+        *boots = recorded(boots.as_ref(), workers);
+    }
 
     fn worker(name: &str, kind: &str, minute: i64, seconds: u64) -> Worker {
         let ready =
@@ -136,65 +138,65 @@ mod tests {
     #[test]
     fn boots_are_counted_once_by_kind_and_auto_uses_the_p95_of_launches_and_of_starts() {
         let flag = Duration::from_secs(35 * 60);
-        let mut status = WorkerTemplateStatus::default();
+        let mut boots: Option<BootDurations> = None;
         let a = worker("a", "Launch", 0, 600);
         let b = worker("b", "Launch", 1, 480);
         let refs = [&a, &b];
-        record(&mut status, &refs);
-        record(&mut status, &refs);
-        let d = status.boot_durations.clone().expect("measured");
+        record(&mut boots, &refs);
+        record(&mut boots, &refs);
+        let d = boots.clone().expect("measured");
         assert_eq!(d.recent.len(), 2, "the same boots seen twice count once");
         assert_eq!(d.launch.as_ref().map(|q| q.count), Some(2));
         let auto = template(Some("auto"));
         assert_eq!(
-            lead_time(&auto, &status, flag),
+            lead_time(&auto, boots.as_ref(), flag),
             flag,
             "two launches are not enough"
         );
         let c = worker("c", "Launch", 2, 720);
         let s = worker("s", "Start", 3, 200);
-        record(&mut status, &[&c, &s]);
-        let d = status.boot_durations.clone().expect("measured");
+        record(&mut boots, &[&c, &s]);
+        let d = boots.clone().expect("measured");
         assert_eq!(
             d.launch.as_ref().map(|q| (q.p50_seconds, q.p95_seconds)),
             Some((600, 720))
         );
         assert_eq!(d.start.as_ref().map(|q| q.count), Some(1));
         assert_eq!(
-            lead_time(&auto, &status, flag),
+            lead_time(&auto, boots.as_ref(), flag),
             Duration::from_secs(720 + 120),
             "the p95 plus its spread over the p50"
         );
-        let lead = lead_time(&auto, &status, flag);
+        let lead = lead_time(&auto, boots.as_ref(), flag);
         assert_eq!(
-            start_lead_time(&auto, &status, lead),
+            start_lead_time(&auto, boots.as_ref(), lead),
             lead,
             "one start is not enough"
         );
         let (s2, s3) = (worker("s2", "Start", 4, 240), worker("s3", "Start", 5, 300));
-        record(&mut status, &[&s2, &s3]);
+        record(&mut boots, &[&s2, &s3]);
         assert_eq!(
-            start_lead_time(&auto, &status, lead),
+            start_lead_time(&auto, boots.as_ref(), lead),
             Duration::from_secs(300 + 120),
             "the p95 of starts plus the least margin"
         );
         assert_eq!(
-            lead_time(&template(Some("20m")), &status, flag),
+            lead_time(&template(Some("20m")), boots.as_ref(), flag),
             Duration::from_secs(1200)
         );
         assert_eq!(
-            start_lead_time(&template(Some("20m")), &status, lead),
+            start_lead_time(&template(Some("20m")), boots.as_ref(), lead),
             lead,
             "a fixed lead time starts stopped workers that far ahead"
         );
-        assert_eq!(lead_time(&template(None), &status, flag), flag);
+        assert_eq!(lead_time(&template(None), boots.as_ref(), flag), flag);
         // The newest 20 of a kind are kept.
         let many: Vec<Worker> = (0..30)
             .map(|k| worker(&format!("w{k}"), "Launch", 10 + k, 100))
             .collect();
         let refs: Vec<&Worker> = many.iter().collect();
-        record(&mut status, &refs);
-        let d = status.boot_durations.expect("measured");
+        record(&mut boots, &refs);
+        let d = boots.expect("measured");
         assert_eq!(d.launch.map(|q| q.count), Some(20));
         assert_eq!(
             d.recent

@@ -8,11 +8,9 @@ use std::{collections::HashMap, sync::Mutex};
 use crate::crd::{ScalingRecord, WorkerTemplateStatus};
 
 /// The last scale-up and the last scale-down.
-type Last = (Option<ScalingRecord>, Option<ScalingRecord>);
-
 #[derive(Default)]
 pub struct ScalingHistory {
-    by_template: Mutex<HashMap<String, Last>>,
+    by_template: Mutex<HashMap<String, Records>>,
 }
 
 fn newer(a: Option<ScalingRecord>, b: Option<ScalingRecord>) -> Option<ScalingRecord> {
@@ -22,21 +20,30 @@ fn newer(a: Option<ScalingRecord>, b: Option<ScalingRecord>) -> Option<ScalingRe
     }
 }
 
+/// A template's last scale-up and scale-down.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Records {
+    pub last_scale_up: Option<ScalingRecord>,
+    pub last_scale_down: Option<ScalingRecord>,
+}
+
 impl ScalingHistory {
-    /// Puts the newest known records into `status`.
-    pub fn recall(&self, uid: &str, status: &mut WorkerTemplateStatus) {
+    /// The newest records: `status`'s, or those last written when the cached status lags.
+    pub fn recalled(&self, uid: &str, status: &WorkerTemplateStatus) -> Records {
         let known = self.by_template.locked();
-        if let Some((up, down)) = known.get(uid) {
-            status.last_scale_up = newer(status.last_scale_up.take(), up.clone());
-            status.last_scale_down = newer(status.last_scale_down.take(), down.clone());
+        let last = known.get(uid).cloned().unwrap_or_default();
+        Records {
+            last_scale_up: newer(status.last_scale_up.clone(), last.last_scale_up),
+            last_scale_down: newer(status.last_scale_down.clone(), last.last_scale_down),
         }
     }
 
     pub fn remember(&self, uid: &str, status: &WorkerTemplateStatus) {
-        self.by_template.locked().insert(
-            uid.to_owned(),
-            (status.last_scale_up.clone(), status.last_scale_down.clone()),
-        );
+        let last = Records {
+            last_scale_up: status.last_scale_up.clone(),
+            last_scale_down: status.last_scale_down.clone(),
+        };
+        self.by_template.locked().insert(uid.to_owned(), last);
     }
 }
 
@@ -62,17 +69,21 @@ mod tests {
             ..WorkerTemplateStatus::default()
         };
         history.remember("t", &written);
-        let mut stale = WorkerTemplateStatus {
+        let stale = WorkerTemplateStatus {
             last_scale_up: Some(record(5)),
             ..WorkerTemplateStatus::default()
         };
-        history.recall("t", &mut stale);
-        assert_eq!(stale.last_scale_up, Some(record(10)));
-        let mut newer_in_cache = WorkerTemplateStatus {
+        assert_eq!(
+            history.recalled("t", &stale).last_scale_up,
+            Some(record(10))
+        );
+        let newer_in_cache = WorkerTemplateStatus {
             last_scale_up: Some(record(20)),
             ..WorkerTemplateStatus::default()
         };
-        history.recall("t", &mut newer_in_cache);
-        assert_eq!(newer_in_cache.last_scale_up, Some(record(20)));
+        assert_eq!(
+            history.recalled("t", &newer_in_cache).last_scale_up,
+            Some(record(20))
+        );
     }
 }

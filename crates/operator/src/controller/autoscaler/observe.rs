@@ -1,11 +1,17 @@
 //! Observe: the template's workers (from the Worker cache, plus those just created that the
-//! cache has not shown yet) and its share of the demand, as the planner's plain values.
+//! cache has not shown yet) and its share of the demand, as the planner's plain values, with
+//! what the round learns for status: one [`Round`] of facts.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
+use super::{
+    TemplateContext, boots,
+    round::{Learnt, Round},
+    schedule,
+};
 use crate::{
     controller::{
         seats::{SeatBudget, template_product},
@@ -13,11 +19,110 @@ use crate::{
     },
     crd::{
         DO_NOT_DISRUPT_ANNOTATION, DesiredState, LicenseSeats, UsageStatus, WarmRoom, Worker,
-        WorkerPhase, WorkerStatus, WorkerTemplate, conditions,
+        WorkerPhase, WorkerStatus, WorkerTemplate, WorkerTemplateStatus, conditions,
     },
     demand::DemandSnapshot,
-    planner::{DemandItem, Offer, Resources, TemplateView, Wanted, WorkerView, assign},
+    planner::{Creation, DemandItem, Offer, Resources, TemplateView, Wanted, WorkerView, assign},
 };
+
+/// Gathers one round for `template` from `all` the Workers of the cache, the demand feed's
+/// picture and what the controller remembers; `prior` is the status the round starts from.
+pub fn round(
+    template: &WorkerTemplate,
+    ctx: &TemplateContext,
+    all: &[Arc<Worker>],
+    prior: &WorkerTemplateStatus,
+    creation: Creation,
+    now: Timestamp,
+) -> Round {
+    let namespace = template.namespace().unwrap_or_default();
+    let name = template.name_any();
+    let key = format!("{namespace}/{name}");
+    let workers = of_template(all, &namespace, &name);
+    let platform = ctx.remotes.control_plane().is_some();
+    // One picture: demand and what is placed on each worker, from the same refresh.
+    let snapshot = ctx.demand().borrow().clone();
+    let placements = if platform {
+        Placements::Picture(snapshot.as_deref())
+    } else {
+        Placements::NoPlatform
+    };
+    if workers.iter().any(|w| placements.lacks(w)) {
+        ctx.demand_refresh().notify_one();
+    }
+    let visible: Vec<String> = workers.iter().map(|w| w.name_any()).collect();
+    let expected = ctx.expectations.pending(&key, &visible);
+    let views = workers
+        .iter()
+        .map(|w| worker_view(w, template, placements))
+        .chain(expected.iter().map(|n| expected_view(n)))
+        .collect();
+    let templates = ctx.templates.in_namespace(&namespace);
+    let (demand, unplaceable) = demand_share(snapshot.as_deref(), platform, &name, &templates);
+    let learnt = learn(template, ctx, all, &workers, prior);
+    let lead = lead_times(template, &learnt, ctx.settings.scale_up_lead_time);
+    let scheduled = schedule::levels(template, now, lead.0);
+    let view = template_view(
+        template,
+        learnt.records.last_scale_up.as_ref().map(|r| r.time.0),
+        learnt.license_seats.as_ref(),
+    )
+    .with_levels(scheduled.levels);
+    Round {
+        key,
+        now,
+        workers,
+        expected,
+        views,
+        template: view,
+        demand,
+        unplaceable,
+        lead_time: lead.0,
+        start_lead_time: lead.1,
+        creation,
+        learnt: Learnt {
+            scheduled_levels: scheduled.shown,
+            schedule_problem: scheduled.problem.map(|p| p.to_string()),
+            ..learnt
+        },
+    }
+}
+
+/// The Workers of `all` that name the template.
+fn of_template(all: &[Arc<Worker>], namespace: &str, name: &str) -> Vec<Arc<Worker>> {
+    all.iter()
+        .filter(|w| w.namespace().as_deref() == Some(namespace))
+        .filter(|w| w.spec.template_ref.name == name)
+        .cloned()
+        .collect()
+}
+
+/// What the round learns from the controller's memory, the seat budget and its workers' boots
+/// (the schedule's levels come later, from the lead time these make).
+fn learn(
+    template: &WorkerTemplate,
+    ctx: &TemplateContext,
+    all: &[Arc<Worker>],
+    workers: &[Arc<Worker>],
+    prior: &WorkerTemplateStatus,
+) -> Learnt {
+    let everyone: Vec<&Worker> = all.iter().map(Arc::as_ref).collect();
+    let mine: Vec<&Worker> = workers.iter().map(Arc::as_ref).collect();
+    let uid = template.uid().unwrap_or_default();
+    Learnt {
+        records: ctx.scaling_history.recalled(&uid, prior),
+        license_seats: license_seats(template, &everyone, &ctx.seats, &ctx.templates),
+        boot_durations: boots::recorded(prior.boot_durations.as_ref(), &mine),
+        ..Learnt::default()
+    }
+}
+
+/// This round's lead time and start lead time, from the boots it measured.
+fn lead_times(template: &WorkerTemplate, learnt: &Learnt, flag: Duration) -> (Duration, Duration) {
+    let boots = learnt.boot_durations.as_ref();
+    let lead = boots::lead_time(template, boots, flag);
+    (lead, boots::start_lead_time(template, boots, lead))
+}
 
 pub fn capacity(t: &WorkerTemplate) -> Resources {
     let c = &t.spec.capacity;
