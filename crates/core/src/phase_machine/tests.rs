@@ -663,3 +663,6 @@ mod licensing_in_the_phase_machine {
         );
     }
 }
+
+mod properties;
+mod transitions;
