@@ -796,7 +796,7 @@ mod properties {
     use super::*;
 
     fn phase() -> impl Strategy<Value = WorkerPhase> {
-        let phases = WorkerPhase::ALL.into_iter();
+        let phases = WorkerPhase::ALL.iter().copied();
         prop::sample::select(
             phases
                 .filter(|p| *p != WorkerPhase::Terminating)
