@@ -241,15 +241,7 @@ fn every_arrow_of_the_live_diagram() {
 #[test]
 fn any_live_phase_fails_when_its_instance_vanishes() {
     let mut rows = Vec::new();
-    for from in [
-        Pending,
-        Provisioning,
-        Running,
-        Draining,
-        Stopping,
-        Stopped,
-        Starting,
-    ] {
+    for from in WorkerPhase::ALL.iter().copied().filter(|p| *p != Failed) {
         for gone in [
             seen(InstanceState::ShuttingDown),
             seen(InstanceState::Terminated),
