@@ -139,7 +139,7 @@ mod tests {
         let mut args = vec![String::new()];
         for c in rest.chars() {
             if quoted {
-                quoted = !(c == '"' && !escaped);
+                quoted = c != '"' || escaped;
                 escaped = c == '\\' && !escaped;
             } else {
                 match c {
