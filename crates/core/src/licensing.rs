@@ -175,7 +175,8 @@ pub enum LicenseStep {
 }
 
 /// Why the worker's `Licensed` condition is what it is (a bounded set).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::VariantArray, strum::IntoStaticStr)]
+#[strum(prefix = "License")]
 pub enum LicenseReason {
     /// Registered and authorized.
     Registered,
@@ -200,34 +201,12 @@ pub enum LicenseReason {
 }
 
 impl LicenseReason {
-    /// Every value, in declaration order.
-    pub const ALL: [LicenseReason; 10] = [
-        LicenseReason::Registered,
-        LicenseReason::Registering,
-        LicenseReason::RegistrationFailed,
-        LicenseReason::RegistrationRefused,
-        LicenseReason::RegistrationTimeout,
-        LicenseReason::SeatsExhausted,
-        LicenseReason::Deregistering,
-        LicenseReason::NotRegistered,
-        LicenseReason::SeatMayBeHeld,
-        LicenseReason::Unknown,
-    ];
+    /// Every value, in declaration order: derived, so a new variant is in it.
+    pub const ALL: &'static [LicenseReason] = <LicenseReason as strum::VariantArray>::VARIANTS;
 
     /// The reason as a condition or Event spells it.
     pub fn as_str(self) -> &'static str {
-        match self {
-            LicenseReason::Registered => "LicenseRegistered",
-            LicenseReason::Registering => "LicenseRegistering",
-            LicenseReason::RegistrationFailed => "LicenseRegistrationFailed",
-            LicenseReason::RegistrationRefused => "LicenseRegistrationRefused",
-            LicenseReason::RegistrationTimeout => "LicenseRegistrationTimeout",
-            LicenseReason::SeatsExhausted => "LicenseSeatsExhausted",
-            LicenseReason::Deregistering => "LicenseDeregistering",
-            LicenseReason::NotRegistered => "LicenseNotRegistered",
-            LicenseReason::SeatMayBeHeld => "LicenseSeatMayBeHeld",
-            LicenseReason::Unknown => "LicenseUnknown",
-        }
+        self.into()
     }
 }
 

@@ -179,7 +179,7 @@ pub enum Step {
 }
 
 /// Why the worker changed, as an Event reason (a bounded set).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::VariantArray, strum::IntoStaticStr)]
 pub enum Reason {
     /// The WorkerTemplate does not exist.
     TemplateNotFound,
@@ -214,52 +214,17 @@ pub enum Reason {
     /// The instance is terminated: the worker goes.
     Terminated,
     /// Not licensed within `registrationTimeout`.
+    #[strum(to_string = "LicenseRegistrationTimeout")]
     RegistrationTimeout,
 }
 
 impl Reason {
-    /// Every value, in declaration order.
-    pub const ALL: [Reason; 17] = [
-        Reason::TemplateNotFound,
-        Reason::TemplateNotReady,
-        Reason::Launching,
-        Reason::Provisioned,
-        Reason::LaunchTimeout,
-        Reason::ReadyTimeout,
-        Reason::InstanceVanished,
-        Reason::DrainStarted,
-        Reason::DrainCancelled,
-        Reason::DrainCompleted,
-        Reason::DrainTimeout,
-        Reason::Stopping,
-        Reason::Stopped,
-        Reason::Starting,
-        Reason::Terminating,
-        Reason::Terminated,
-        Reason::RegistrationTimeout,
-    ];
+    /// Every value, in declaration order: derived, so a new variant is in it.
+    pub const ALL: &'static [Reason] = <Reason as strum::VariantArray>::VARIANTS;
 
     /// The reason as an Event spells it.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::TemplateNotFound => "TemplateNotFound",
-            Reason::TemplateNotReady => "TemplateNotReady",
-            Reason::Launching => "Launching",
-            Reason::Provisioned => "Provisioned",
-            Reason::LaunchTimeout => "LaunchTimeout",
-            Reason::ReadyTimeout => "ReadyTimeout",
-            Reason::InstanceVanished => "InstanceVanished",
-            Reason::DrainStarted => "DrainStarted",
-            Reason::DrainCancelled => "DrainCancelled",
-            Reason::DrainCompleted => "DrainCompleted",
-            Reason::DrainTimeout => "DrainTimeout",
-            Reason::Stopping => "Stopping",
-            Reason::Stopped => "Stopped",
-            Reason::Starting => "Starting",
-            Reason::Terminating => "Terminating",
-            Reason::Terminated => "Terminated",
-            Reason::RegistrationTimeout => "LicenseRegistrationTimeout",
-        }
+        self.into()
     }
 
     /// Warnings call for a person's attention.

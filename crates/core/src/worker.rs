@@ -16,7 +16,19 @@ pub enum DesiredState {
 }
 
 /// Where a worker is in its life.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    Serialize,
+    Deserialize,
+    JsonSchema,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::VariantArray,
+    strum::IntoStaticStr,
+)]
 pub enum WorkerPhase {
     /// Accepted, no instance yet.
     Pending,
@@ -39,31 +51,12 @@ pub enum WorkerPhase {
 }
 
 impl WorkerPhase {
-    /// Every value, in the order a worker's life goes through them.
-    pub const ALL: [WorkerPhase; 9] = [
-        WorkerPhase::Pending,
-        WorkerPhase::Provisioning,
-        WorkerPhase::Running,
-        WorkerPhase::Draining,
-        WorkerPhase::Stopping,
-        WorkerPhase::Stopped,
-        WorkerPhase::Starting,
-        WorkerPhase::Terminating,
-        WorkerPhase::Failed,
-    ];
+    /// Every value, in the order a worker's life goes through them (the declaration order):
+    /// derived, so a new variant is in it.
+    pub const ALL: &'static [WorkerPhase] = <WorkerPhase as strum::VariantArray>::VARIANTS;
 
     /// The phase as status and the metrics spell it.
     pub fn as_str(self) -> &'static str {
-        match self {
-            WorkerPhase::Pending => "Pending",
-            WorkerPhase::Provisioning => "Provisioning",
-            WorkerPhase::Running => "Running",
-            WorkerPhase::Draining => "Draining",
-            WorkerPhase::Stopping => "Stopping",
-            WorkerPhase::Stopped => "Stopped",
-            WorkerPhase::Starting => "Starting",
-            WorkerPhase::Terminating => "Terminating",
-            WorkerPhase::Failed => "Failed",
-        }
+        self.into()
     }
 }

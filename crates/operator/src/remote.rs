@@ -2,7 +2,7 @@
 //! conditions, Events and the retry policy speak the same bounded language.
 
 /// Why a remote could not be used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::VariantArray, strum::IntoStaticStr)]
 pub enum RemoteErrorKind {
     /// Connection refused or reset, DNS, 502/503/504: try again later.
     Unavailable,
@@ -18,25 +18,11 @@ pub enum RemoteErrorKind {
 }
 
 impl RemoteErrorKind {
-    /// Every value, in declaration order.
-    pub const ALL: [RemoteErrorKind; 6] = [
-        RemoteErrorKind::Unavailable,
-        RemoteErrorKind::Timeout,
-        RemoteErrorKind::Unauthorized,
-        RemoteErrorKind::Rejected,
-        RemoteErrorKind::BadResponse,
-        RemoteErrorKind::ServerError,
-    ];
+    /// Every value, in declaration order: derived, so a new variant is in it.
+    pub const ALL: &'static [RemoteErrorKind] = <RemoteErrorKind as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            RemoteErrorKind::Unavailable => "Unavailable",
-            RemoteErrorKind::Timeout => "Timeout",
-            RemoteErrorKind::Unauthorized => "Unauthorized",
-            RemoteErrorKind::Rejected => "Rejected",
-            RemoteErrorKind::BadResponse => "BadResponse",
-            RemoteErrorKind::ServerError => "ServerError",
-        }
+        self.into()
     }
 }
 

@@ -112,7 +112,7 @@ pub struct CmlReport {
 }
 
 /// A CML endpoint whose failure degrades only its own fields.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::VariantArray, strum::IntoStaticStr)]
 pub enum CmlEndpoint {
     /// No login was possible (no credentials): every authenticated field is unknown.
     Authenticate,
@@ -123,14 +123,8 @@ pub enum CmlEndpoint {
 }
 
 impl CmlEndpoint {
-    /// Every value, in declaration order.
-    pub const ALL: [CmlEndpoint; 5] = [
-        CmlEndpoint::Authenticate,
-        CmlEndpoint::SystemHealth,
-        CmlEndpoint::Licensing,
-        CmlEndpoint::Labs,
-        CmlEndpoint::SystemStats,
-    ];
+    /// Every value, in declaration order: derived, so a new variant is in it.
+    pub const ALL: &'static [CmlEndpoint] = <CmlEndpoint as strum::VariantArray>::VARIANTS;
 
     /// The path under `/api/v0/`.
     pub fn path(self) -> &'static str {
@@ -145,13 +139,7 @@ impl CmlEndpoint {
 
     /// The first part of a `CmlDegraded` reason, e.g. `Licensing` in `LicensingForbidden`.
     pub fn reason_prefix(self) -> &'static str {
-        match self {
-            CmlEndpoint::Authenticate => "Authenticate",
-            CmlEndpoint::SystemHealth => "SystemHealth",
-            CmlEndpoint::Licensing => "Licensing",
-            CmlEndpoint::Labs => "Labs",
-            CmlEndpoint::SystemStats => "SystemStats",
-        }
+        self.into()
     }
 }
 
@@ -276,7 +264,8 @@ pub enum Deregistration {
 }
 
 /// Why CML could not be asked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::VariantArray, strum::IntoStaticStr)]
+#[strum(prefix = "Cml")]
 pub enum CmlErrorKind {
     Unreachable,
     Timeout,
@@ -295,29 +284,11 @@ pub enum CmlErrorKind {
 }
 
 impl CmlErrorKind {
-    /// Every value, in declaration order.
-    pub const ALL: [CmlErrorKind; 8] = [
-        CmlErrorKind::Unreachable,
-        CmlErrorKind::Timeout,
-        CmlErrorKind::Unauthorized,
-        CmlErrorKind::Forbidden,
-        CmlErrorKind::Incomplete,
-        CmlErrorKind::BadResponse,
-        CmlErrorKind::ServerError,
-        CmlErrorKind::CertificateChanged,
-    ];
+    /// Every value, in declaration order: derived, so a new variant is in it.
+    pub const ALL: &'static [CmlErrorKind] = <CmlErrorKind as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            CmlErrorKind::Unreachable => "CmlUnreachable",
-            CmlErrorKind::Timeout => "CmlTimeout",
-            CmlErrorKind::Unauthorized => "CmlUnauthorized",
-            CmlErrorKind::Forbidden => "CmlForbidden",
-            CmlErrorKind::Incomplete => "CmlIncomplete",
-            CmlErrorKind::BadResponse => "CmlBadResponse",
-            CmlErrorKind::ServerError => "CmlServerError",
-            CmlErrorKind::CertificateChanged => "CmlCertificateChanged",
-        }
+        self.into()
     }
 
     /// The kind without its `Cml` prefix, e.g. `Unreachable`: a metric label.

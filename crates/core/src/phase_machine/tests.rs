@@ -701,3 +701,6 @@ mod licensing_in_the_phase_machine {
         );
     }
 }
+
+mod properties;
+mod transitions;

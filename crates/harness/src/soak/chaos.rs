@@ -9,13 +9,14 @@ use std::{
 };
 
 use ccm_simulator::InjectedFaults;
+use strum::VariantArray;
 use warp::http::StatusCode;
 
 use crate::{cml_server, control_plane_server};
 
 use super::world::World;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, strum::VariantArray)]
 pub enum Fault {
     KillLeader,
     TerminateLeader,
@@ -32,23 +33,6 @@ pub enum Fault {
     Ec2ServerErrors,
     Ec2NoCapacity,
 }
-
-const ALL: [Fault; 14] = [
-    Fault::KillLeader,
-    Fault::TerminateLeader,
-    Fault::RestartApiServer,
-    Fault::PlatformDown,
-    Fault::PlatformSlow,
-    Fault::PlatformFailing,
-    Fault::RestartStateEtcd,
-    Fault::CmlDown,
-    Fault::CmlGarbage,
-    Fault::CmlNullCounts,
-    Fault::CmlFailingEndpoint,
-    Fault::Ec2Throttling,
-    Fault::Ec2ServerErrors,
-    Fault::Ec2NoCapacity,
-];
 
 /// What a fault acts on: two faults on one target never overlap.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -112,7 +96,7 @@ const REPLICA_REST: Duration = Duration::from_secs(45);
 impl Chaos {
     /// Picks a fault whose target is free and sets it off; it heals by itself.
     pub fn inject(self: &Arc<Self>, world: &Arc<World>, rng: &mut fastrand::Rng) {
-        let fault = ALL[rng.usize(..ALL.len())];
+        let fault = Fault::VARIANTS[rng.usize(..Fault::VARIANTS.len())];
         let resting = lock(&self.replicas_rest_until).is_some_and(|t| Instant::now() < t);
         if fault.target() == Target::Replicas && resting {
             return;

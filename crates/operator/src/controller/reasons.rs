@@ -5,90 +5,66 @@
 
 use crate::{
     cml::{CmlEndpoint, CmlErrorKind},
-    controller::error::CATEGORIES,
+    controller::error::Category,
     licensing::LicenseReason,
     mirror::RemoteName,
     phase_machine::Reason,
     remote::RemoteErrorKind,
 };
 
-// Worker `Launched`.
-pub const LAUNCHED: &str = "Launched";
-pub const LAUNCH_FAILED: &str = "LaunchFailed";
-pub const NOT_LAUNCHED: &str = "NotLaunched";
-pub const INSTANCE_CAP_REACHED: &str = "InstanceCapReached";
-pub const ADOPTED: &str = "Adopted";
-// Worker `Ready`: ready, or not ready because of the phase.
-pub const CML_READY: &str = "CmlReady";
-pub const PENDING: &str = "Pending";
-pub const PROVISIONING: &str = "Provisioning";
-pub const CML_NOT_READY: &str = "CmlNotReady";
-pub const DRAINING: &str = "Draining";
-pub const STOPPING: &str = "Stopping";
-pub const STOPPED: &str = "Stopped";
-pub const STARTING: &str = "Starting";
-pub const TERMINATING: &str = "Terminating";
-pub const FAILED: &str = "Failed";
-// Worker `CmlDegraded` (besides endpoint + kind), `Drifted`, `Synced` (besides remote + kind).
-pub const ALL_ANSWERED: &str = "AllAnswered";
-pub const SEVERAL_ENDPOINTS: &str = "SeveralEndpoints";
-pub const LAUNCH_SPEC_CHANGED: &str = "LaunchSpecChanged";
-pub const UP_TO_DATE: &str = "UpToDate";
-pub const SYNCED: &str = "Synced";
-// WorkerTemplate `Ready`, `ScalingLimited` and the autoscaler's Events.
-pub const IMAGE_RESOLVED: &str = "ImageResolved";
-pub const IMAGE_UNRESOLVED: &str = "ImageUnresolved";
-pub const MAX_WORKERS_REACHED: &str = "MaxWorkersReached";
-pub const DEMAND_UNKNOWN: &str = "DemandUnknown";
-pub const WITHIN_LIMITS: &str = "WithinLimits";
-pub const UNPLACEABLE: &str = "Unplaceable";
-pub const SCHEDULE_INVALID: &str = "ScheduleInvalid";
-pub const SCALED_UP: &str = "ScaledUp";
-pub const WORKER_STARTED: &str = "WorkerStarted";
-pub const DRAIN_CANCELLED: &str = "DrainCancelled";
-pub const SCALED_DOWN: &str = "ScaledDown";
-pub const WORKER_STOPPED: &str = "WorkerStopped";
-pub const WORKER_DELETED: &str = "WorkerDeleted";
-// Worker licensing Events besides the `Licensed` condition's reasons.
-pub const LICENSE_DEREGISTERED: &str = "LicenseDeregistered";
+/// Declares each plain reason as a constant and lists them all in [`PLAIN`], from one list.
+macro_rules! plain_reasons {
+    ($($name:ident = $value:literal,)*) => {
+        $(pub const $name: &str = $value;)*
 
-/// The plain names above.
-pub const PLAIN: [&str; 34] = [
-    LAUNCHED,
-    LAUNCH_FAILED,
-    NOT_LAUNCHED,
-    INSTANCE_CAP_REACHED,
-    ADOPTED,
-    CML_READY,
-    PENDING,
-    PROVISIONING,
-    CML_NOT_READY,
-    DRAINING,
-    STOPPING,
-    STOPPED,
-    STARTING,
-    TERMINATING,
-    FAILED,
-    ALL_ANSWERED,
-    SEVERAL_ENDPOINTS,
-    LAUNCH_SPEC_CHANGED,
-    UP_TO_DATE,
-    SYNCED,
-    IMAGE_RESOLVED,
-    IMAGE_UNRESOLVED,
-    MAX_WORKERS_REACHED,
-    DEMAND_UNKNOWN,
-    WITHIN_LIMITS,
-    UNPLACEABLE,
-    SCHEDULE_INVALID,
-    SCALED_UP,
-    WORKER_STARTED,
-    DRAIN_CANCELLED,
-    SCALED_DOWN,
-    WORKER_STOPPED,
-    WORKER_DELETED,
-    LICENSE_DEREGISTERED,
-];
+        /// The plain names above.
+        pub const PLAIN: &[&str] = &[$($name),*];
+    };
+}
+
+plain_reasons! {
+    // Worker `Launched`.
+    LAUNCHED = "Launched",
+    LAUNCH_FAILED = "LaunchFailed",
+    NOT_LAUNCHED = "NotLaunched",
+    INSTANCE_CAP_REACHED = "InstanceCapReached",
+    ADOPTED = "Adopted",
+    // Worker `Ready`: ready, or not ready because of the phase.
+    CML_READY = "CmlReady",
+    PENDING = "Pending",
+    PROVISIONING = "Provisioning",
+    CML_NOT_READY = "CmlNotReady",
+    DRAINING = "Draining",
+    STOPPING = "Stopping",
+    STOPPED = "Stopped",
+    STARTING = "Starting",
+    TERMINATING = "Terminating",
+    FAILED = "Failed",
+    // Worker `CmlDegraded` (besides endpoint + kind), `Drifted`, `Synced` (besides remote + kind).
+    ALL_ANSWERED = "AllAnswered",
+    SEVERAL_ENDPOINTS = "SeveralEndpoints",
+    LAUNCH_SPEC_CHANGED = "LaunchSpecChanged",
+    UP_TO_DATE = "UpToDate",
+    SYNCED = "Synced",
+    // WorkerTemplate `Ready`, `ScalingLimited` and the autoscaler's Events.
+    IMAGE_RESOLVED = "ImageResolved",
+    IMAGE_UNRESOLVED = "ImageUnresolved",
+    MAX_WORKERS_REACHED = "MaxWorkersReached",
+    DEMAND_UNKNOWN = "DemandUnknown",
+    WITHIN_LIMITS = "WithinLimits",
+    UNPLACEABLE = "Unplaceable",
+    SCHEDULE_INVALID = "ScheduleInvalid",
+    SCALED_UP = "ScaledUp",
+    WORKER_STARTED = "WorkerStarted",
+    DRAIN_CANCELLED = "DrainCancelled",
+    SCALED_DOWN = "ScaledDown",
+    WORKER_STOPPED = "WorkerStopped",
+    WORKER_DELETED = "WorkerDeleted",
+    // Worker licensing Events besides the `Licensed` condition's reasons.
+    LICENSE_DEREGISTERED = "LicenseDeregistered",
+    // Worker Event: CML's certificate is not checked (`insecureSkipTlsVerify: true`).
+    CML_TLS_UNVERIFIED = "CmlTlsUnverified",
+}
 
 /// Every whole reason: the plain ones, the phase machine's, the error categories and the CML
 /// probe's failures.
@@ -96,7 +72,7 @@ pub fn whole() -> Vec<&'static str> {
     let mut out: Vec<&'static str> = PLAIN.to_vec();
     out.extend(Reason::ALL.iter().map(|r| r.as_str()));
     out.extend(LicenseReason::ALL.iter().map(|r| r.as_str()));
-    out.extend(CATEGORIES);
+    out.extend(Category::ALL.iter().map(|c| c.as_str()));
     out.extend(
         CmlErrorKind::ALL
             .iter()
@@ -106,6 +82,11 @@ pub fn whole() -> Vec<&'static str> {
     out.sort_unstable();
     out.dedup();
     out
+}
+
+/// A `Synced` reason for a remote that does not hold the record, e.g. `EtcdTimeout`.
+pub fn remote_failing(remote: RemoteName, kind: RemoteErrorKind) -> String {
+    format!("{}{}", remote.as_str(), kind.as_str())
 }
 
 /// The parts of reasons built from two: `CmlDegraded` is endpoint + kind (`LicensingForbidden`),
@@ -118,4 +99,121 @@ pub fn parts() -> Vec<&'static str> {
     out.sort_unstable();
     out.dedup();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Where an Event or condition reason is given: the call, and which argument is the reason.
+    const REASON_ARGUMENT: [(&str, usize); 4] = [
+        ("EventSpec::normal(", 0),
+        ("EventSpec::warning(", 0),
+        ("NewCondition::new(", 2),
+        ("reason: ", 0),
+    ];
+
+    /// The product code of every source file under `dir` (test modules cut off), by path.
+    fn product_sources(dir: &Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).expect("read src") {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
+            if path.is_dir() {
+                if name != "tests" {
+                    product_sources(&path, out);
+                }
+            } else if name.ends_with(".rs") && name != "tests.rs" {
+                let text = std::fs::read_to_string(&path).expect("read source");
+                let product = text.split("#[cfg(test)]").next().unwrap_or_default();
+                out.push((path.display().to_string(), product.to_owned()));
+            }
+        }
+    }
+
+    /// The arguments of the call whose `(` ends just before `rest`, up to its `)`; for a field
+    /// (`reason: `), the expression up to the next `,` or `}`.
+    fn arguments(rest: &str) -> Vec<String> {
+        let (mut depth, mut quoted, mut escaped) = (0i32, false, false);
+        let mut args = vec![String::new()];
+        for c in rest.chars() {
+            if quoted {
+                quoted = c != '"' || escaped;
+                escaped = c == '\\' && !escaped;
+            } else {
+                match c {
+                    '"' => quoted = true,
+                    '(' | '[' | '{' => depth += 1,
+                    ')' | ']' | '}' if depth == 0 => break,
+                    ')' | ']' | '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        args.push(String::new());
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(last) = args.last_mut() {
+                last.push(c);
+            }
+        }
+        args.into_iter().map(|a| a.trim().to_owned()).collect()
+    }
+
+    /// A reason written in place: a string literal, or one put together there.
+    fn written_in_place(reason: &str) -> bool {
+        reason.starts_with('"') || reason.starts_with("format!")
+    }
+
+    fn reasons_written_in_place(file: &str, text: &str) -> Vec<String> {
+        let mut found = Vec::new();
+        for (call, index) in REASON_ARGUMENT {
+            for (at, _) in text.match_indices(call) {
+                let args = arguments(&text[at + call.len()..]);
+                if let Some(reason) = args.get(index).filter(|r| written_in_place(r)) {
+                    found.push(format!("{file}: {call}{reason}"));
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_event_and_condition_reason_comes_from_the_reason_table() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut sources = Vec::new();
+        product_sources(&src, &mut sources);
+        assert!(
+            sources.len() > 50,
+            "too few sources read: {}",
+            sources.len()
+        );
+        let table = src
+            .join("controller")
+            .join("reasons.rs")
+            .display()
+            .to_string();
+        let bypassing: Vec<String> = sources
+            .iter()
+            .filter(|(file, _)| *file != table)
+            .flat_map(|(file, text)| reasons_written_in_place(file, text))
+            .collect();
+        assert!(
+            bypassing.is_empty(),
+            "reasons not from controller::reasons: {bypassing:#?}"
+        );
+    }
+
+    #[test]
+    fn a_reason_written_in_place_is_found() {
+        let code = r#"EventSpec::warning("CmlTlsUnverified", "ProbeCml", note)
+            NewCondition::new(ConditionType::Synced, false, format!("{a}{b}"), m)
+            NewCondition::new(ConditionType::Ready, true, reasons::CML_READY, f(x, y))
+            EventSpec::normal(reason.as_str(), "Reconcile", message)"#;
+        let found = reasons_written_in_place("f.rs", code);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[0].contains("CmlTlsUnverified") && found[1].contains("format!"));
+    }
 }

@@ -8,7 +8,7 @@ use k8s_openapi::{
 };
 
 /// Every condition type the controller writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::VariantArray, strum::IntoStaticStr)]
 pub enum ConditionType {
     /// Worker: CML is ready and the worker takes labs. Template: the config is valid and its
     /// image resolved.
@@ -28,28 +28,12 @@ pub enum ConditionType {
 }
 
 impl ConditionType {
-    /// Every value, in declaration order.
-    pub const ALL: [ConditionType; 7] = [
-        ConditionType::Ready,
-        ConditionType::Launched,
-        ConditionType::Drifted,
-        ConditionType::Synced,
-        ConditionType::CmlDegraded,
-        ConditionType::ScalingLimited,
-        ConditionType::Licensed,
-    ];
+    /// Every value, in declaration order: derived, so a new variant is in it.
+    pub const ALL: &'static [ConditionType] = <ConditionType as strum::VariantArray>::VARIANTS;
 
     /// The `type` field as written.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ConditionType::Ready => "Ready",
-            ConditionType::Launched => "Launched",
-            ConditionType::Drifted => "Drifted",
-            ConditionType::Synced => "Synced",
-            ConditionType::CmlDegraded => "CmlDegraded",
-            ConditionType::ScalingLimited => "ScalingLimited",
-            ConditionType::Licensed => "Licensed",
-        }
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 }
 

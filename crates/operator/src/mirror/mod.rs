@@ -26,21 +26,29 @@ use crate::{
 };
 
 /// One of the platform's remotes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    strum::VariantArray,
+    strum::IntoStaticStr,
+)]
 pub enum RemoteName {
     ControlPlane,
     Etcd,
 }
 
 impl RemoteName {
-    /// Every value, in declaration order.
-    pub const ALL: [RemoteName; 2] = [RemoteName::ControlPlane, RemoteName::Etcd];
+    /// Every value, in declaration order: derived, so a new variant is in it.
+    pub const ALL: &'static [RemoteName] = <RemoteName as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            RemoteName::ControlPlane => "ControlPlane",
-            RemoteName::Etcd => "Etcd",
-        }
+        self.into()
     }
 }
 

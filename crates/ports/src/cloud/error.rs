@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// What kind of failure a cloud call met; it decides retrying and shows in status and metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::VariantArray, strum::IntoStaticStr)]
 pub enum ErrorKind {
     /// The cloud asked us to slow down; retry after a backoff.
     Throttled,
@@ -20,26 +20,12 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    /// Every value, in declaration order.
-    pub const ALL: [ErrorKind; 6] = [
-        ErrorKind::Throttled,
-        ErrorKind::InsufficientCapacity,
-        ErrorKind::NotFound,
-        ErrorKind::InvalidRequest,
-        ErrorKind::Unauthorized,
-        ErrorKind::Transient,
-    ];
+    /// Every value, in declaration order: derived, so a new variant is in it.
+    pub const ALL: &'static [ErrorKind] = <ErrorKind as strum::VariantArray>::VARIANTS;
 
     /// A stable, bounded label for metrics and Event reasons.
     pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorKind::Throttled => "Throttled",
-            ErrorKind::InsufficientCapacity => "InsufficientCapacity",
-            ErrorKind::NotFound => "NotFound",
-            ErrorKind::InvalidRequest => "InvalidRequest",
-            ErrorKind::Unauthorized => "Unauthorized",
-            ErrorKind::Transient => "Transient",
-        }
+        self.into()
     }
 
     /// Whether the same call may succeed later without anything being changed.

@@ -77,7 +77,7 @@ impl TokenBucket {
 }
 
 /// The bucket a cloud operation draws from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, strum::VariantArray, strum::IntoStaticStr)]
 pub enum Operation {
     RunInstances,
     StartInstances,
@@ -91,30 +91,11 @@ pub enum Operation {
 }
 
 impl Operation {
-    pub const ALL: [Operation; 9] = [
-        Operation::RunInstances,
-        Operation::StartInstances,
-        Operation::StopInstances,
-        Operation::TerminateInstances,
-        Operation::CreateTags,
-        Operation::DescribeInstances,
-        Operation::DescribeImages,
-        Operation::DescribeInstanceTypes,
-        Operation::DescribeSubnets,
-    ];
+    /// Every value, in declaration order: derived, so a new variant is in it.
+    pub const ALL: &'static [Operation] = <Operation as strum::VariantArray>::VARIANTS;
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::RunInstances => "RunInstances",
-            Operation::StartInstances => "StartInstances",
-            Operation::StopInstances => "StopInstances",
-            Operation::TerminateInstances => "TerminateInstances",
-            Operation::CreateTags => "CreateTags",
-            Operation::DescribeInstances => "DescribeInstances",
-            Operation::DescribeImages => "DescribeImages",
-            Operation::DescribeInstanceTypes => "DescribeInstanceTypes",
-            Operation::DescribeSubnets => "DescribeSubnets",
-        }
+        self.into()
     }
 
     fn bucket(self) -> BucketClass {

@@ -6,7 +6,7 @@ use tracing::{info, warn};
 
 use super::{act::Acted, observe::Observed, status};
 use crate::{
-    controller::{events::EventSpec, worker::WorkerContext},
+    controller::{events::EventSpec, reasons, worker::WorkerContext},
     crd::{
         CertificateTrust, Worker, WorkerStatus,
         conditions::{self, ConditionType},
@@ -86,7 +86,7 @@ fn unverified_tls(worker: &Worker, next: &WorkerStatus) -> Option<EventSpec> {
         && trust(worker.status.as_ref()) != Some(CertificateTrust::Unverified))
     .then(|| {
         EventSpec::warning(
-            "CmlTlsUnverified",
+            reasons::CML_TLS_UNVERIFIED,
             "ProbeCml",
             "insecureSkipTlsVerify is true: CML's certificate is not checked, so the CML \
              credentials go to whatever answers at the worker's address"

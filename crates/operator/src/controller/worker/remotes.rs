@@ -61,7 +61,7 @@ fn synced(states: &[(RemoteName, SyncState)]) -> Option<NewCondition> {
         [(name, error), ..] => NewCondition::new(
             ConditionType::Synced,
             false,
-            format!("{}{}", name.as_str(), error.kind.as_str()),
+            reasons::remote_failing(*name, error.kind),
             failing
                 .iter()
                 .map(|(n, e)| format!("{}: {e}", n.as_str()))
