@@ -4,9 +4,13 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use tracing::{info, warn};
 
-use super::{act::Acted, observe::Observed, status};
+use super::{
+    act::{Acted, Cloud},
+    observe::Observed,
+    status,
+};
 use crate::{
-    controller::{events::EventSpec, worker::WorkerContext},
+    controller::{events::EventSpec, reasons, worker::context::WorkerContext},
     crd::{
         CertificateTrust, Worker, WorkerStatus,
         conditions::{self, ConditionType},
@@ -23,7 +27,10 @@ pub(super) fn decide(
     acted: &Acted,
     next: &WorkerStatus,
 ) -> Vec<EventSpec> {
-    let mut events: Vec<EventSpec> = transition(worker, plan, acted).into_iter().collect();
+    let launch = launch(worker, &acted.cloud);
+    let mut events: Vec<EventSpec> = transition(worker, plan, launch.is_some())
+        .into_iter()
+        .collect();
     events.extend(cml_failure(worker, observed));
     events.extend(unverified_tls(worker, next));
     events.extend(newly_degraded(worker, next));
@@ -32,8 +39,8 @@ pub(super) fn decide(
         worker.status.as_ref().and_then(|s| s.license.as_ref()),
         next.license.as_ref(),
     ));
-    events.extend(acted.events.iter().cloned());
-    if let Some(e) = acted.error.as_ref().filter(|_| acted.events.is_empty()) {
+    events.extend(launch);
+    if let Cloud::Failed(e) = &acted.cloud {
         events.push(EventSpec::warning(e.category(), "Reconcile", e.to_string()));
     }
     events
@@ -46,11 +53,11 @@ pub(super) async fn publish(ctx: &WorkerContext, worker: &Worker, events: Vec<Ev
     }
 }
 
-/// The phase machine's transition; a launch's own Event (Launched, Adopted, LaunchFailed) says
-/// more than `Launching` would.
-fn transition(worker: &Worker, plan: &Plan, acted: &Acted) -> Option<EventSpec> {
-    let said_by_act = |r: &Reason| *r == Reason::Launching && !acted.events.is_empty();
-    let (reason, message) = plan.event.as_ref().filter(|(r, _)| !said_by_act(r))?;
+/// The phase machine's transition; a launch's own Event (Launched, Adopted, LaunchFailed,
+/// InstanceCapReached) says more than `Launching` would.
+fn transition(worker: &Worker, plan: &Plan, launch_said: bool) -> Option<EventSpec> {
+    let said_by_launch = |r: &Reason| *r == Reason::Launching && launch_said;
+    let (reason, message) = plan.event.as_ref().filter(|(r, _)| !said_by_launch(r))?;
     info!(worker = %status::name(worker), reason = reason.as_str(), %message, "transition");
     Some(EventSpec {
         warning: reason.is_warning(),
@@ -60,11 +67,47 @@ fn transition(worker: &Worker, plan: &Plan, acted: &Acted) -> Option<EventSpec> 
     })
 }
 
+/// The launch's own Event: the instance launched or adopted, the launch failed, or it began to
+/// wait for room under `--max-instances` (once, not on every look).
+fn launch(worker: &Worker, cloud: &Cloud) -> Option<EventSpec> {
+    match cloud {
+        Cloud::Launched { launched, .. } => {
+            let (reason, verb) = if launched.adopted {
+                (reasons::ADOPTED, "adopted")
+            } else {
+                (reasons::LAUNCHED, "launched")
+            };
+            let i = &launched.instance;
+            let message = format!(
+                "{verb} instance {} ({}) in {}",
+                i.id,
+                i.instance_type,
+                i.availability_zone.as_deref().unwrap_or("an unknown zone")
+            );
+            Some(EventSpec::normal(reason, "Reconcile", message))
+        }
+        Cloud::LaunchFailed { launch, .. } => Some(EventSpec::warning(
+            reasons::LAUNCH_FAILED,
+            "Reconcile",
+            launch.last_error.clone().unwrap_or_default(),
+        )),
+        Cloud::Capped(why) => {
+            let said = worker
+                .status
+                .as_ref()
+                .and_then(|s| conditions::find(&s.conditions, ConditionType::Launched))
+                .is_some_and(|c| c.reason == reasons::INSTANCE_CAP_REACHED);
+            (!said).then(|| {
+                EventSpec::warning(reasons::INSTANCE_CAP_REACHED, "Reconcile", why.clone())
+            })
+        }
+        Cloud::Done | Cloud::Failed(_) => None,
+    }
+}
+
 /// A CML failure shows in the Ready condition; an Event marks each new kind of failure.
 fn cml_failure(worker: &Worker, observed: &Observed) -> Option<EventSpec> {
-    let Some((_, Err(e))) = &observed.cml else {
-        return None;
-    };
+    let e = observed.cml_error()?;
     let before = worker
         .status
         .as_ref()

@@ -1,24 +1,18 @@
-//! The worker's Smart Licensing, in the reconcile's steps: the facts the phase machine decides
-//! on, the one licensing call it asks for, the `license` status and `Licensed` condition, and
-//! the Events of a seat that changes hands. The token is read only to register and never shown.
+//! The worker's Smart Licensing, in the reconcile's steps after observing (its facts are
+//! gathered in `observe::license`): the one licensing call the plan asks for, the `license`
+//! status and `Licensed` condition, and the Events of a seat that changes hands. The token is
+//! read only to register and never shown.
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::ResourceExt;
-use std::sync::Arc;
 
-use super::{WorkerContext, observe::Observed};
+use super::{context::WorkerContext, observe::Observed};
 use crate::{
-    cml::{
-        CmlReport, Deregistration, LicenseAnswer, LicenseReport, LicenseToken, LicenseTransport,
-        RegistrationRequest,
-    },
+    cml::{Deregistration, LicenseAnswer, LicenseToken, LicenseTransport, RegistrationRequest},
     control_plane::ScalingEvent,
     controller::{events::EventSpec, reasons},
     crd::{LicenseStatus, LicensingSpec, SeatState, Worker, WorkerPhase, WorkerTemplate},
-    licensing::{
-        self, Answer, LicenseFacts, LicenseNote, LicensePolicy, LicenseReason, LicenseSeen,
-        LicenseStep, LicenseView, NodeFeature,
-    },
+    licensing::{self, Answer, LicenseNote, LicenseReason, LicenseStep, LicenseView},
     phase_machine::Plan,
 };
 
@@ -26,101 +20,6 @@ use crate::{
 pub struct LicenseCall {
     pub step: LicenseStep,
     pub answer: Answer,
-}
-
-/// The template's licensing as the phase machine takes it.
-fn policy(template: &WorkerTemplate) -> Option<LicensePolicy> {
-    let l = template.spec.licensing.as_ref()?;
-    Some(LicensePolicy {
-        product: l.product(template.spec.license_type),
-        expansion_nodes: l.expansion_nodes,
-        registration_timeout: l.registration_timeout.as_std(),
-        deregistration_timeout: l.deregistration_timeout.as_std(),
-    })
-}
-
-/// What CML's `licensing` endpoint said in this probe.
-pub fn view(cml: Option<&(String, Result<CmlReport, crate::cml::CmlError>)>) -> LicenseView {
-    let report = match cml {
-        None => return LicenseView::NotAsked,
-        Some((_, Err(e))) => return LicenseView::Unknown { why: e.to_string() },
-        Some((_, Ok(r))) if !r.ready => return LicenseView::NotAsked,
-        Some((_, Ok(r))) => r,
-    };
-    match &report.license {
-        Some(l) => LicenseView::Seen(seen(l)),
-        None => {
-            let why = report
-                .failures
-                .iter()
-                .find(|f| f.endpoint == crate::cml::CmlEndpoint::Licensing)
-                .map_or_else(|| "licensing was not read".to_owned(), ToString::to_string);
-            LicenseView::Unknown { why }
-        }
-    }
-}
-
-fn seen(l: &LicenseReport) -> LicenseSeen {
-    LicenseSeen {
-        registration: l.registration.clone(),
-        authorization: l.authorization.clone(),
-        product: l.product.clone(),
-        failure: l.failure.clone(),
-        node_feature: l
-            .features
-            .iter()
-            .find(|f| f.is_node_count())
-            .map(|f| NodeFeature {
-                id: f.id.clone(),
-                in_use: f.in_use,
-            }),
-    }
-}
-
-/// The licensing facts: the template's policy, what CML said, the seat from status, and
-/// whether the seat budget lets a worker without a seat take one.
-pub fn facts(
-    worker: &Worker,
-    ctx: &WorkerContext,
-    template: Option<&WorkerTemplate>,
-    view: LicenseView,
-) -> LicenseFacts {
-    let status = worker.status.as_ref().and_then(|s| s.license.as_ref());
-    let mut facts = LicenseFacts {
-        policy: template.and_then(policy),
-        view,
-        seat: status.map(|s| s.seat).unwrap_or_default(),
-        registration_started_at: status
-            .and_then(|s| s.registration_started_at.as_ref().map(|t| t.0)),
-        deregistration_started_at: status
-            .and_then(|s| s.deregistration_started_at.as_ref().map(|t| t.0)),
-        retry_at: status.and_then(|s| s.retry_after.as_ref().map(|t| t.0)),
-        permit: true,
-    };
-    facts.permit = permit(worker, ctx, &facts);
-    facts
-}
-
-/// Asks the seat budget only for a worker about to register: a grant is remembered.
-fn permit(worker: &Worker, ctx: &WorkerContext, facts: &LicenseFacts) -> bool {
-    let (Some(policy), Some(uid)) = (&facts.policy, worker.uid()) else {
-        return true;
-    };
-    let registering = matches!(
-        worker.status.as_ref().and_then(|s| s.phase),
-        Some(WorkerPhase::Provisioning | WorkerPhase::Starting)
-    );
-    let unlicensed = matches!(&facts.view, LicenseView::Seen(s) if !s.licensed());
-    if !(registering && unlicensed && facts.seat_now() == SeatState::Free) {
-        return true;
-    }
-    let Some(store) = ctx.worker_cache() else {
-        return false;
-    };
-    let workers: Vec<Arc<Worker>> = store.state();
-    let refs: Vec<&Worker> = workers.iter().map(Arc::as_ref).collect();
-    ctx.seats
-        .permit(&uid, &policy.product, &refs, &ctx.templates)
 }
 
 /// Makes the licensing call the plan asks for, if any.
@@ -145,11 +44,16 @@ async fn answer(
     step: &LicenseStep,
     observed: &Observed,
 ) -> Result<Answer, String> {
-    let (Some((kind, target)), Some(template)) = (&observed.cml_target, &observed.template) else {
+    let (Some(target), Some(template), Some(chosen)) = (
+        observed.cml_target(),
+        &observed.template,
+        &observed.provider,
+    ) else {
         return Err("CML cannot be asked: the instance is not running".into());
     };
+    let kind = chosen.kind;
     let cml = ctx
-        .cml(*kind)
+        .cml(kind)
         .ok_or_else(|| format!("no CML client for provider {}", kind.as_str()))?;
     let answer = match step {
         LicenseStep::Register => {
@@ -262,10 +166,7 @@ pub fn status(
 ) -> Option<LicenseStatus> {
     let facts = &observed.facts.license;
     let now = observed.facts.now;
-    let report = match &observed.cml {
-        Some((_, Ok(r))) => r.license.as_ref(),
-        _ => None,
-    };
+    let report = observed.cml_report().and_then(|r| r.license.as_ref());
     if facts.policy.is_none() && old.is_none() && report.is_none() {
         return None;
     }
