@@ -189,3 +189,244 @@ fn newly_failing<'a>(
         .map(|c| c.reason.as_str());
     (before != Some(now.reason.as_str())).then_some(now)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        cml::CmlErrorKind,
+        controller::{error::Error, worker::fixtures::*},
+        crd::{CertificateStatus, CmlStatus, LaunchStatus, LicenseStatus, SeatState},
+    };
+
+    fn trusted(trust: CertificateTrust) -> Option<CmlStatus> {
+        Some(CmlStatus {
+            certificate: Some(CertificateStatus {
+                trust,
+                sha256: None,
+                instance_id: None,
+            }),
+            ..CmlStatus::default()
+        })
+    }
+
+    fn seat(seat: SeatState) -> Option<LicenseStatus> {
+        Some(LicenseStatus {
+            seat,
+            product: Some("CML_Enterprise".into()),
+            ..LicenseStatus::default()
+        })
+    }
+
+    fn launch_failed(why: &str) -> Cloud {
+        Cloud::LaunchFailed {
+            launch: LaunchStatus {
+                last_error: Some(why.into()),
+                ..LaunchStatus::default()
+            },
+            error: Error::Invalid(why.into()),
+        }
+    }
+
+    /// An Event as the table spells it: warning, reason, action, and a part of its note.
+    type Said = (bool, &'static str, &'static str, &'static str);
+
+    #[test]
+    fn a_reconcile_publishes_an_event_for_each_change_once_in_the_order_it_happened() {
+        type Row = (&'static str, fn(&mut Reconcile), &'static [Said]);
+        let rows: &[Row] = &[
+            ("a reconcile that changes nothing says nothing", |_| {}, &[]),
+            (
+                "a transition goes out as a normal Event",
+                |c| c.transition(Reason::DrainStarted, "idle for 30m"),
+                &[(false, "DrainStarted", "Reconcile", "idle for 30m")],
+            ),
+            (
+                "a transition that went wrong goes out as a warning",
+                |c| c.transition(Reason::LaunchTimeout, "not running in 10m"),
+                &[(true, "LaunchTimeout", "Reconcile", "not running in 10m")],
+            ),
+            (
+                "a launch's own Event says more than Launching",
+                |c| {
+                    c.transition(Reason::Launching, "launching");
+                    c.acted = acted(Cloud::Launched {
+                        launched: launched(false),
+                        launch: LaunchStatus::default(),
+                    });
+                },
+                &[(
+                    false,
+                    "Launched",
+                    "Reconcile",
+                    "launched instance i-1 (m5zn.metal) in us-east-1a",
+                )],
+            ),
+            (
+                "an instance adopted by tag says so",
+                |c| {
+                    c.acted = acted(Cloud::Launched {
+                        launched: launched(true),
+                        launch: LaunchStatus::default(),
+                    });
+                },
+                &[(false, "Adopted", "Reconcile", "adopted instance i-1")],
+            ),
+            (
+                "a failed launch says the cloud's error, once",
+                |c| {
+                    c.transition(Reason::Launching, "launching");
+                    c.acted = acted(launch_failed("RunInstances: throttled"));
+                },
+                &[(true, "LaunchFailed", "Reconcile", "RunInstances: throttled")],
+            ),
+            (
+                "a launch that begins to wait under the instance cap says so",
+                |c| {
+                    c.transition(Reason::Launching, "launching");
+                    c.acted = acted(Cloud::Capped("the cap is reached".into()));
+                },
+                &[(
+                    true,
+                    "InstanceCapReached",
+                    "Reconcile",
+                    "the cap is reached",
+                )],
+            ),
+            (
+                "a launch still waiting under the cap is not said again",
+                |c| {
+                    condition(
+                        &mut c.old,
+                        ConditionType::Launched,
+                        false,
+                        "InstanceCapReached",
+                    );
+                    c.transition(Reason::Launching, "launching");
+                    c.acted = acted(Cloud::Capped("the cap is reached".into()));
+                },
+                &[(false, "Launching", "Reconcile", "launching")],
+            ),
+            (
+                "a failed step says its error",
+                |c| c.acted = acted(Cloud::Failed(Error::NotOwned("not mine".into()))),
+                &[(true, "InstanceNotOwned", "Reconcile", "not mine")],
+            ),
+            (
+                "a new kind of CML failure goes out",
+                |c| c.observed.cml = unanswered(CmlErrorKind::Timeout),
+                &[(true, "CmlTimeout", "ProbeCml", "no answer")],
+            ),
+            (
+                "the same CML failure again does not",
+                |c| {
+                    condition(&mut c.old, ConditionType::Ready, false, "CmlTimeout");
+                    c.observed.cml = unanswered(CmlErrorKind::Timeout);
+                },
+                &[],
+            ),
+            (
+                "CML's certificate left unverified is said",
+                |c| c.next.cml = trusted(CertificateTrust::Unverified),
+                &[(
+                    true,
+                    "CmlTlsUnverified",
+                    "ProbeCml",
+                    "insecureSkipTlsVerify",
+                )],
+            ),
+            (
+                "and said once",
+                |c| {
+                    c.old.cml = trusted(CertificateTrust::Unverified);
+                    c.next.cml = trusted(CertificateTrust::Unverified);
+                },
+                &[],
+            ),
+            (
+                "a CML endpoint that newly fails goes out",
+                |c| condition(&mut c.next, ConditionType::CmlDegraded, true, "LabsTimeout"),
+                &[(true, "LabsTimeout", "ProbeCml", "LabsTimeout before")],
+            ),
+            (
+                "an endpoint failing as before does not",
+                |c| {
+                    condition(&mut c.old, ConditionType::CmlDegraded, true, "LabsTimeout");
+                    condition(&mut c.next, ConditionType::CmlDegraded, true, "LabsTimeout");
+                },
+                &[],
+            ),
+            (
+                "a remote that newly fails to hold the record goes out",
+                |c| condition(&mut c.next, ConditionType::Synced, false, "EtcdUnavailable"),
+                &[(true, "EtcdUnavailable", "Sync", "EtcdUnavailable before")],
+            ),
+            (
+                "licensing trouble worth a person's attention goes out",
+                |c| {
+                    condition(
+                        &mut c.next,
+                        ConditionType::Licensed,
+                        false,
+                        "LicenseSeatsExhausted",
+                    )
+                },
+                &[(
+                    true,
+                    "LicenseSeatsExhausted",
+                    "License",
+                    "LicenseSeatsExhausted before",
+                )],
+            ),
+            (
+                "a registration under way is no trouble",
+                |c| {
+                    condition(
+                        &mut c.next,
+                        ConditionType::Licensed,
+                        false,
+                        "LicenseRegistering",
+                    )
+                },
+                &[],
+            ),
+            (
+                "a seat taken goes out",
+                |c| c.next.license = seat(SeatState::Held),
+                &[(
+                    false,
+                    "LicenseRegistered",
+                    "License",
+                    "registered as CML_Enterprise",
+                )],
+            ),
+            (
+                "several changes go out in the order they happened",
+                |c| {
+                    c.transition(Reason::DrainStarted, "idle for 30m");
+                    c.observed.cml = unanswered(CmlErrorKind::Timeout);
+                    c.acted = acted(Cloud::Failed(Error::NotOwned("not mine".into())));
+                },
+                &[
+                    (false, "DrainStarted", "Reconcile", "idle for 30m"),
+                    (true, "CmlTimeout", "ProbeCml", "no answer"),
+                    (true, "InstanceNotOwned", "Reconcile", "not mine"),
+                ],
+            ),
+        ];
+        for (name, arrange, expected) in rows {
+            let mut c = Reconcile::running();
+            arrange(&mut c);
+            let events = decide(&c.worker(), &c.observed, &c.plan, &c.acted, &c.next);
+            let got: Vec<_> = events
+                .iter()
+                .map(|e| (e.warning, e.reason.as_ref(), e.action))
+                .collect();
+            let want: Vec<_> = expected.iter().map(|(w, r, a, _)| (*w, *r, *a)).collect();
+            assert_eq!(got, want, "{name}");
+            for (event, (.., note)) in events.iter().zip(expected.iter()) {
+                assert!(event.note.contains(note), "{name}: {}", event.note);
+            }
+        }
+    }
+}

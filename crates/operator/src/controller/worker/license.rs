@@ -308,3 +308,299 @@ pub fn audit(worker: &Worker, next: &LicenseStatus, message: &str, now: Timestam
             .to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{
+        cml::{CmlReport, LicenseReport},
+        controller::worker::fixtures::{answered, at, observed, plan},
+        licensing::{COMPLETED, IN_COMPLIANCE, LicensePolicy, LicenseSeen},
+    };
+
+    /// What `status` decides from: the stored license status, the observation, the plan and
+    /// the licensing call made.
+    struct LicenseCase {
+        old: Option<LicenseStatus>,
+        observed: Observed,
+        plan: Plan,
+        call: Option<LicenseCall>,
+    }
+
+    impl LicenseCase {
+        /// A booting worker whose template manages licenses; no license status yet, CML not
+        /// asked, no call.
+        fn new() -> LicenseCase {
+            let mut observed = observed(WorkerPhase::Provisioning);
+            observed.facts.license.policy = Some(LicensePolicy {
+                product: "CML_Enterprise".into(),
+                expansion_nodes: None,
+                registration_timeout: Duration::from_secs(600),
+                deregistration_timeout: Duration::from_secs(120),
+            });
+            LicenseCase {
+                old: None,
+                observed,
+                plan: plan(WorkerPhase::Provisioning),
+                call: None,
+            }
+        }
+
+        /// The license status stored before, as `old` makes it from the default.
+        fn before(&mut self, old: fn(&mut LicenseStatus)) {
+            let mut s = LicenseStatus::default();
+            old(&mut s);
+            self.observed.facts.license.seat = s.seat;
+            self.old = Some(s);
+        }
+
+        fn called(&mut self, step: LicenseStep, answer: Answer) {
+            self.call = Some(LicenseCall { step, answer });
+        }
+
+        /// CML says it is registered and authorized.
+        fn cml_licensed(&mut self) {
+            self.observed.facts.license.view = LicenseView::Seen(LicenseSeen {
+                registration: Some(COMPLETED.into()),
+                authorization: Some(IN_COMPLIANCE.into()),
+                ..LicenseSeen::default()
+            });
+        }
+    }
+
+    /// What the table checks of a license status; times in seconds (minutes for the clocks)
+    /// from the fixtures' now.
+    #[derive(Debug, Default, PartialEq)]
+    struct Seen<'a> {
+        seat: SeatState,
+        attempts: u32,
+        retry_in_secs: Option<i64>,
+        registering_since_minute: Option<i64>,
+        deregistering_since_minute: Option<i64>,
+        registration: Option<&'a str>,
+        product_instance: Option<&'a str>,
+    }
+
+    fn seen(s: &LicenseStatus) -> Seen<'_> {
+        let now = at(0);
+        let minute = |t: &Option<Time>| t.as_ref().map(|t| t.0.duration_since(now).as_secs() / 60);
+        Seen {
+            seat: s.seat,
+            attempts: s.attempts,
+            retry_in_secs: s
+                .retry_after
+                .as_ref()
+                .map(|t| t.0.duration_since(now).as_secs()),
+            registering_since_minute: minute(&s.registration_started_at),
+            deregistering_since_minute: minute(&s.deregistration_started_at),
+            registration: s.registration.as_deref(),
+            product_instance: s.product_instance_id.as_deref(),
+        }
+    }
+
+    #[test]
+    fn the_license_status_keeps_what_cml_said_the_seat_its_clocks_and_the_backoff() {
+        type Row = (&'static str, fn(&mut LicenseCase), Option<Seen<'static>>);
+        let rows: &[Row] = &[
+            (
+                "no licensing, no seat and no report: no license status",
+                |c| c.observed.facts.license.policy = None,
+                None,
+            ),
+            (
+                "a managed worker has one before CML says anything",
+                |_| {},
+                Some(Seen::default()),
+            ),
+            (
+                "CML's report is recorded, keeping the identity it did not repeat",
+                |c| {
+                    c.observed.facts.license.policy = None;
+                    c.before(|s| s.product_instance_id = Some("pi-1".into()));
+                    c.observed.cml = answered(CmlReport {
+                        ready: true,
+                        license: Some(LicenseReport {
+                            registration: Some(COMPLETED.into()),
+                            ..LicenseReport::default()
+                        }),
+                        ..CmlReport::default()
+                    });
+                },
+                Some(Seen {
+                    registration: Some(COMPLETED),
+                    product_instance: Some("pi-1"),
+                    ..Seen::default()
+                }),
+            ),
+            (
+                "a registration request takes the seat, counts and backs off",
+                |c| c.called(LicenseStep::Register, Answer::Accepted),
+                Some(Seen {
+                    seat: SeatState::Registering,
+                    attempts: 1,
+                    retry_in_secs: Some(5),
+                    registering_since_minute: Some(0),
+                    ..Seen::default()
+                }),
+            ),
+            (
+                "another request backs off longer; the registration began with the first",
+                |c| {
+                    c.before(|s| {
+                        s.seat = SeatState::Registering;
+                        s.attempts = 1;
+                        s.registration_started_at = Some(Time(at(-1)));
+                    });
+                    c.called(LicenseStep::Register, Answer::Busy);
+                },
+                Some(Seen {
+                    seat: SeatState::Registering,
+                    attempts: 2,
+                    retry_in_secs: Some(10),
+                    registering_since_minute: Some(-1),
+                    ..Seen::default()
+                }),
+            ),
+            (
+                "a registration under way without a call keeps its backoff",
+                |c| {
+                    c.before(|s| {
+                        s.seat = SeatState::Registering;
+                        s.attempts = 2;
+                        s.retry_after = Some(Time(at(1)));
+                        s.registration_started_at = Some(Time(at(-5)));
+                    });
+                },
+                Some(Seen {
+                    seat: SeatState::Registering,
+                    attempts: 2,
+                    retry_in_secs: Some(60),
+                    registering_since_minute: Some(-5),
+                    ..Seen::default()
+                }),
+            ),
+            (
+                "a seat held ends the backoff and the registration clock",
+                |c| {
+                    c.before(|s| {
+                        s.seat = SeatState::Registering;
+                        s.attempts = 3;
+                        s.retry_after = Some(Time(at(1)));
+                        s.registration_started_at = Some(Time(at(-5)));
+                    });
+                    c.cml_licensed();
+                },
+                Some(Seen {
+                    seat: SeatState::Held,
+                    ..Seen::default()
+                }),
+            ),
+            (
+                "outside a boot no registration clock runs",
+                |c| {
+                    c.before(|s| {
+                        s.seat = SeatState::Registering;
+                        s.registration_started_at = Some(Time(at(-5)));
+                    });
+                    c.plan.phase = WorkerPhase::Running;
+                },
+                Some(Seen {
+                    seat: SeatState::Registering,
+                    ..Seen::default()
+                }),
+            ),
+            (
+                "a failed boot keeps its registration clock",
+                |c| {
+                    c.before(|s| {
+                        s.seat = SeatState::Registering;
+                        s.registration_started_at = Some(Time(at(-5)));
+                    });
+                    c.plan.phase = WorkerPhase::Failed;
+                },
+                Some(Seen {
+                    seat: SeatState::Registering,
+                    registering_since_minute: Some(-5),
+                    ..Seen::default()
+                }),
+            ),
+            (
+                "a deregistration counts its attempts afresh",
+                |c| {
+                    c.before(|s| {
+                        s.seat = SeatState::Held;
+                        s.attempts = 3;
+                    });
+                    c.plan.phase = WorkerPhase::Draining;
+                    c.plan.license.deregistration_started_at = Some(at(0));
+                    c.called(LicenseStep::Deregister, Answer::Busy);
+                },
+                Some(Seen {
+                    seat: SeatState::Deregistering,
+                    attempts: 1,
+                    retry_in_secs: Some(5),
+                    deregistering_since_minute: Some(0),
+                    ..Seen::default()
+                }),
+            ),
+            (
+                "a deregistration under way goes on counting",
+                |c| {
+                    c.before(|s| {
+                        s.seat = SeatState::Deregistering;
+                        s.attempts = 1;
+                        s.deregistration_started_at = Some(Time(at(-2)));
+                    });
+                    c.plan.phase = WorkerPhase::Draining;
+                    c.plan.license.deregistration_started_at = Some(at(-2));
+                    c.called(LicenseStep::Deregister, Answer::Busy);
+                },
+                Some(Seen {
+                    seat: SeatState::Deregistering,
+                    attempts: 2,
+                    retry_in_secs: Some(10),
+                    deregistering_since_minute: Some(-2),
+                    ..Seen::default()
+                }),
+            ),
+            (
+                "a seat given back is free, and the plan's deregistration clock ends",
+                |c| {
+                    c.before(|s| {
+                        s.seat = SeatState::Deregistering;
+                        s.attempts = 1;
+                        s.deregistration_started_at = Some(Time(at(-2)));
+                    });
+                    c.plan.phase = WorkerPhase::Stopping;
+                    c.called(LicenseStep::Deregister, Answer::Freed);
+                },
+                Some(Seen {
+                    seat: SeatState::Free,
+                    attempts: 2,
+                    retry_in_secs: Some(10),
+                    ..Seen::default()
+                }),
+            ),
+            (
+                "a stop that goes on unconfirmed leaves the seat maybe held",
+                |c| {
+                    c.before(|s| s.seat = SeatState::Deregistering);
+                    c.plan.phase = WorkerPhase::Stopping;
+                    c.plan.license.seat_may_be_held = true;
+                },
+                Some(Seen {
+                    seat: SeatState::MayBeHeld,
+                    ..Seen::default()
+                }),
+            ),
+        ];
+        for (name, arrange, expected) in rows {
+            let mut c = LicenseCase::new();
+            arrange(&mut c);
+            let got = status(c.old.as_ref(), &c.observed, &c.plan, c.call.as_ref());
+            assert_eq!(got.as_ref().map(seen), *expected, "{name}");
+        }
+    }
+}

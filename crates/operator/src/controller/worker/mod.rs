@@ -7,6 +7,8 @@
 mod act;
 mod context;
 mod events;
+#[cfg(test)]
+mod fixtures;
 mod license;
 mod observe;
 mod remotes;
@@ -315,12 +317,7 @@ mod tests {
     use crate::crd::{WorkerPhase, WorkerStatus};
 
     fn worker() -> Worker {
-        let mut w: Worker = serde_json::from_value(json!({
-            "apiVersion": "ccm.dev/v1alpha1", "kind": "Worker",
-            "metadata": {"name": "w1", "namespace": "ns", "generation": 1},
-            "spec": {"templateRef": {"name": "t"}}
-        }))
-        .expect("worker");
+        let mut w = fixtures::worker(WorkerStatus::default());
         w.metadata.finalizers = Some(vec![FINALIZER.into()]);
         w
     }

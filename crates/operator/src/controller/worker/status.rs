@@ -446,9 +446,158 @@ pub fn name(worker: &Worker) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        cml::CmlErrorKind,
+        controller::{error::Error, worker::fixtures::*},
+        licensing::{LicenseNote, LicenseReason},
+        phase_machine::Reason,
+    };
 
-    fn at(minute: i64) -> Timestamp {
-        Timestamp::from_second(1_800_000_000 + minute * 60).expect("time")
+    /// CML answered ready in this probe, and the status says so.
+    fn cml_ready(c: &mut Reconcile) {
+        c.observed.cml = answered(ready_cml());
+        c.next.cml = Some(CmlStatus {
+            ready: true,
+            version: Some("2.9.0".into()),
+            ..CmlStatus::default()
+        });
+    }
+
+    fn note(c: &mut Reconcile, licensed: bool, reason: LicenseReason, message: &str) {
+        c.plan.license.note = Some(LicenseNote {
+            licensed,
+            reason,
+            message: message.into(),
+        });
+    }
+
+    #[test]
+    fn ready_is_true_only_when_running_with_cml_ready_else_the_most_telling_reason() {
+        type Row = (
+            &'static str,
+            fn(&mut Reconcile),
+            Option<(bool, &'static str, &'static str)>,
+        );
+        let rows: &[Row] = &[
+            (
+                "nothing new leaves a not-ready condition as it is",
+                |_| {},
+                None,
+            ),
+            (
+                "a failed step says why first, even with CML ready",
+                |c| {
+                    cml_ready(c);
+                    c.acted = acted(Cloud::Failed(Error::NotOwned("not mine".into())));
+                },
+                Some((false, "InstanceNotOwned", "not mine")),
+            ),
+            (
+                "running with CML ready is ready",
+                cml_ready,
+                Some((true, reasons::CML_READY, "CML 2.9.0 is ready")),
+            ),
+            (
+                "a stored ready CML is not enough when this probe failed",
+                |c| {
+                    cml_ready(c);
+                    c.observed.cml = unanswered(CmlErrorKind::Timeout);
+                },
+                Some((false, "CmlTimeout", "no answer")),
+            ),
+            (
+                "CML ready outside Running is not ready",
+                |c| {
+                    cml_ready(c);
+                    c.moves_to(WorkerPhase::Draining);
+                },
+                Some((false, reasons::DRAINING, "taking no new labs")),
+            ),
+            (
+                "the plan's transition says why, before CML's failure",
+                |c| {
+                    c.observed.cml = unanswered(CmlErrorKind::Unreachable);
+                    c.plan.event = Some((Reason::ReadyTimeout, "not ready in 30m".into()));
+                },
+                Some((false, "ReadyTimeout", "not ready in 30m")),
+            ),
+            (
+                "a CML failure says why",
+                |c| c.observed.cml = unanswered(CmlErrorKind::Unreachable),
+                Some((false, "CmlUnreachable", "no answer")),
+            ),
+            (
+                "a drain says what it waits for",
+                |c| {
+                    c.stays_in(WorkerPhase::Draining);
+                    c.plan.waiting = Some("2 labs still run".into());
+                },
+                Some((false, reasons::DRAINING, "2 labs still run")),
+            ),
+            (
+                "a booting worker not yet licensed says why",
+                |c| {
+                    c.stays_in(WorkerPhase::Starting);
+                    note(
+                        c,
+                        false,
+                        LicenseReason::Registering,
+                        "registration requested",
+                    );
+                },
+                Some((false, "LicenseRegistering", "registration requested")),
+            ),
+            (
+                "a booting worker already licensed is held back by nothing new",
+                |c| {
+                    c.stays_in(WorkerPhase::Provisioning);
+                    note(c, true, LicenseReason::Registered, "registered");
+                },
+                None,
+            ),
+            (
+                "licensing outside a boot is not Ready's business",
+                |c| {
+                    note(
+                        c,
+                        false,
+                        LicenseReason::Registering,
+                        "registration requested",
+                    )
+                },
+                None,
+            ),
+            (
+                "a new phase says its own reason",
+                |c| {
+                    c.old.phase = Some(WorkerPhase::Stopping);
+                    c.moves_to(WorkerPhase::Stopped);
+                },
+                Some((false, reasons::STOPPED, "instance stopped")),
+            ),
+            (
+                "a Ready condition that was true is replaced",
+                |c| condition(&mut c.next, ConditionType::Ready, true, reasons::CML_READY),
+                Some((false, reasons::CML_NOT_READY, "CML does not report ready")),
+            ),
+            (
+                "a worker without a Ready condition gets one",
+                |c| {
+                    c.next.conditions.clear();
+                    c.stays_in(WorkerPhase::Pending);
+                },
+                Some((false, reasons::PENDING, "no instance yet")),
+            ),
+        ];
+        for (name, arrange, expected) in rows {
+            let mut c = Reconcile::running();
+            arrange(&mut c);
+            let got = ready(&c.next, &c.old, &c.observed, &c.plan, &c.acted);
+            let got = got
+                .as_ref()
+                .map(|n| (n.status, n.reason.as_ref(), n.message.as_str()));
+            assert_eq!(got, *expected, "{name}");
+        }
     }
 
     /// Walks a worker through `phases` (phase, minute), returning its boot after each.
