@@ -11,7 +11,7 @@ use tracing::{debug, info};
 use super::{license::LicenseCall, observe::Observed};
 use crate::{
     controller::{error::Error, fleet::provider_key, worker::context::WorkerContext},
-    crd::{LaunchStatus, Worker},
+    crd::{LaunchStatus, Worker, WorkerPhase},
     phase_machine::{Plan, Step},
     provider::{
         CloudProvider, ErrorKind, ImageQuery, LaunchRequest, Launched, Provider, ProviderError,
@@ -41,7 +41,7 @@ pub enum Cloud {
     Capped(String),
     /// An instance launched (or adopted by tag), and the launch as it is to be recorded.
     Launched {
-        launched: Launched,
+        launched: Box<Launched>,
         launch: LaunchStatus,
     },
     /// The launch failed: the launch as it is to be recorded (with the cloud's error in
@@ -65,6 +65,15 @@ impl Cloud {
         match self {
             Cloud::LaunchFailed { error, .. } | Cloud::Failed(error) => Some(error),
             Cloud::Done | Cloud::Capped(_) | Cloud::Launched { .. } => None,
+        }
+    }
+
+    /// The phase after this step, `planned` but for a launch: that moves the worker on at once,
+    /// its instance being provisioned.
+    pub fn phase(&self, planned: WorkerPhase) -> WorkerPhase {
+        match self {
+            Cloud::Launched { .. } => WorkerPhase::Provisioning,
+            _ => planned,
         }
     }
 
@@ -213,7 +222,10 @@ async fn launch(worker: &Worker, ctx: &WorkerContext, observed: &Observed, attem
         Ok(launched) => {
             info!(worker = %worker.name_any(), instance = %launched.instance.id, adopted = launched.adopted, "instance launched");
             launch.last_error = None;
-            Cloud::Launched { launched, launch }
+            Cloud::Launched {
+                launched: Box::new(launched),
+                launch,
+            }
         }
         Err(e) => launch_failed(launch, e),
     })

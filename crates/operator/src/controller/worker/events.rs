@@ -251,7 +251,7 @@ mod tests {
                 |c| {
                     c.transition(Reason::Launching, "launching");
                     c.acted = acted(Cloud::Launched {
-                        launched: launched(false),
+                        launched: Box::new(launched(false)),
                         launch: LaunchStatus::default(),
                     });
                 },
@@ -266,7 +266,7 @@ mod tests {
                 "an instance adopted by tag says so",
                 |c| {
                     c.acted = acted(Cloud::Launched {
-                        launched: launched(true),
+                        launched: Box::new(launched(true)),
                         launch: LaunchStatus::default(),
                     });
                 },

@@ -52,11 +52,7 @@ fn instance_status(
 pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) -> WorkerStatus {
     let no_status = WorkerStatus::default();
     let old = worker.status.as_ref().unwrap_or(&no_status);
-    // A launch moves the worker on at once: its instance is being provisioned.
-    let phase = match acted.cloud {
-        Cloud::Launched { .. } => WorkerPhase::Provisioning,
-        _ => plan.phase,
-    };
+    let phase = acted.cloud.phase(plan.phase);
     let mut s = old.clone();
     s.phase = Some(phase);
     s.observed_generation = worker.metadata.generation;
