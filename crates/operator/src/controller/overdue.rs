@@ -12,18 +12,8 @@ use kube::ResourceExt;
 use crate::{
     controller::template_cache::template_key,
     crd::{Worker, WorkerPhase, WorkerTemplate},
-    phase_machine::{self, Timeouts},
+    phase_machine,
 };
-
-/// The timeouts a template sets.
-pub(crate) fn timeouts(t: &WorkerTemplate) -> Timeouts {
-    let s = &t.spec.scaling;
-    Timeouts {
-        launch: s.launch_timeout.as_std(),
-        ready: s.ready_timeout.as_std(),
-        drain: s.drain_timeout.as_std(),
-    }
-}
 
 /// The phases with a timeout, the only ones a worker can be overdue in.
 const BOUNDED: [WorkerPhase; 4] = [
@@ -48,7 +38,7 @@ pub fn count(
         for phase in BOUNDED {
             counts.insert((key.clone(), phase.as_str()), 0);
         }
-        bounds.insert(key, timeouts(t));
+        bounds.insert(key, t.spec.scaling.timeouts());
     }
     for w in workers {
         let Some((phase, since)) = phase_since(w) else {

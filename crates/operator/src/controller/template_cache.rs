@@ -5,7 +5,10 @@
 //! sees the new template.
 
 use crate::lock::Locked;
-use std::sync::{Arc, Mutex};
+use std::{
+    hash::{Hash, Hasher},
+    sync::{Arc, Mutex},
+};
 
 use futures::Stream;
 use kube::{
@@ -17,12 +20,34 @@ use kube::{
     },
 };
 
-use crate::{controller::worker::template_wakes_workers, crd::WorkerTemplate};
+use crate::crd::{
+    WorkerTemplate,
+    conditions::{self, ConditionType},
+};
 
 /// A template's `namespace/name`, as metrics label it.
 pub fn template_key(t: &WorkerTemplate) -> String {
     use kube::ResourceExt as _;
     format!("{}/{}", t.namespace().unwrap_or_default(), t.name_any())
+}
+
+/// What in a WorkerTemplate its workers read, so what is worth waking them all when it changes:
+/// its spec (generation), its deletion, its resolved image and launch spec, and its Ready
+/// condition. Not the autoscaler's counts, which change with every worker: waking every worker
+/// on each would cost O(workers²) while a fleet comes up.
+pub fn template_wakes_workers(template: &WorkerTemplate) -> Option<u64> {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    template.metadata.generation.hash(&mut h);
+    template.metadata.deletion_timestamp.is_some().hash(&mut h);
+    if let Some(s) = &template.status {
+        s.observed_generation.hash(&mut h);
+        s.resolved_image_id.hash(&mut h);
+        s.launch_spec_hash.hash(&mut h);
+        if let Some(c) = conditions::find(&s.conditions, ConditionType::Ready) {
+            (&c.status, &c.reason, &c.message).hash(&mut h);
+        }
+    }
+    Some(h.finish())
 }
 
 pub struct TemplateCache {
@@ -98,5 +123,87 @@ impl TemplateCache {
     /// How many templates the cache holds (tests, diagnostics).
     pub fn held(&self) -> usize {
         self.store.state().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::crd::conditions::{NewCondition, Stamp};
+
+    fn ready_template() -> WorkerTemplate {
+        let mut t: WorkerTemplate = serde_json::from_value(json!({
+            "apiVersion": "ccm.dev/v1alpha1", "kind": "WorkerTemplate",
+            "metadata": {"name": "t", "namespace": "ns", "generation": 1},
+            "spec": {
+                "instanceType": "m5zn.metal", "image": {"id": "ami-1"},
+                "capacity": {"cpuCores": 48, "memoryGiB": 192, "storageGiB": 500, "maxNodes": 20},
+                "licenseType": "Enterprise", "scaling": {"maxWorkers": 3}
+            }
+        }))
+        .expect("template");
+        let mut status = crate::crd::WorkerTemplateStatus {
+            observed_generation: Some(1),
+            resolved_image_id: Some("ami-1".into()),
+            launch_spec_hash: Some("h1".into()),
+            ..Default::default()
+        };
+        let now = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).expect("time");
+        let ready = NewCondition::new(ConditionType::Ready, true, "ImageResolved", "ami-1");
+        let stamp = Stamp {
+            generation: Some(1),
+            now,
+        };
+        conditions::set(&mut status.conditions, ready, stamp);
+        t.status = Some(status);
+        t
+    }
+
+    #[test]
+    fn the_autoscalers_counts_do_not_wake_a_templates_workers_but_what_they_read_does() {
+        let before = ready_template();
+        let base = template_wakes_workers(&before);
+
+        let mut counted = before.clone();
+        let status = counted.status.as_mut().expect("status");
+        status.workers = Some(crate::crd::WorkerCounts {
+            total: 10_000,
+            running: 9_000,
+            ..Default::default()
+        });
+        status.desired_workers = Some(10_000);
+        counted.metadata.resource_version = Some("42".into());
+        assert_eq!(template_wakes_workers(&counted), base);
+
+        let mut spec = before.clone();
+        spec.metadata.generation = Some(2);
+        let mut image = before.clone();
+        image.status.as_mut().expect("status").resolved_image_id = Some("ami-2".into());
+        let mut launch_spec = before.clone();
+        launch_spec
+            .status
+            .as_mut()
+            .expect("status")
+            .launch_spec_hash = Some("h2".into());
+        let mut not_ready = before.clone();
+        let now = k8s_openapi::jiff::Timestamp::from_second(1_800_000_100).expect("time");
+        conditions::set(
+            &mut not_ready.status.as_mut().expect("status").conditions,
+            NewCondition::new(ConditionType::Ready, false, "ImageNotFound", "no image"),
+            Stamp {
+                generation: Some(1),
+                now,
+            },
+        );
+        for changed in [spec, image, launch_spec, not_ready] {
+            assert_ne!(
+                template_wakes_workers(&changed),
+                base,
+                "{:?}",
+                changed.status
+            );
+        }
     }
 }

@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::GoDuration;
+use ccm_core::phase_machine::Timeouts;
 pub use ccm_core::{lead_time::LeadTime, scaling_schedule::ScalingSchedule};
 
 /// A recipe for CML workers on a cloud provider and the scaling policy for the fleet built from it.
@@ -595,6 +596,17 @@ pub struct Scaling {
     /// weekday evenings only; each window is provided for a lead time before it opens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ScalingSchedule>,
+}
+
+impl Scaling {
+    /// The timeouts of this template that the phase machine enforces.
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            launch: self.launch_timeout.as_std(),
+            ready: self.ready_timeout.as_std(),
+            drain: self.drain_timeout.as_std(),
+        }
+    }
 }
 
 fn default_scale_down_grace() -> GoDuration {

@@ -2,18 +2,16 @@
 //! limit (waiting for it outside the reconcile); its idempotency token is a function of the
 //! worker's UID and attempt, so a restart retries the same token and adopts by tag.
 
+use std::time::Duration;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use tracing::{debug, info};
 
-use super::observe::Observed;
+use super::{license::LicenseCall, observe::Observed};
 use crate::{
-    controller::{error::Error, fleet::provider_key, worker::WorkerContext},
-    controller::{events::EventSpec, reasons},
-    crd::{
-        LaunchStatus, Worker, WorkerPhase,
-        conditions::{self, ConditionType},
-    },
+    controller::{error::Error, fleet::provider_key, worker::context::WorkerContext},
+    crd::{LaunchStatus, Worker, WorkerPhase},
     phase_machine::{Plan, Step},
     provider::{
         CloudProvider, ErrorKind, ImageQuery, LaunchRequest, Launched, Provider, ProviderError,
@@ -21,65 +19,108 @@ use crate::{
     },
 };
 
-/// What acting changed.
-#[derive(Default)]
+/// What this reconcile did: the cloud step's outcome, and the licensing call made, if any.
 pub struct Acted {
-    pub launched: Option<Launched>,
-    pub launch: Option<LaunchStatus>,
-    pub phase: Option<WorkerPhase>,
-    /// Events worth recording beyond the plan's own.
-    pub events: Vec<EventSpec>,
-    pub error: Option<Error>,
-    /// The launch waits for its turn at the launch rate limit, this long: nothing was done.
-    pub queued: Option<std::time::Duration>,
-    /// The licensing call made, if any.
-    pub license: Option<super::license::LicenseCall>,
-    /// The launch waits for room under `--max-instances`: why.
-    pub capped: Option<String>,
+    pub cloud: Cloud,
+    pub license: Option<LicenseCall>,
 }
 
-impl Acted {
-    fn failed(error: Error) -> Acted {
-        Acted {
-            error: Some(error),
-            ..Acted::default()
+/// The plan's cloud step, taken or waiting for its turn.
+pub enum Turn {
+    /// The launch waits for its turn at the launch rate limit, this long: nothing was done.
+    Queued(Duration),
+    Taken(Cloud),
+}
+
+/// What the plan's cloud step came to.
+#[derive(Debug)]
+pub enum Cloud {
+    /// Nothing to record: no step, or a start, stop or terminate that the next observation shows.
+    Done,
+    /// The launch waits for room under `--max-instances`: why.
+    Capped(String),
+    /// An instance launched (or adopted by tag), and the launch as it is to be recorded.
+    Launched {
+        launched: Box<Launched>,
+        launch: LaunchStatus,
+    },
+    /// The launch failed: the launch as it is to be recorded (with the cloud's error in
+    /// `last_error`), and the error the reconcile ends with.
+    LaunchFailed { launch: LaunchStatus, error: Error },
+    /// A start, stop or terminate failed, or the instance is not this Worker's.
+    Failed(Error),
+}
+
+impl Cloud {
+    /// The error the step failed with, if it did.
+    pub fn error(&self) -> Option<&Error> {
+        match self {
+            Cloud::LaunchFailed { error, .. } | Cloud::Failed(error) => Some(error),
+            Cloud::Done | Cloud::Capped(_) | Cloud::Launched { .. } => None,
+        }
+    }
+
+    /// The error the reconcile ends with, if the step failed.
+    pub fn into_error(self) -> Option<Error> {
+        match self {
+            Cloud::LaunchFailed { error, .. } | Cloud::Failed(error) => Some(error),
+            Cloud::Done | Cloud::Capped(_) | Cloud::Launched { .. } => None,
+        }
+    }
+
+    /// The phase after this step, `planned` but for a launch: that moves the worker on at once,
+    /// its instance being provisioned.
+    pub fn phase(&self, planned: WorkerPhase) -> WorkerPhase {
+        match self {
+            Cloud::Launched { .. } => WorkerPhase::Provisioning,
+            _ => planned,
+        }
+    }
+
+    /// The launch's bookkeeping to record, when a launch was tried.
+    pub fn launch(&self) -> Option<&LaunchStatus> {
+        match self {
+            Cloud::Launched { launch, .. } | Cloud::LaunchFailed { launch, .. } => Some(launch),
+            Cloud::Done | Cloud::Capped(_) | Cloud::Failed(_) => None,
         }
     }
 }
 
-pub async fn act(worker: &Worker, ctx: &WorkerContext, plan: &Plan, observed: &Observed) -> Acted {
-    let Some((kind, region, provider)) = &observed.provider else {
-        return Acted::default();
+pub async fn act(worker: &Worker, ctx: &WorkerContext, plan: &Plan, observed: &Observed) -> Turn {
+    let Some(chosen) = &observed.provider else {
+        return Turn::Taken(Cloud::Done);
     };
     let instance_id = worker
         .status
         .as_ref()
         .and_then(|s| s.instance.as_ref())
-        .map(|i| i.id.clone());
-    let id = match (plan.step, &instance_id) {
+        .map(|i| i.id.as_str());
+    let id = match (plan.step, instance_id) {
         (Step::Launch { attempt }, _) => return launch(worker, ctx, observed, attempt).await,
         (Step::Start | Step::Stop | Step::Terminate, Some(id)) => id,
-        _ => return Acted::default(),
+        _ => return Turn::Taken(Cloud::Done),
     };
-    if let Err(e) = ensure_owned(worker, ctx, provider.as_ref(), id).await {
-        return Acted::failed(e);
+    let provider = chosen.provider.as_ref();
+    if let Err(e) = ensure_owned(worker, ctx, provider, id).await {
+        return Turn::Taken(Cloud::Failed(e));
     }
     let result = match plan.step {
         Step::Start => provider.start(id).await,
         Step::Stop => provider.stop(id).await,
         _ => provider.terminate(id).await,
     };
-    let key = provider_key(*kind, region.as_deref(), ctx.providers.default_region());
+    let region = chosen.region.as_deref();
+    let key = provider_key(chosen.kind, region, ctx.providers.default_region());
     ctx.fleet.touched(&key, id).await;
-    match result {
+    Turn::Taken(match result {
         // Already gone is what stop or terminate wanted; the next observation will say so.
         Ok(())
         | Err(ProviderError {
             kind: ErrorKind::NotFound,
             ..
-        }) => Acted::default(),
-        Err(e) => Acted::failed(e.into()),
-    }
+        }) => Cloud::Done,
+        Err(e) => Cloud::Failed(e.into()),
+    })
 }
 
 /// Before a start, stop or terminate: the instance must carry this cluster's tag and this
@@ -114,68 +155,43 @@ async fn ensure_owned(
     )))
 }
 
-/// A launch beyond `--max-instances` waits, saying so (`Some`: what to report instead of
+/// A launch beyond `--max-instances` waits, saying why (`Some`: what to report instead of
 /// launching); nothing is decided on a partial view.
-fn over_instance_cap(worker: &Worker, ctx: &WorkerContext, uid: &str) -> Option<Acted> {
+fn over_instance_cap(ctx: &WorkerContext, uid: &str) -> Option<String> {
     let Some(store) = ctx.worker_cache() else {
-        return Some(Acted {
-            capped: Some("waiting for the Worker cache before counting instances".into()),
-            ..Acted::default()
-        });
+        return Some("waiting for the Worker cache before counting instances".into());
     };
     let workers = store.state();
     let refs: Vec<&Worker> = workers.iter().map(|w| w.as_ref()).collect();
     ctx.instance_cap.permit(uid, &refs).err().map(|count| {
-        let message = format!(
+        format!(
             "{count} Workers hold or are launching instances: the cap --max-instances {} is \
              reached; this launch waits for one to go",
             ctx.instance_cap.max()
-        );
-        // One Event when the wait begins, not one per look.
-        let said = worker
-            .status
-            .as_ref()
-            .and_then(|s| conditions::find(&s.conditions, ConditionType::Launched))
-            .is_some_and(|c| c.reason == reasons::INSTANCE_CAP_REACHED);
-        let events = if said {
-            Vec::new()
-        } else {
-            vec![EventSpec::warning(
-                reasons::INSTANCE_CAP_REACHED,
-                "Reconcile",
-                message.clone(),
-            )]
-        };
-        Acted {
-            capped: Some(message),
-            events,
-            ..Acted::default()
-        }
+        )
     })
 }
 
-async fn launch(worker: &Worker, ctx: &WorkerContext, observed: &Observed, attempt: u32) -> Acted {
-    let (Some(template), Some((_, _, provider))) = (&observed.template, &observed.provider) else {
-        return Acted::default();
+async fn launch(worker: &Worker, ctx: &WorkerContext, observed: &Observed, attempt: u32) -> Turn {
+    let (Some(template), Some(chosen)) = (&observed.template, &observed.provider) else {
+        return Turn::Taken(Cloud::Done);
     };
     let Some(image_id) = template
         .status
         .as_ref()
         .and_then(|s| s.resolved_image_id.clone())
     else {
-        return Acted::default();
+        return Turn::Taken(Cloud::Done);
     };
+    let provider = &chosen.provider;
     let uid = worker.uid().unwrap_or_default();
-    if let Some(capped) = over_instance_cap(worker, ctx, &uid) {
-        return capped;
+    if let Some(why) = over_instance_cap(ctx, &uid) {
+        return Turn::Taken(Cloud::Capped(why));
     }
     let token = client_token(&uid, attempt);
     if let Some(wait) = provider.launch_turn(&token) {
         debug!(worker = %worker.name_any(), ?wait, "launch waits for its turn at the rate limit");
-        return Acted {
-            queued: Some(wait),
-            ..Acted::default()
-        };
+        return Turn::Queued(wait);
     }
     let status = worker.status.clone().unwrap_or_default();
     let mut launch = status.launch.clone().unwrap_or_default();
@@ -189,7 +205,7 @@ async fn launch(worker: &Worker, ctx: &WorkerContext, observed: &Observed, attem
     // The image's root device name shapes the block device mapping.
     let image = match provider.resolve_image(&ImageQuery::Id(image_id)).await {
         Ok(image) => image,
-        Err(e) => return launch_failed(launch, e),
+        Err(e) => return Turn::Taken(launch_failed(launch, e)),
     };
     let request = LaunchRequest {
         worker: WorkerIdentity {
@@ -202,47 +218,27 @@ async fn launch(worker: &Worker, ctx: &WorkerContext, observed: &Observed, attem
         spec: launch_spec(&template.spec, &image),
         attempt,
     };
-    match provider.launch(&request).await {
+    Turn::Taken(match provider.launch(&request).await {
         Ok(launched) => {
             info!(worker = %worker.name_any(), instance = %launched.instance.id, adopted = launched.adopted, "instance launched");
             launch.last_error = None;
-            let (reason, verb) = if launched.adopted {
-                (reasons::ADOPTED, "adopted")
-            } else {
-                (reasons::LAUNCHED, "launched")
-            };
-            let i = &launched.instance;
-            let message = format!(
-                "{verb} instance {} ({}) in {}",
-                i.id,
-                i.instance_type,
-                i.availability_zone.as_deref().unwrap_or("an unknown zone")
-            );
-            Acted {
-                launched: Some(launched),
-                launch: Some(launch),
-                phase: Some(WorkerPhase::Provisioning),
-                events: vec![EventSpec::normal(reason, "Reconcile", message)],
-                ..Acted::default()
+            Cloud::Launched {
+                launched: Box::new(launched),
+                launch,
             }
         }
         Err(e) => launch_failed(launch, e),
-    }
+    })
 }
 
-fn launch_failed(mut launch: LaunchStatus, e: ProviderError) -> Acted {
+fn launch_failed(mut launch: LaunchStatus, e: ProviderError) -> Cloud {
     launch.last_error = Some(e.to_string());
     // A transient failure may hide a launch that happened: keep the token so the retry reuses it.
     if e.kind != ErrorKind::Transient {
         launch.client_token = None;
     }
-    Acted {
-        launch: Some(launch),
-        events: vec![EventSpec::warning(
-            reasons::LAUNCH_FAILED,
-            "Reconcile",
-            e.to_string(),
-        )],
-        ..Acted::failed(e.into())
+    Cloud::LaunchFailed {
+        launch,
+        error: e.into(),
     }
 }

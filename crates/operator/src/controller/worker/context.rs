@@ -2,7 +2,7 @@
 
 use std::{ops::Deref, sync::Arc};
 
-use super::UnseenLaunches;
+use super::unseen::UnseenLaunches;
 use crate::{
     cml::{CmlApi, HttpCml},
     controller::{Context, fleet::FleetCache, secrets::SecretCache},

@@ -1,24 +1,18 @@
-//! The worker's Smart Licensing, in the reconcile's steps: the facts the phase machine decides
-//! on, the one licensing call it asks for, the `license` status and `Licensed` condition, and
-//! the Events of a seat that changes hands. The token is read only to register and never shown.
+//! The worker's Smart Licensing, in the reconcile's steps after observing (its facts are
+//! gathered in `observe::license`): the one licensing call the plan asks for, the `license`
+//! status and `Licensed` condition, and the Events of a seat that changes hands. The token is
+//! read only to register and never shown.
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::ResourceExt;
-use std::sync::Arc;
 
-use super::{WorkerContext, observe::Observed};
+use super::{context::WorkerContext, observe::Observed};
 use crate::{
-    cml::{
-        CmlReport, Deregistration, LicenseAnswer, LicenseReport, LicenseToken, LicenseTransport,
-        RegistrationRequest,
-    },
+    cml::{Deregistration, LicenseAnswer, LicenseToken, LicenseTransport, RegistrationRequest},
     control_plane::ScalingEvent,
     controller::{events::EventSpec, reasons},
     crd::{LicenseStatus, LicensingSpec, SeatState, Worker, WorkerPhase, WorkerTemplate},
-    licensing::{
-        self, Answer, LicenseFacts, LicenseNote, LicensePolicy, LicenseReason, LicenseSeen,
-        LicenseStep, LicenseView, NodeFeature,
-    },
+    licensing::{self, Answer, LicenseNote, LicenseReason, LicenseStep, LicenseView},
     phase_machine::Plan,
 };
 
@@ -26,101 +20,6 @@ use crate::{
 pub struct LicenseCall {
     pub step: LicenseStep,
     pub answer: Answer,
-}
-
-/// The template's licensing as the phase machine takes it.
-fn policy(template: &WorkerTemplate) -> Option<LicensePolicy> {
-    let l = template.spec.licensing.as_ref()?;
-    Some(LicensePolicy {
-        product: l.product(template.spec.license_type),
-        expansion_nodes: l.expansion_nodes,
-        registration_timeout: l.registration_timeout.as_std(),
-        deregistration_timeout: l.deregistration_timeout.as_std(),
-    })
-}
-
-/// What CML's `licensing` endpoint said in this probe.
-pub fn view(cml: Option<&(String, Result<CmlReport, crate::cml::CmlError>)>) -> LicenseView {
-    let report = match cml {
-        None => return LicenseView::NotAsked,
-        Some((_, Err(e))) => return LicenseView::Unknown { why: e.to_string() },
-        Some((_, Ok(r))) if !r.ready => return LicenseView::NotAsked,
-        Some((_, Ok(r))) => r,
-    };
-    match &report.license {
-        Some(l) => LicenseView::Seen(seen(l)),
-        None => {
-            let why = report
-                .failures
-                .iter()
-                .find(|f| f.endpoint == crate::cml::CmlEndpoint::Licensing)
-                .map_or_else(|| "licensing was not read".to_owned(), ToString::to_string);
-            LicenseView::Unknown { why }
-        }
-    }
-}
-
-fn seen(l: &LicenseReport) -> LicenseSeen {
-    LicenseSeen {
-        registration: l.registration.clone(),
-        authorization: l.authorization.clone(),
-        product: l.product.clone(),
-        failure: l.failure.clone(),
-        node_feature: l
-            .features
-            .iter()
-            .find(|f| f.is_node_count())
-            .map(|f| NodeFeature {
-                id: f.id.clone(),
-                in_use: f.in_use,
-            }),
-    }
-}
-
-/// The licensing facts: the template's policy, what CML said, the seat from status, and
-/// whether the seat budget lets a worker without a seat take one.
-pub fn facts(
-    worker: &Worker,
-    ctx: &WorkerContext,
-    template: Option<&WorkerTemplate>,
-    view: LicenseView,
-) -> LicenseFacts {
-    let status = worker.status.as_ref().and_then(|s| s.license.as_ref());
-    let mut facts = LicenseFacts {
-        policy: template.and_then(policy),
-        view,
-        seat: status.map(|s| s.seat).unwrap_or_default(),
-        registration_started_at: status
-            .and_then(|s| s.registration_started_at.as_ref().map(|t| t.0)),
-        deregistration_started_at: status
-            .and_then(|s| s.deregistration_started_at.as_ref().map(|t| t.0)),
-        retry_at: status.and_then(|s| s.retry_after.as_ref().map(|t| t.0)),
-        permit: true,
-    };
-    facts.permit = permit(worker, ctx, &facts);
-    facts
-}
-
-/// Asks the seat budget only for a worker about to register: a grant is remembered.
-fn permit(worker: &Worker, ctx: &WorkerContext, facts: &LicenseFacts) -> bool {
-    let (Some(policy), Some(uid)) = (&facts.policy, worker.uid()) else {
-        return true;
-    };
-    let registering = matches!(
-        worker.status.as_ref().and_then(|s| s.phase),
-        Some(WorkerPhase::Provisioning | WorkerPhase::Starting)
-    );
-    let unlicensed = matches!(&facts.view, LicenseView::Seen(s) if !s.licensed());
-    if !(registering && unlicensed && facts.seat_now() == SeatState::Free) {
-        return true;
-    }
-    let Some(store) = ctx.worker_cache() else {
-        return false;
-    };
-    let workers: Vec<Arc<Worker>> = store.state();
-    let refs: Vec<&Worker> = workers.iter().map(Arc::as_ref).collect();
-    ctx.seats
-        .permit(&uid, &policy.product, &refs, &ctx.templates)
 }
 
 /// Makes the licensing call the plan asks for, if any.
@@ -145,11 +44,16 @@ async fn answer(
     step: &LicenseStep,
     observed: &Observed,
 ) -> Result<Answer, String> {
-    let (Some((kind, target)), Some(template)) = (&observed.cml_target, &observed.template) else {
+    let (Some(target), Some(template), Some(chosen)) = (
+        observed.cml_target(),
+        &observed.template,
+        &observed.provider,
+    ) else {
         return Err("CML cannot be asked: the instance is not running".into());
     };
+    let kind = chosen.kind;
     let cml = ctx
-        .cml(*kind)
+        .cml(kind)
         .ok_or_else(|| format!("no CML client for provider {}", kind.as_str()))?;
     let answer = match step {
         LicenseStep::Register => {
@@ -262,10 +166,7 @@ pub fn status(
 ) -> Option<LicenseStatus> {
     let facts = &observed.facts.license;
     let now = observed.facts.now;
-    let report = match &observed.cml {
-        Some((_, Ok(r))) => r.license.as_ref(),
-        _ => None,
-    };
+    let report = observed.cml_report().and_then(|r| r.license.as_ref());
     if facts.policy.is_none() && old.is_none() && report.is_none() {
         return None;
     }
@@ -405,5 +306,301 @@ pub fn audit(worker: &Worker, next: &LicenseStatus, message: &str, now: Timestam
         time: Timestamp::from_second(now.as_second())
             .unwrap_or(now)
             .to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{
+        cml::{CmlReport, LicenseReport},
+        controller::worker::fixtures::{answered, at, observed, plan},
+        licensing::{COMPLETED, IN_COMPLIANCE, LicensePolicy, LicenseSeen},
+    };
+
+    /// What `status` decides from: the stored license status, the observation, the plan and
+    /// the licensing call made.
+    struct LicenseCase {
+        old: Option<LicenseStatus>,
+        observed: Observed,
+        plan: Plan,
+        call: Option<LicenseCall>,
+    }
+
+    impl LicenseCase {
+        /// A booting worker whose template manages licenses; no license status yet, CML not
+        /// asked, no call.
+        fn new() -> LicenseCase {
+            let mut observed = observed(WorkerPhase::Provisioning);
+            observed.facts.license.policy = Some(LicensePolicy {
+                product: "CML_Enterprise".into(),
+                expansion_nodes: None,
+                registration_timeout: Duration::from_secs(600),
+                deregistration_timeout: Duration::from_secs(120),
+            });
+            LicenseCase {
+                old: None,
+                observed,
+                plan: plan(WorkerPhase::Provisioning),
+                call: None,
+            }
+        }
+
+        /// The license status stored before, as `old` makes it from the default.
+        fn before(&mut self, old: fn(&mut LicenseStatus)) {
+            let mut s = LicenseStatus::default();
+            old(&mut s);
+            self.observed.facts.license.seat = s.seat;
+            self.old = Some(s);
+        }
+
+        fn called(&mut self, step: LicenseStep, answer: Answer) {
+            self.call = Some(LicenseCall { step, answer });
+        }
+
+        /// CML says it is registered and authorized.
+        fn cml_licensed(&mut self) {
+            self.observed.facts.license.view = LicenseView::Seen(LicenseSeen {
+                registration: Some(COMPLETED.into()),
+                authorization: Some(IN_COMPLIANCE.into()),
+                ..LicenseSeen::default()
+            });
+        }
+    }
+
+    /// What the table checks of a license status; times in seconds (minutes for the clocks)
+    /// from the fixtures' now.
+    #[derive(Debug, Default, PartialEq)]
+    struct Seen<'a> {
+        seat: SeatState,
+        attempts: u32,
+        retry_in_secs: Option<i64>,
+        registering_since_minute: Option<i64>,
+        deregistering_since_minute: Option<i64>,
+        registration: Option<&'a str>,
+        product_instance: Option<&'a str>,
+    }
+
+    fn seen(s: &LicenseStatus) -> Seen<'_> {
+        let now = at(0);
+        let minute = |t: &Option<Time>| t.as_ref().map(|t| t.0.duration_since(now).as_secs() / 60);
+        Seen {
+            seat: s.seat,
+            attempts: s.attempts,
+            retry_in_secs: s
+                .retry_after
+                .as_ref()
+                .map(|t| t.0.duration_since(now).as_secs()),
+            registering_since_minute: minute(&s.registration_started_at),
+            deregistering_since_minute: minute(&s.deregistration_started_at),
+            registration: s.registration.as_deref(),
+            product_instance: s.product_instance_id.as_deref(),
+        }
+    }
+
+    #[test]
+    fn the_license_status_keeps_what_cml_said_the_seat_its_clocks_and_the_backoff() {
+        type Row = (&'static str, fn(&mut LicenseCase), Option<Seen<'static>>);
+        let rows: &[Row] = &[
+            (
+                "no licensing, no seat and no report: no license status",
+                |c| c.observed.facts.license.policy = None,
+                None,
+            ),
+            (
+                "a managed worker has one before CML says anything",
+                |_| {},
+                Some(Seen::default()),
+            ),
+            (
+                "CML's report is recorded, keeping the identity it did not repeat",
+                |c| {
+                    c.observed.facts.license.policy = None;
+                    c.before(|s| s.product_instance_id = Some("pi-1".into()));
+                    c.observed.cml = answered(CmlReport {
+                        ready: true,
+                        license: Some(LicenseReport {
+                            registration: Some(COMPLETED.into()),
+                            ..LicenseReport::default()
+                        }),
+                        ..CmlReport::default()
+                    });
+                },
+                Some(Seen {
+                    registration: Some(COMPLETED),
+                    product_instance: Some("pi-1"),
+                    ..Seen::default()
+                }),
+            ),
+            (
+                "a registration request takes the seat, counts and backs off",
+                |c| c.called(LicenseStep::Register, Answer::Accepted),
+                Some(Seen {
+                    seat: SeatState::Registering,
+                    attempts: 1,
+                    retry_in_secs: Some(5),
+                    registering_since_minute: Some(0),
+                    ..Seen::default()
+                }),
+            ),
+            (
+                "another request backs off longer; the registration began with the first",
+                |c| {
+                    c.before(|s| {
+                        s.seat = SeatState::Registering;
+                        s.attempts = 1;
+                        s.registration_started_at = Some(Time(at(-1)));
+                    });
+                    c.called(LicenseStep::Register, Answer::Busy);
+                },
+                Some(Seen {
+                    seat: SeatState::Registering,
+                    attempts: 2,
+                    retry_in_secs: Some(10),
+                    registering_since_minute: Some(-1),
+                    ..Seen::default()
+                }),
+            ),
+            (
+                "a registration under way without a call keeps its backoff",
+                |c| {
+                    c.before(|s| {
+                        s.seat = SeatState::Registering;
+                        s.attempts = 2;
+                        s.retry_after = Some(Time(at(1)));
+                        s.registration_started_at = Some(Time(at(-5)));
+                    });
+                },
+                Some(Seen {
+                    seat: SeatState::Registering,
+                    attempts: 2,
+                    retry_in_secs: Some(60),
+                    registering_since_minute: Some(-5),
+                    ..Seen::default()
+                }),
+            ),
+            (
+                "a seat held ends the backoff and the registration clock",
+                |c| {
+                    c.before(|s| {
+                        s.seat = SeatState::Registering;
+                        s.attempts = 3;
+                        s.retry_after = Some(Time(at(1)));
+                        s.registration_started_at = Some(Time(at(-5)));
+                    });
+                    c.cml_licensed();
+                },
+                Some(Seen {
+                    seat: SeatState::Held,
+                    ..Seen::default()
+                }),
+            ),
+            (
+                "outside a boot no registration clock runs",
+                |c| {
+                    c.before(|s| {
+                        s.seat = SeatState::Registering;
+                        s.registration_started_at = Some(Time(at(-5)));
+                    });
+                    c.plan.phase = WorkerPhase::Running;
+                },
+                Some(Seen {
+                    seat: SeatState::Registering,
+                    ..Seen::default()
+                }),
+            ),
+            (
+                "a failed boot keeps its registration clock",
+                |c| {
+                    c.before(|s| {
+                        s.seat = SeatState::Registering;
+                        s.registration_started_at = Some(Time(at(-5)));
+                    });
+                    c.plan.phase = WorkerPhase::Failed;
+                },
+                Some(Seen {
+                    seat: SeatState::Registering,
+                    registering_since_minute: Some(-5),
+                    ..Seen::default()
+                }),
+            ),
+            (
+                "a deregistration counts its attempts afresh",
+                |c| {
+                    c.before(|s| {
+                        s.seat = SeatState::Held;
+                        s.attempts = 3;
+                    });
+                    c.plan.phase = WorkerPhase::Draining;
+                    c.plan.license.deregistration_started_at = Some(at(0));
+                    c.called(LicenseStep::Deregister, Answer::Busy);
+                },
+                Some(Seen {
+                    seat: SeatState::Deregistering,
+                    attempts: 1,
+                    retry_in_secs: Some(5),
+                    deregistering_since_minute: Some(0),
+                    ..Seen::default()
+                }),
+            ),
+            (
+                "a deregistration under way goes on counting",
+                |c| {
+                    c.before(|s| {
+                        s.seat = SeatState::Deregistering;
+                        s.attempts = 1;
+                        s.deregistration_started_at = Some(Time(at(-2)));
+                    });
+                    c.plan.phase = WorkerPhase::Draining;
+                    c.plan.license.deregistration_started_at = Some(at(-2));
+                    c.called(LicenseStep::Deregister, Answer::Busy);
+                },
+                Some(Seen {
+                    seat: SeatState::Deregistering,
+                    attempts: 2,
+                    retry_in_secs: Some(10),
+                    deregistering_since_minute: Some(-2),
+                    ..Seen::default()
+                }),
+            ),
+            (
+                "a seat given back is free, and the plan's deregistration clock ends",
+                |c| {
+                    c.before(|s| {
+                        s.seat = SeatState::Deregistering;
+                        s.attempts = 1;
+                        s.deregistration_started_at = Some(Time(at(-2)));
+                    });
+                    c.plan.phase = WorkerPhase::Stopping;
+                    c.called(LicenseStep::Deregister, Answer::Freed);
+                },
+                Some(Seen {
+                    seat: SeatState::Free,
+                    attempts: 2,
+                    retry_in_secs: Some(10),
+                    ..Seen::default()
+                }),
+            ),
+            (
+                "a stop that goes on unconfirmed leaves the seat maybe held",
+                |c| {
+                    c.before(|s| s.seat = SeatState::Deregistering);
+                    c.plan.phase = WorkerPhase::Stopping;
+                    c.plan.license.seat_may_be_held = true;
+                },
+                Some(Seen {
+                    seat: SeatState::MayBeHeld,
+                    ..Seen::default()
+                }),
+            ),
+        ];
+        for (name, arrange, expected) in rows {
+            let mut c = LicenseCase::new();
+            arrange(&mut c);
+            let got = status(c.old.as_ref(), &c.observed, &c.plan, c.call.as_ref());
+            assert_eq!(got.as_ref().map(seen), *expected, "{name}");
+        }
     }
 }

@@ -7,6 +7,8 @@
 mod act;
 mod context;
 mod events;
+#[cfg(test)]
+mod fixtures;
 mod license;
 mod observe;
 mod remotes;
@@ -30,6 +32,8 @@ use kube::{
 use serde_json::json;
 use tracing::warn;
 
+use act::{Acted, Cloud, Turn};
+
 use super::{
     error::{Error, Result},
     status::{apply_status, as_stored},
@@ -37,10 +41,10 @@ use super::{
 use crate::{
     controller::events::EventSpec,
     crd::{
-        Worker, WorkerStatus, WorkerTemplate,
+        Worker, WorkerStatus,
         conditions::{self, ConditionType, NewCondition, Stamp},
     },
-    phase_machine::{Recheck, Step, plan},
+    phase_machine::{Plan, Recheck, Step, plan},
 };
 
 pub const FINALIZER: &str = "ccm.dev/terminate-instance";
@@ -62,25 +66,6 @@ pub fn wakes_reconcile(worker: &Worker) -> Option<u64> {
     Some(h.finish())
 }
 
-/// What in a WorkerTemplate its workers read, so what is worth waking them all when it changes:
-/// its spec (generation), its deletion, its resolved image and launch spec, and its Ready
-/// condition. Not the autoscaler's counts, which change with every worker: waking every worker
-/// on each would cost O(workers²) while a fleet comes up.
-pub fn template_wakes_workers(template: &WorkerTemplate) -> Option<u64> {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    template.metadata.generation.hash(&mut h);
-    template.metadata.deletion_timestamp.is_some().hash(&mut h);
-    if let Some(s) = &template.status {
-        s.observed_generation.hash(&mut h);
-        s.resolved_image_id.hash(&mut h);
-        s.launch_spec_hash.hash(&mut h);
-        if let Some(c) = conditions::find(&s.conditions, ConditionType::Ready) {
-            (&c.status, &c.reason, &c.message).hash(&mut h);
-        }
-    }
-    Some(h.finish())
-}
-
 pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<WorkerContext>) -> Result<Action> {
     let namespace = worker
         .namespace()
@@ -98,30 +83,20 @@ pub async fn reconcile(worker: Arc<Worker>, ctx: Arc<WorkerContext>) -> Result<A
 
     let observed = observe_or_record(api, &worker, &ctx).await?;
     let plan = plan(&observed.facts);
-    let mut acted = act::act(&worker, &ctx, &plan, &observed).await;
-    if let Some(wait) = acted.queued {
+    let cloud = match act::act(&worker, &ctx, &plan, &observed).await {
+        Turn::Taken(cloud) => cloud,
         // Nothing changed: no write, no Event; back when the launch's turn is due.
-        return Ok(Action::requeue(wait));
-    }
-    acted.license = license::call(&worker, &ctx, &plan, &observed).await;
-    let mut next = status::next(&worker, &observed, &plan, &acted);
-    let sync_retry = if plan.step == Step::Release {
-        None
-    } else {
-        remotes::push(&worker, &observed, &mut next, &ctx).await
+        Turn::Queued(wait) => return Ok(Action::requeue(wait)),
     };
+    let license = license::call(&worker, &ctx, &plan, &observed).await;
+    let acted = Acted { cloud, license };
+    let mut next = status::next(&worker, &observed, &plan, &acted);
+    let sync_retry = sync(&worker, &observed, &plan, &mut next, &ctx).await;
     let next = write_status(api, &worker, &ctx, &uid, next, &acted).await?;
     account_for_seat(&worker, &ctx, &uid, &next);
-    if let Some((reason, _)) = &plan.event {
-        ctx.metrics.transition(reason.as_str());
-    }
-    events::publish(
-        &ctx,
-        &worker,
-        events::decide(&worker, &observed, &plan, &acted, &next),
-    )
-    .await;
-    if let Some(e) = acted.error {
+    let events = events::decide(&worker, &observed, &plan, &acted, &next);
+    announce(&ctx, &worker, &plan, events).await;
+    if let Some(e) = acted.cloud.into_error() {
         return Err(e);
     }
     if plan.step == Step::Release {
@@ -168,6 +143,29 @@ async fn observe_or_record(
     observed
 }
 
+/// Pushes the worker's record to the remotes, setting `Synced` in `next`: how soon to retry one
+/// that does not hold it. A released worker's records go with it instead.
+async fn sync(
+    worker: &Worker,
+    observed: &observe::Observed,
+    plan: &Plan,
+    next: &mut WorkerStatus,
+    ctx: &WorkerContext,
+) -> Option<Duration> {
+    if plan.step == Step::Release {
+        return None;
+    }
+    remotes::push(worker, observed, next, ctx).await
+}
+
+/// Counts the plan's transition and publishes the reconcile's Events.
+async fn announce(ctx: &WorkerContext, worker: &Worker, plan: &Plan, events: Vec<EventSpec>) {
+    if let Some((reason, _)) = &plan.event {
+        ctx.metrics.transition(reason.as_str());
+    }
+    events::publish(ctx, worker, events).await;
+}
+
 /// Writes `next` if it differs from the stored status; returns it as stored.
 async fn write_status(
     api: impl Fn() -> Api<Worker>,
@@ -175,7 +173,7 @@ async fn write_status(
     ctx: &WorkerContext,
     uid: &str,
     next: WorkerStatus,
-    acted: &act::Acted,
+    acted: &Acted,
 ) -> Result<WorkerStatus> {
     // Most reconciles change nothing: only a status that differs pays for the round trip.
     let next = if worker.status.as_ref() == Some(&next) {
@@ -185,7 +183,7 @@ async fn write_status(
     };
     if worker.status.as_ref() != Some(&next) {
         apply_status(&api(), worker, &next).await?;
-        if let Some(launched) = &acted.launched {
+        if let Cloud::Launched { launched, .. } = &acted.cloud {
             ctx.unseen_launches.wrote(uid, &launched.instance.id);
         }
     }
@@ -319,88 +317,9 @@ mod tests {
     use crate::crd::{WorkerPhase, WorkerStatus};
 
     fn worker() -> Worker {
-        let mut w: Worker = serde_json::from_value(json!({
-            "apiVersion": "ccm.dev/v1alpha1", "kind": "Worker",
-            "metadata": {"name": "w1", "namespace": "ns", "generation": 1},
-            "spec": {"templateRef": {"name": "t"}}
-        }))
-        .expect("worker");
+        let mut w = fixtures::worker(WorkerStatus::default());
         w.metadata.finalizers = Some(vec![FINALIZER.into()]);
         w
-    }
-
-    fn ready_template() -> WorkerTemplate {
-        let mut t: WorkerTemplate = serde_json::from_value(json!({
-            "apiVersion": "ccm.dev/v1alpha1", "kind": "WorkerTemplate",
-            "metadata": {"name": "t", "namespace": "ns", "generation": 1},
-            "spec": {
-                "instanceType": "m5zn.metal", "image": {"id": "ami-1"},
-                "capacity": {"cpuCores": 48, "memoryGiB": 192, "storageGiB": 500, "maxNodes": 20},
-                "licenseType": "Enterprise", "scaling": {"maxWorkers": 3}
-            }
-        }))
-        .expect("template");
-        let mut status = crate::crd::WorkerTemplateStatus {
-            observed_generation: Some(1),
-            resolved_image_id: Some("ami-1".into()),
-            launch_spec_hash: Some("h1".into()),
-            ..Default::default()
-        };
-        let now = k8s_openapi::jiff::Timestamp::from_second(1_800_000_000).expect("time");
-        let ready = NewCondition::new(ConditionType::Ready, true, "ImageResolved", "ami-1");
-        let stamp = Stamp {
-            generation: Some(1),
-            now,
-        };
-        conditions::set(&mut status.conditions, ready, stamp);
-        t.status = Some(status);
-        t
-    }
-
-    #[test]
-    fn the_autoscalers_counts_do_not_wake_a_templates_workers_but_what_they_read_does() {
-        let before = ready_template();
-        let base = template_wakes_workers(&before);
-
-        let mut counted = before.clone();
-        let status = counted.status.as_mut().expect("status");
-        status.workers = Some(crate::crd::WorkerCounts {
-            total: 10_000,
-            running: 9_000,
-            ..Default::default()
-        });
-        status.desired_workers = Some(10_000);
-        counted.metadata.resource_version = Some("42".into());
-        assert_eq!(template_wakes_workers(&counted), base);
-
-        let mut spec = before.clone();
-        spec.metadata.generation = Some(2);
-        let mut image = before.clone();
-        image.status.as_mut().expect("status").resolved_image_id = Some("ami-2".into());
-        let mut launch_spec = before.clone();
-        launch_spec
-            .status
-            .as_mut()
-            .expect("status")
-            .launch_spec_hash = Some("h2".into());
-        let mut not_ready = before.clone();
-        let now = k8s_openapi::jiff::Timestamp::from_second(1_800_000_100).expect("time");
-        conditions::set(
-            &mut not_ready.status.as_mut().expect("status").conditions,
-            NewCondition::new(ConditionType::Ready, false, "ImageNotFound", "no image"),
-            Stamp {
-                generation: Some(1),
-                now,
-            },
-        );
-        for changed in [spec, image, launch_spec, not_ready] {
-            assert_ne!(
-                template_wakes_workers(&changed),
-                base,
-                "{:?}",
-                changed.status
-            );
-        }
     }
 
     #[test]

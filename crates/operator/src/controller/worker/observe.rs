@@ -1,5 +1,7 @@
 //! Observe: gather what the phase machine needs from Kubernetes, the cloud and CML.
 
+mod license;
+
 use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
@@ -8,11 +10,10 @@ use kube::ResourceExt;
 use crate::{
     cml::{CertificateFingerprint, CmlError, CmlErrorKind, CmlReport, CmlTarget, TlsPolicy},
     control_plane::WorkerCapacity,
-    controller::worker::license,
     controller::{
         error::Result,
         fleet::{Freshness, provider_key},
-        worker::WorkerContext,
+        worker::context::WorkerContext,
     },
     crd::{
         CertificateTrust, CmlAccess, DesiredState, ProviderKind, SKIP_DRAIN_ANNOTATION,
@@ -32,20 +33,48 @@ pub struct Observed {
     pub facts: WorkerFacts,
     pub template: Option<Arc<WorkerTemplate>>,
     /// The provider the worker's instance lives in (or will).
-    pub provider: Option<(ProviderKind, Option<String>, Arc<Provider>)>,
-    pub cml: Option<(String, Result<CmlReport, CmlError>)>,
-    /// Where CML was asked, for the licensing call the plan may ask for.
-    pub cml_target: Option<(ProviderKind, CmlTarget)>,
+    pub provider: Option<ChosenProvider>,
+    /// CML's answer, when the instance runs and CML was asked.
+    pub cml: Option<ProbedCml>,
     /// The Control Plane API's view of the worker's usage, when it was asked: `Ok(None)` when
     /// it does not know the worker.
     pub usage: Option<Result<Option<WorkerCapacity>, RemoteError>>,
 }
 
-/// [`Observed::provider`]: the provider's kind, its region, and the provider.
-type ChosenProvider = (ProviderKind, Option<String>, Arc<Provider>);
+impl Observed {
+    /// CML's report, when it answered.
+    pub fn cml_report(&self) -> Option<&CmlReport> {
+        self.cml.as_ref().and_then(|c| c.answer.as_ref().ok())
+    }
 
-/// [`Observed::cml`]: the endpoint asked, and its answer.
-type CmlAnswer = (String, Result<CmlReport, CmlError>);
+    /// The probe's request, with its TLS policy, when one was sent: where a licensing call goes.
+    pub fn cml_target(&self) -> Option<&CmlTarget> {
+        self.cml.as_ref().and_then(|c| c.target.as_ref())
+    }
+
+    /// Why CML could not be asked or did not answer, when it was probed and failed.
+    pub fn cml_error(&self) -> Option<&CmlError> {
+        self.cml.as_ref().and_then(|c| c.answer.as_ref().err())
+    }
+}
+
+/// The provider the worker's instance lives in (or will), and where.
+pub struct ChosenProvider {
+    pub kind: ProviderKind,
+    /// The region asked for; `None` is the provider's default.
+    pub region: Option<String>,
+    pub provider: Arc<Provider>,
+}
+
+/// One probe of the worker's CML.
+pub struct ProbedCml {
+    /// The endpoint asked; empty when the instance has no address to ask.
+    pub endpoint: String,
+    pub answer: Result<CmlReport, CmlError>,
+    /// The request as sent, with its credentials and TLS policy, for the licensing call the
+    /// plan may ask for; `None` when it could not be built.
+    pub target: Option<CmlTarget>,
+}
 
 pub async fn observe(worker: &Worker, ctx: &WorkerContext) -> Result<Observed> {
     let namespace = worker.namespace().unwrap_or_default();
@@ -64,7 +93,7 @@ pub async fn observe(worker: &Worker, ctx: &WorkerContext) -> Result<Observed> {
 
     let running = matches!(&instance, InstanceFacts::Seen(i) if i.state == InstanceState::Running);
     let trusted = trusted_certificates(worker, &instance);
-    let ((cml, cml_target), usage) = tokio::join!(
+    let (cml, usage) = tokio::join!(
         probe_if_running(
             ctx,
             &namespace,
@@ -108,7 +137,6 @@ pub async fn observe(worker: &Worker, ctx: &WorkerContext) -> Result<Observed> {
         template,
         provider,
         cml,
-        cml_target,
         usage,
     })
 }
@@ -126,7 +154,11 @@ async fn which_provider(
         (None, None) => return Ok(None),
     };
     let provider = ctx.providers.get(kind, region.as_deref()).await?;
-    Ok(Some((kind, region, provider)))
+    Ok(Some(ChosenProvider {
+        kind,
+        region,
+        provider,
+    }))
 }
 
 /// The recorded instance as the fleet cache sees it.
@@ -136,15 +168,19 @@ async fn instance_facts(
     status: &WorkerStatus,
     provider: Option<&ChosenProvider>,
 ) -> Result<InstanceFacts> {
-    let (Some(rec), Some((kind, region, p))) = (status.instance.as_ref(), provider) else {
+    let (Some(rec), Some(chosen)) = (status.instance.as_ref(), provider) else {
         return Ok(InstanceFacts::NotLaunched);
     };
-    let key = provider_key(*kind, region.as_deref(), ctx.providers.default_region());
+    let key = provider_key(
+        chosen.kind,
+        chosen.region.as_deref(),
+        ctx.providers.default_region(),
+    );
     let seen = ctx
         .fleet
         .instance(
             &key,
-            p.as_ref(),
+            chosen.provider.as_ref(),
             &ctx.settings.cluster_id,
             &rec.id,
             freshness(worker, status),
@@ -164,13 +200,12 @@ async fn probe_if_running(
     template: Option<&WorkerTemplate>,
     provider: Option<&ChosenProvider>,
     trusted: &Trusted,
-) -> (Option<CmlAnswer>, Option<(ProviderKind, CmlTarget)>) {
+) -> Option<ProbedCml> {
     match (instance, template, provider) {
-        (InstanceFacts::Seen(i), Some(t), Some((kind, _, _))) if running => {
-            let (answer, target) = probe_cml(ctx, namespace, t, *kind, i, trusted).await;
-            (Some(answer), target.map(|t| (*kind, t)))
+        (InstanceFacts::Seen(i), Some(t), Some(chosen)) if running => {
+            Some(probe_cml(ctx, namespace, t, chosen.kind, i, trusted).await)
         }
-        _ => (None, None),
+        _ => None,
     }
 }
 
@@ -210,14 +245,14 @@ fn platform_facts(
     }
 }
 
-fn cml_facts(cml: Option<&CmlAnswer>) -> CmlFacts {
-    match cml {
+fn cml_facts(cml: Option<&ProbedCml>) -> CmlFacts {
+    match cml.map(|c| &c.answer) {
         None => CmlFacts::NotProbed,
-        Some((_, Ok(r))) if r.ready => CmlFacts::Ready {
+        Some(Ok(r)) if r.ready => CmlFacts::Ready {
             running_nodes: r.running_nodes,
         },
-        Some((_, Ok(_))) => CmlFacts::NotReady,
-        Some((_, Err(e))) => CmlFacts::Unreachable {
+        Some(Ok(_)) => CmlFacts::NotReady,
+        Some(Err(e)) => CmlFacts::Unreachable {
             message: e.to_string(),
         },
     }
@@ -248,7 +283,7 @@ fn freshness(worker: &Worker, status: &WorkerStatus) -> Freshness {
 }
 
 fn template_readiness(t: &WorkerTemplate) -> TemplateFacts {
-    let timeouts = crate::controller::overdue::timeouts(t);
+    let timeouts = t.spec.scaling.timeouts();
     let Some(status) = &t.status else {
         return TemplateFacts::Unresolved(timeouts);
     };
@@ -276,15 +311,14 @@ async fn probe_cml(
     kind: ProviderKind,
     instance: &Instance,
     trusted: &Trusted,
-) -> (CmlAnswer, Option<CmlTarget>) {
-    let ((endpoint, report), target) =
-        ask_cml(ctx, namespace, template, kind, instance, trusted).await;
-    ctx.metrics.cml_probed(match &report {
+) -> ProbedCml {
+    let probe = ask_cml(ctx, namespace, template, kind, instance, trusted).await;
+    ctx.metrics.cml_probed(match &probe.answer {
         Ok(r) if r.failures.is_empty() => "ok",
         Ok(_) => "degraded",
         Err(e) => e.kind.label(),
     });
-    ((endpoint, report), target)
+    probe
 }
 
 /// Asks the worker's CML API; failures to even build the request become facts too.
@@ -295,30 +329,39 @@ async fn ask_cml(
     kind: ProviderKind,
     instance: &Instance,
     trusted: &Trusted,
-) -> (CmlAnswer, Option<CmlTarget>) {
+) -> ProbedCml {
+    let failed = |endpoint, e| ProbedCml {
+        endpoint,
+        answer: Err(e),
+        target: None,
+    };
     let access = &template.spec.cml;
     let endpoint = match cml_endpoint(ctx, access, kind, instance) {
         Ok(endpoint) => endpoint,
-        Err(e) => return ((String::new(), Err(e)), None),
+        Err(e) => return failed(String::new(), e),
     };
     let target = match cml_target(ctx, namespace, access, &endpoint, instance, trusted).await {
         Ok(target) => target,
-        Err(e) => return ((endpoint, Err(e)), None),
+        Err(e) => return failed(endpoint, e),
     };
-    let report = match ctx.cml(kind) {
+    let answer = match ctx.cml(kind) {
         Some(cml) => cml.probe(&target).await,
         None => Err(CmlError::new(
             CmlErrorKind::Unreachable,
             ProviderUnavailable("simulated").to_string(),
         )),
     };
-    if let (Err(e), Some(r)) = (&report, &access.credentials_secret_ref)
+    if let (Err(e), Some(r)) = (&answer, &access.credentials_secret_ref)
         && e.kind == CmlErrorKind::Unauthorized
     {
         // The Secret may have been fixed or rotated since it was read.
         ctx.secrets.forget(namespace, &r.name);
     }
-    ((endpoint, report), Some(target))
+    ProbedCml {
+        endpoint,
+        answer,
+        target: Some(target),
+    }
 }
 
 fn cml_endpoint(

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::observe::Observed;
 use crate::{
-    controller::{reasons, worker::WorkerContext},
+    controller::{reasons, worker::context::WorkerContext},
     crd::{
         Worker, WorkerStatus,
         conditions::{self, ConditionType, NewCondition, Stamp},

@@ -5,7 +5,10 @@ use std::borrow::Cow;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::ResourceExt;
 
-use super::{act::Acted, observe::Observed};
+use super::{
+    act::{Acted, Cloud},
+    observe::Observed,
+};
 use crate::{
     cml::{CmlReport, TlsPolicy},
     controller::reasons,
@@ -24,7 +27,7 @@ fn instance_status(
     observed: &Observed,
 ) -> InstanceStatus {
     let (kind, region) = match &observed.provider {
-        Some((kind, region, _)) => (Some(*kind), region.clone()),
+        Some(chosen) => (Some(chosen.kind), chosen.region.clone()),
         None => (None, None),
     };
     InstanceStatus {
@@ -49,12 +52,12 @@ fn instance_status(
 pub fn next(worker: &Worker, observed: &Observed, plan: &Plan, acted: &Acted) -> WorkerStatus {
     let no_status = WorkerStatus::default();
     let old = worker.status.as_ref().unwrap_or(&no_status);
-    let phase = acted.phase.unwrap_or(plan.phase);
+    let phase = acted.cloud.phase(plan.phase);
     let mut s = old.clone();
     s.phase = Some(phase);
     s.observed_generation = worker.metadata.generation;
     s.drain_started_at = plan.drain_started_at.map(Time);
-    if let Some(launch) = &acted.launch {
+    if let Some(launch) = acted.cloud.launch() {
         s.launch = Some(launch.clone());
     }
     let launched_at = s
@@ -147,31 +150,33 @@ fn record_instance(
     acted: &Acted,
     template_hash: Option<&str>,
 ) {
-    match (&acted.launched, &observed.facts.instance) {
-        (Some(l), _) => {
-            s.instance = Some(instance_status(&l.instance, None, observed));
-            s.launch_spec_hash = template_hash.map(str::to_owned);
-        }
-        (None, InstanceFacts::Seen(i)) => {
+    if let Cloud::Launched { launched, .. } = &acted.cloud {
+        s.instance = Some(instance_status(&launched.instance, None, observed));
+        s.launch_spec_hash = template_hash.map(str::to_owned);
+        return;
+    }
+    match &observed.facts.instance {
+        InstanceFacts::Seen(i) => {
             s.instance = Some(instance_status(i, old.instance.as_ref(), observed))
         }
-        (None, InstanceFacts::Missing { .. }) => {
+        InstanceFacts::Missing { .. } => {
             if let Some(rec) = s.instance.as_mut() {
                 rec.state = Some("not-found".into());
                 rec.public_ip = None;
             }
         }
-        (None, InstanceFacts::NotLaunched) => {}
+        InstanceFacts::NotLaunched => {}
     }
 }
 
 /// What CML said in this reconcile's probe; `None` when it was not probed.
 fn cml_status(old: &WorkerStatus, observed: &Observed) -> Option<CmlStatus> {
-    let (endpoint, result) = observed.cml.as_ref()?;
+    let probe = observed.cml.as_ref()?;
+    let endpoint = &probe.endpoint;
     let now = observed.facts.now;
     let no_cml = CmlStatus::default();
     let previous = old.cml.as_ref().unwrap_or(&no_cml);
-    let mut probed = match result {
+    let mut probed = match &probe.answer {
         Ok(r) => CmlStatus {
             endpoint: Some(endpoint.clone()),
             version: r.version.clone(),
@@ -209,7 +214,7 @@ fn certificate(
     observed: &Observed,
     report: &CmlReport,
 ) -> Option<CertificateStatus> {
-    let Some((_, target)) = &observed.cml_target else {
+    let Some(target) = observed.cml_target() else {
         return previous.cloned();
     };
     let trust = match &target.tls {
@@ -231,7 +236,7 @@ fn certificate(
 /// `Launched`: the instance, or why there is none.
 fn launched(s: &WorkerStatus, acted: &Acted) -> NewCondition {
     let last_error = s.launch.as_ref().and_then(|l| l.last_error.as_ref());
-    if let (None, Some(why)) = (&s.instance, &acted.capped) {
+    if let (None, Cloud::Capped(why)) = (&s.instance, &acted.cloud) {
         return NewCondition::new(
             ConditionType::Launched,
             false,
@@ -265,9 +270,8 @@ fn ready(
             message,
         ))
     };
-    let cml_ready =
-        s.cml.as_ref().is_some_and(|c| c.ready) && matches!(observed.cml, Some((_, Ok(_))));
-    if let Some(e) = &acted.error {
+    let cml_ready = s.cml.as_ref().is_some_and(|c| c.ready) && observed.cml_report().is_some();
+    if let Some(e) = acted.cloud.error() {
         return not_ready(e.category().into(), e.to_string());
     }
     if phase == WorkerPhase::Running && cml_ready {
@@ -283,7 +287,7 @@ fn ready(
     if let Some((reason, message)) = &plan.event {
         return not_ready(reason.as_str().into(), message.clone());
     }
-    if let Some((_, Err(e))) = &observed.cml {
+    if let Some(e) = observed.cml_error() {
         return not_ready(e.kind.as_str().into(), e.message.clone());
     }
     if phase == WorkerPhase::Draining
@@ -307,12 +311,7 @@ fn ready(
 
 /// `CmlDegraded`: what a ready CML could not tell, so that those fields read as unknown.
 fn cml_degraded(observed: &Observed) -> Option<NewCondition> {
-    let Some((_, Ok(report))) = &observed.cml else {
-        return None;
-    };
-    if !report.ready {
-        return None;
-    }
+    let report = observed.cml_report().filter(|r| r.ready)?;
     let (degraded, reason, message): (bool, Cow<'static, str>, String) =
         match report.failures.as_slice() {
             [] => (
@@ -401,10 +400,7 @@ fn usage(old: &WorkerStatus, observed: &Observed) -> Option<UsageStatus> {
         }
         None => {}
     }
-    let nodes = match &observed.cml {
-        Some((_, Ok(r))) => r.running_nodes,
-        _ => None,
-    };
+    let nodes = observed.cml_report().and_then(|r| r.running_nodes);
     let busy = |nodes: Option<u32>, u: &UsageStatus| {
         nodes.is_some_and(|n| n > 0)
             || u.running_instances.is_some_and(|n| n > 0)
@@ -446,9 +442,158 @@ pub fn name(worker: &Worker) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        cml::CmlErrorKind,
+        controller::{error::Error, worker::fixtures::*},
+        licensing::{LicenseNote, LicenseReason},
+        phase_machine::Reason,
+    };
 
-    fn at(minute: i64) -> Timestamp {
-        Timestamp::from_second(1_800_000_000 + minute * 60).expect("time")
+    /// CML answered ready in this probe, and the status says so.
+    fn cml_ready(c: &mut Reconcile) {
+        c.observed.cml = answered(ready_cml());
+        c.next.cml = Some(CmlStatus {
+            ready: true,
+            version: Some("2.9.0".into()),
+            ..CmlStatus::default()
+        });
+    }
+
+    fn note(c: &mut Reconcile, licensed: bool, reason: LicenseReason, message: &str) {
+        c.plan.license.note = Some(LicenseNote {
+            licensed,
+            reason,
+            message: message.into(),
+        });
+    }
+
+    #[test]
+    fn ready_is_true_only_when_running_with_cml_ready_else_the_most_telling_reason() {
+        type Row = (
+            &'static str,
+            fn(&mut Reconcile),
+            Option<(bool, &'static str, &'static str)>,
+        );
+        let rows: &[Row] = &[
+            (
+                "nothing new leaves a not-ready condition as it is",
+                |_| {},
+                None,
+            ),
+            (
+                "a failed step says why first, even with CML ready",
+                |c| {
+                    cml_ready(c);
+                    c.acted = acted(Cloud::Failed(Error::NotOwned("not mine".into())));
+                },
+                Some((false, "InstanceNotOwned", "not mine")),
+            ),
+            (
+                "running with CML ready is ready",
+                cml_ready,
+                Some((true, reasons::CML_READY, "CML 2.9.0 is ready")),
+            ),
+            (
+                "a stored ready CML is not enough when this probe failed",
+                |c| {
+                    cml_ready(c);
+                    c.observed.cml = unanswered(CmlErrorKind::Timeout);
+                },
+                Some((false, "CmlTimeout", "no answer")),
+            ),
+            (
+                "CML ready outside Running is not ready",
+                |c| {
+                    cml_ready(c);
+                    c.moves_to(WorkerPhase::Draining);
+                },
+                Some((false, reasons::DRAINING, "taking no new labs")),
+            ),
+            (
+                "the plan's transition says why, before CML's failure",
+                |c| {
+                    c.observed.cml = unanswered(CmlErrorKind::Unreachable);
+                    c.plan.event = Some((Reason::ReadyTimeout, "not ready in 30m".into()));
+                },
+                Some((false, "ReadyTimeout", "not ready in 30m")),
+            ),
+            (
+                "a CML failure says why",
+                |c| c.observed.cml = unanswered(CmlErrorKind::Unreachable),
+                Some((false, "CmlUnreachable", "no answer")),
+            ),
+            (
+                "a drain says what it waits for",
+                |c| {
+                    c.stays_in(WorkerPhase::Draining);
+                    c.plan.waiting = Some("2 labs still run".into());
+                },
+                Some((false, reasons::DRAINING, "2 labs still run")),
+            ),
+            (
+                "a booting worker not yet licensed says why",
+                |c| {
+                    c.stays_in(WorkerPhase::Starting);
+                    note(
+                        c,
+                        false,
+                        LicenseReason::Registering,
+                        "registration requested",
+                    );
+                },
+                Some((false, "LicenseRegistering", "registration requested")),
+            ),
+            (
+                "a booting worker already licensed is held back by nothing new",
+                |c| {
+                    c.stays_in(WorkerPhase::Provisioning);
+                    note(c, true, LicenseReason::Registered, "registered");
+                },
+                None,
+            ),
+            (
+                "licensing outside a boot is not Ready's business",
+                |c| {
+                    note(
+                        c,
+                        false,
+                        LicenseReason::Registering,
+                        "registration requested",
+                    )
+                },
+                None,
+            ),
+            (
+                "a new phase says its own reason",
+                |c| {
+                    c.old.phase = Some(WorkerPhase::Stopping);
+                    c.moves_to(WorkerPhase::Stopped);
+                },
+                Some((false, reasons::STOPPED, "instance stopped")),
+            ),
+            (
+                "a Ready condition that was true is replaced",
+                |c| condition(&mut c.next, ConditionType::Ready, true, reasons::CML_READY),
+                Some((false, reasons::CML_NOT_READY, "CML does not report ready")),
+            ),
+            (
+                "a worker without a Ready condition gets one",
+                |c| {
+                    c.next.conditions.clear();
+                    c.stays_in(WorkerPhase::Pending);
+                },
+                Some((false, reasons::PENDING, "no instance yet")),
+            ),
+        ];
+        for (name, arrange, expected) in rows {
+            let mut c = Reconcile::running();
+            arrange(&mut c);
+            let got = ready(&c.next, &c.old, &c.observed, &c.plan, &c.acted);
+            let got = got
+                .as_ref()
+                .map(|n| (n.status, n.reason.as_ref(), n.message.as_str()));
+            assert_eq!(got, *expected, "{name}");
+        }
     }
 
     /// Walks a worker through `phases` (phase, minute), returning its boot after each.
