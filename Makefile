@@ -138,7 +138,7 @@ lint-shipped: toolchain apt-packages
 ## (ccm-planning's) makes Cargo resolve features as for the tests, so the dependencies' check
 ## metadata from `cargo clippy --all-targets` is reused instead of built again.
 lint-doc: apt-packages
-	RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --lib --bins --examples
+	RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --lib --examples
 
 fmt:
 	cargo fmt --all

@@ -79,7 +79,7 @@ const PICTURE_TRIES: usize = 3;
 /// Reads demand and placements once, together: the instances are listed before and after the
 /// placements are read, and the picture is taken when nothing was placed in between (a lab
 /// placed meanwhile would show both unplaced and in its worker's record). After
-/// [`PICTURE_TRIES`] busy reads the listing taken before the placements is kept: a lab placed
+/// `PICTURE_TRIES` busy reads the listing taken before the placements is kept: a lab placed
 /// meanwhile then counts twice (a worker too many, for a while), never not at all.
 pub async fn read(
     cp: &ControlPlaneClient,
