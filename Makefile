@@ -11,7 +11,7 @@ TOOLS_DIR        := target/tools
 APT_PACKAGES     := protobuf-compiler libprotobuf-dev openssl python3-venv ca-certificates
 SUDO             := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install apt-packages toolchain cargo-deny controlplane monitoring-tools venv build image run test soak bench bench-latency bench-replicas bench-scale bench-simulate lint fmt crds docs clean
+.PHONY: install apt-packages toolchain cargo-deny controlplane monitoring-tools venv build image run test soak bench bench-latency bench-replicas bench-scale bench-simulate lint lint-shipped lint-doc fmt crds docs clean
 
 ## install: everything the tests need; safe to run again
 install: apt-packages controlplane monitoring-tools venv
@@ -123,8 +123,22 @@ cargo-deny:
 lint: toolchain apt-packages cargo-deny
 	cargo fmt --all -- --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
+	$(MAKE) --no-print-directory lint-doc lint-shipped
 	cargo fetch --locked --quiet
 	cargo deny --locked --offline check --hide-inclusion-graph licenses bans sources
+
+## lint-shipped: clippy (warnings are errors) on the controller as released, without the
+## `simulator` feature: in a workspace build the harness turns it on, so this is the only build
+## of the `cfg(not(feature = "simulator"))` code. Without the tests' dev-dependencies Cargo
+## resolves other features for tokio and a few more, so most dependencies are checked again.
+lint-shipped: toolchain apt-packages
+	cargo clippy --locked -p resource-controller --lib --bins -- -D warnings
+
+## lint-doc: the workspace's own API docs, warnings (broken intra-doc links) as errors. `--examples`
+## (ccm-planning's) makes Cargo resolve features as for the tests, so the dependencies' check
+## metadata from `cargo clippy --all-targets` is reused instead of built again.
+lint-doc: apt-packages
+	RUSTDOCFLAGS="-D warnings" cargo doc --locked --workspace --no-deps --lib --examples
 
 fmt:
 	cargo fmt --all

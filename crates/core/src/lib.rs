@@ -10,6 +10,7 @@ pub mod licensing;
 pub mod phase_machine;
 pub mod planner;
 pub mod scaling_schedule;
+pub mod units;
 pub mod worker;
 
 pub use duration::{DURATION_PATTERN, GoDuration, ParseDurationError};

@@ -26,10 +26,10 @@ use crate::{DesiredState, GoDuration, License, WorkerPhase, scaling_schedule::Le
 pub struct Resources {
     /// CPU cores.
     pub cpu: f64,
-    /// Memory, in GB.
-    pub memory_gb: f64,
-    /// Storage, in GB.
-    pub storage_gb: f64,
+    /// Memory, in GiB (binary: the templates' unit; see [`crate::units`]).
+    pub memory_gib: f64,
+    /// Storage, in GiB.
+    pub storage_gib: f64,
     /// Lab nodes.
     pub nodes: f64,
 }
@@ -38,8 +38,8 @@ impl Resources {
     /// Whether `need` fits within this, in every dimension.
     pub fn fits(&self, need: &Resources) -> bool {
         need.cpu <= self.cpu
-            && need.memory_gb <= self.memory_gb
-            && need.storage_gb <= self.storage_gb
+            && need.memory_gib <= self.memory_gib
+            && need.storage_gib <= self.storage_gib
             && need.nodes <= self.nodes
     }
 
@@ -47,8 +47,8 @@ impl Resources {
     pub fn minus(&self, other: &Resources) -> Resources {
         Resources {
             cpu: (self.cpu - other.cpu).max(0.0),
-            memory_gb: (self.memory_gb - other.memory_gb).max(0.0),
-            storage_gb: (self.storage_gb - other.storage_gb).max(0.0),
+            memory_gib: (self.memory_gib - other.memory_gib).max(0.0),
+            storage_gib: (self.storage_gib - other.storage_gib).max(0.0),
             nodes: (self.nodes - other.nodes).max(0.0),
         }
     }
@@ -57,15 +57,15 @@ impl Resources {
     pub fn plus(&self, other: &Resources) -> Resources {
         Resources {
             cpu: self.cpu + other.cpu,
-            memory_gb: self.memory_gb + other.memory_gb,
-            storage_gb: self.storage_gb + other.storage_gb,
+            memory_gib: self.memory_gib + other.memory_gib,
+            storage_gib: self.storage_gib + other.storage_gib,
             nodes: self.nodes + other.nodes,
         }
     }
 
     /// Whether nothing is left in any dimension.
     pub fn is_zero(&self) -> bool {
-        self.cpu <= 0.0 && self.memory_gb <= 0.0 && self.storage_gb <= 0.0 && self.nodes <= 0.0
+        self.cpu <= 0.0 && self.memory_gib <= 0.0 && self.storage_gib <= 0.0 && self.nodes <= 0.0
     }
 }
 
@@ -389,7 +389,7 @@ fn by_size_desc(a: &&DemandItem, b: &&DemandItem) -> Ordering {
         .nodes
         .total_cmp(&a.needs.nodes)
         .then(b.needs.cpu.total_cmp(&a.needs.cpu))
-        .then(b.needs.memory_gb.total_cmp(&a.needs.memory_gb))
+        .then(b.needs.memory_gib.total_cmp(&a.needs.memory_gib))
         .then(a.id.cmp(&b.id))
 }
 
@@ -994,7 +994,7 @@ pub fn assign(
         a.capacity
             .cpu
             .total_cmp(&b.capacity.cpu)
-            .then(a.capacity.memory_gb.total_cmp(&b.capacity.memory_gb))
+            .then(a.capacity.memory_gib.total_cmp(&b.capacity.memory_gib))
             .then(a.name.cmp(&b.name))
     });
     let mut by_template: BTreeMap<String, Vec<DemandItem>> = BTreeMap::new();

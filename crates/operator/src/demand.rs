@@ -14,7 +14,9 @@ use tokio::sync::{Notify, watch};
 use tracing::{debug, warn};
 
 use crate::{
-    control_plane::{ControlPlaneClient, Definition, InstanceState, LabInstance, WorkerCapacity},
+    control_plane::{
+        ControlPlaneClient, Definition, LabInstance, LabInstanceState, WorkerCapacity,
+    },
     remote::{RemoteError, RemoteErrorKind},
 };
 
@@ -22,7 +24,7 @@ use crate::{
 #[derive(Clone, Debug, PartialEq)]
 pub struct Demand {
     pub instance_id: String,
-    pub state: InstanceState,
+    pub state: LabInstanceState,
     pub timeslot_start: Timestamp,
     pub timeslot_end: Timestamp,
     pub definition: Arc<Definition>,
@@ -77,7 +79,7 @@ const PICTURE_TRIES: usize = 3;
 /// Reads demand and placements once, together: the instances are listed before and after the
 /// placements are read, and the picture is taken when nothing was placed in between (a lab
 /// placed meanwhile would show both unplaced and in its worker's record). After
-/// [`PICTURE_TRIES`] busy reads the listing taken before the placements is kept: a lab placed
+/// `PICTURE_TRIES` busy reads the listing taken before the placements is kept: a lab placed
 /// meanwhile then counts twice (a worker too many, for a while), never not at all.
 pub async fn read(
     cp: &ControlPlaneClient,
@@ -148,8 +150,8 @@ async fn list(
 ) -> Result<Vec<LabInstance>, RemoteError> {
     tokio::time::timeout(deadline, async {
         let (pending, scheduled) = tokio::join!(
-            cp.instances(InstanceState::Pending),
-            cp.instances(InstanceState::Scheduled)
+            cp.lab_instances(LabInstanceState::Pending),
+            cp.lab_instances(LabInstanceState::Scheduled)
         );
         Ok::<_, RemoteError>([pending?, scheduled?].concat())
     })

@@ -21,4 +21,4 @@ pub mod telemetry;
 pub mod tls;
 
 /// The pure decisions, from `ccm-core`.
-pub use ccm_core::{lead_time, licensing, phase_machine, planner, scaling_schedule};
+pub use ccm_core::{lead_time, licensing, phase_machine, planner, scaling_schedule, units};

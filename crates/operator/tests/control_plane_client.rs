@@ -6,7 +6,9 @@ use ccm_harness as support;
 use std::time::Duration;
 
 use resource_controller::{
-    control_plane::{ControlPlaneClient, ControlPlaneConfig, InstanceState, License, ScalingEvent},
+    control_plane::{
+        ControlPlaneClient, ControlPlaneConfig, LabInstanceState, License, ScalingEvent,
+    },
     remote::RemoteErrorKind,
 };
 use serde_json::json;
@@ -51,11 +53,14 @@ async fn every_operation_follows_the_contract() {
         "id": "inst-2", "definition_id": "def-1", "state": "SCHEDULED", "worker_id": "uid-9",
         "timeslot_start": "2026-11-27T09:00:00Z", "timeslot_end": "2026-11-27T11:00:00Z"
     }));
-    let pending = cp.instances(InstanceState::Pending).await.expect("pending");
+    let pending = cp
+        .lab_instances(LabInstanceState::Pending)
+        .await
+        .expect("pending");
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].worker_id, None);
     let scheduled = cp
-        .instances(InstanceState::Scheduled)
+        .lab_instances(LabInstanceState::Scheduled)
         .await
         .expect("scheduled");
     assert_eq!(scheduled[0].worker_id.as_deref(), Some("uid-9"));

@@ -203,3 +203,56 @@ fn every_exported_metric_is_in_the_metrics_table() {
         );
     }
 }
+
+/// Every `.rs` file under `dir`, as a path from `root` with `/` separators.
+fn rust_files(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) {
+    for entry in std::fs::read_dir(dir).expect("read source dir") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            rust_files(root, &path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let relative = path.strip_prefix(root).expect("under the root");
+            out.push(relative.to_string_lossy().replace('\\', "/"));
+        }
+    }
+}
+
+/// The module map of docs/architecture.md has a row for every source file of every crate
+/// (`crates/*/src/**/*.rs`), and each path it names exists.
+#[test]
+fn the_module_map_lists_every_source_file_and_only_existing_ones() {
+    let root = support::repo_root();
+    let docs = std::fs::read_to_string(root.join("docs/architecture.md")).expect("read docs");
+    let map = docs
+        .split("\n## Module map\n")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("the module map section");
+    let listed: std::collections::BTreeSet<&str> = map
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .collect();
+    let mut sources = Vec::new();
+    for krate in std::fs::read_dir(root.join("crates")).expect("read crates") {
+        let src = krate.expect("crate dir").path().join("src");
+        if src.is_dir() {
+            rust_files(&root, &src, &mut sources);
+        }
+    }
+    assert!(
+        sources.len() > 100,
+        "too few source files found: {sources:?}"
+    );
+    sources.sort();
+    let unlisted: Vec<&String> = sources
+        .iter()
+        .filter(|f| !listed.contains(f.as_str()))
+        .collect();
+    let gone: Vec<&&str> = listed.iter().filter(|p| !root.join(p).exists()).collect();
+    assert!(
+        unlisted.is_empty() && gone.is_empty(),
+        "docs/architecture.md's module map is out of date:\n  files without a row: \
+         {unlisted:#?}\n  rows naming no file: {gone:#?}"
+    );
+}

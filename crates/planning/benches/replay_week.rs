@@ -14,14 +14,14 @@ use ccm_planning::{Settings, Template, reference, replay};
 /// The sample templates of deploy/examples, as the planner reads them.
 fn samples() -> [Template; 2] {
     let view =
-        |license, cpu: f64, memory_gb, storage_gb, nodes, scaling: (u32, u32, u32, u32, u32)| {
+        |license, cpu: f64, memory_gib, storage_gib, nodes, scaling: (u32, u32, u32, u32, u32)| {
             let (min, max, warm, stopped, drains) = scaling;
             TemplateView {
                 license,
                 capacity: Resources {
                     cpu,
-                    memory_gb,
-                    storage_gb,
+                    memory_gib,
+                    storage_gib,
                     nodes,
                 },
                 min_workers: min,

@@ -154,8 +154,8 @@ fn boot_hours(steps: &[Step], boot: f64) -> f64 {
 fn workers_needed(load: &Resources, capacity: &Resources) -> f64 {
     [
         (load.cpu, capacity.cpu),
-        (load.memory_gb, capacity.memory_gb),
-        (load.storage_gb, capacity.storage_gb),
+        (load.memory_gib, capacity.memory_gib),
+        (load.storage_gib, capacity.storage_gib),
         (load.nodes, capacity.nodes),
     ]
     .iter()

@@ -3,7 +3,7 @@
 //! self-study labs booked minutes to an hour ahead; Wednesday and Friday afternoons hold exam
 //! blocks; the weekend is quiet. Times are UTC, from Monday 2026-12-07.
 
-use ccm_core::{License, planner::Resources};
+use ccm_core::{License, planner::Resources, units};
 use jiff::{SignedDuration, Timestamp};
 
 use crate::schedule::Booking;
@@ -15,13 +15,14 @@ const MINUTE: i64 = 60;
 const HOUR: i64 = 3600;
 const DAY: i64 = 24 * HOUR;
 
-/// What a lab of `nodes` nodes takes: a core and 2 GiB per node, 2 GiB of disk per node plus 10.
+/// What a lab of `nodes` nodes takes, as the platform states it: a core and 2 GB per node, 2 GB
+/// of disk per node plus 10.
 fn needs(nodes: u32) -> Resources {
     let n = f64::from(nodes);
     Resources {
         cpu: n,
-        memory_gb: 2.0 * n,
-        storage_gb: 2.0 * n + 10.0,
+        memory_gib: units::gib_from_gb(2.0 * n),
+        storage_gib: units::gib_from_gb(2.0 * n + 10.0),
         nodes: n,
     }
 }

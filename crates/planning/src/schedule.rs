@@ -1,10 +1,12 @@
 //! A schedule of lab bookings, from CSV or JSON: what each lab needs, which licenses may hold
 //! it, its timeslot, and when the booking became known. A malformed line is refused with its
-//! line and field named.
+//! line and field named. `memory_gb` and `storage_gb` are decimal GB, as in the Control Plane
+//! API's lab definitions; a booking holds them in GiB, the planner's unit.
 
 use ccm_core::{
     License,
     planner::{DemandItem, Resources, Wanted},
+    units,
 };
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -14,7 +16,7 @@ use serde::Deserialize;
 pub struct Booking {
     /// The lab instance's id.
     pub id: String,
-    /// What it takes of a worker.
+    /// What it takes of a worker (memory and storage in GiB).
     pub needs: Resources,
     /// The licenses that may hold it.
     pub licenses: Vec<License>,
@@ -195,12 +197,18 @@ pub fn to_csv(bookings: &[Booking]) -> String {
             b.known_at,
             b.needs.nodes,
             b.needs.cpu,
-            b.needs.memory_gb,
-            b.needs.storage_gb,
+            csv_gb(b.needs.memory_gib),
+            csv_gb(b.needs.storage_gib),
             licenses.join("|")
         );
     }
     out
+}
+
+/// GiB as the decimal GB a schedule is written in, to the byte: what was read as a whole
+/// number of GB is written back as that number, without the float error of the round trip.
+fn csv_gb(gib: f64) -> f64 {
+    (units::gb_from_gib(gib) * 1e9).round() / 1e9
 }
 
 /// A booking from what was written, or the first field that is wrong.
@@ -263,8 +271,8 @@ fn check(line: usize, raw: Raw) -> Result<Booking, ScheduleError> {
         id: raw.id,
         needs: Resources {
             cpu: raw.cpu_cores,
-            memory_gb: raw.memory_gb,
-            storage_gb: raw.storage_gb,
+            memory_gib: units::gib_from_gb(raw.memory_gb),
+            storage_gib: units::gib_from_gb(raw.storage_gb),
             nodes: raw.nodes,
         },
         licenses,

@@ -35,8 +35,8 @@ fn replaying_the_week_twice_gives_the_same_figures() {
             license,
             capacity: Resources {
                 cpu,
-                memory_gb: cpu * 4.0,
-                storage_gb: 1000.0,
+                memory_gib: cpu * 4.0,
+                storage_gib: 1000.0,
                 nodes,
             },
             min_workers: min,

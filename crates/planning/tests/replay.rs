@@ -26,8 +26,8 @@ fn template(min: u32, max: u32, warm: u32) -> Template {
             license: License::Enterprise,
             capacity: Resources {
                 cpu: 48.0,
-                memory_gb: 192.0,
-                storage_gb: 500.0,
+                memory_gib: 192.0,
+                storage_gib: 500.0,
                 nodes: 20.0,
             },
             min_workers: min,
@@ -52,8 +52,8 @@ fn lab(id: &str, nodes: f64, known: i64, start: i64, end: i64) -> Booking {
         id: id.into(),
         needs: Resources {
             cpu: nodes * 2.0,
-            memory_gb: nodes * 8.0,
-            storage_gb: 20.0,
+            memory_gib: nodes * 8.0,
+            storage_gib: 20.0,
             nodes,
         },
         licenses: vec![License::Enterprise],

@@ -4,7 +4,7 @@
 //! honour ClientToken. The server side enforces EC2's request buckets by answering
 //! `RequestLimitExceeded`, and faults can be injected: no capacity for a type (in a zone), a
 //! launch failure rate, an instance vanishing. With a state file its instances outlive the
-//! process, and two processes on one machine share them (see [`journal`]).
+//! process, and two processes on one machine share them (see `journal.rs`).
 
 mod faults_file;
 mod journal;

@@ -9,8 +9,8 @@ fn at(mins: i64) -> Timestamp {
 fn cap(cpu: f64, mem: f64, nodes: f64) -> Resources {
     Resources {
         cpu,
-        memory_gb: mem,
-        storage_gb: 500.0,
+        memory_gib: mem,
+        storage_gib: 500.0,
         nodes,
     }
 }
@@ -62,8 +62,8 @@ fn busy(name: &str, nodes: f64) -> WorkerView {
         busy: Some(true),
         allocated: Some(Resources {
             cpu: nodes * 2.0,
-            memory_gb: nodes * 8.0,
-            storage_gb: 40.0,
+            memory_gib: nodes * 8.0,
+            storage_gib: 40.0,
             nodes,
         }),
         ..worker(name, WorkerPhase::Running)
@@ -76,8 +76,8 @@ fn lab(id: &str, in_mins: i64, nodes: f64) -> DemandItem {
         timeslot_start: at(in_mins),
         needs: Resources {
             cpu: nodes * 2.0,
-            memory_gb: nodes * 8.0,
-            storage_gb: 40.0,
+            memory_gib: nodes * 8.0,
+            storage_gib: 40.0,
             nodes,
         },
     }

@@ -39,7 +39,7 @@ const ORPHAN_SLACK: Duration = Duration::from_secs(20);
 pub struct Checks {
     pub made: u64,
     pub violations: Vec<String>,
-    /// Labs placed just before their worker stopped (see [`RACE`]).
+    /// Labs placed just before their worker stopped (see `RACE`).
     pub raced: u32,
     /// Replicas that exited to start afresh after losing the Lease (and were started again).
     pub lease_exits: u32,

@@ -203,7 +203,7 @@ fn running_nodes(stats: &SystemStats) -> Result<u32, String> {
 }
 
 /// The HTTP CML client; keeps one connection pool per TLS policy (one per pinned worker) and
-/// one JWT per worker, each dropped once unused for [`IDLE`], so workers long gone cost nothing.
+/// one JWT per worker, each dropped once unused for `IDLE`, so workers long gone cost nothing.
 pub struct HttpCml {
     timeout: Duration,
     clients: Mutex<Expiring<TlsPolicy, Client>>,

@@ -10,7 +10,9 @@ use std::{
 use reqwest::{Client, Method, StatusCode};
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{Definition, InstanceState, LabInstance, ScalingEvent, WorkerCapacity, WorkerRecord};
+use super::{
+    Definition, LabInstance, LabInstanceState, ScalingEvent, WorkerCapacity, WorkerRecord,
+};
 use crate::{
     http_error::{chain, preview},
     remote::{RemoteError, RemoteErrorKind},
@@ -113,7 +115,10 @@ impl ControlPlaneClient {
     }
 
     /// Lab instances in one state.
-    pub async fn instances(&self, state: InstanceState) -> Result<Vec<LabInstance>, RemoteError> {
+    pub async fn lab_instances(
+        &self,
+        state: LabInstanceState,
+    ) -> Result<Vec<LabInstance>, RemoteError> {
         let path = format!("/api/v1/instances?state={}", state.as_str());
         self.json(self.send(Method::GET, &path, None::<&()>).await?)
             .await

@@ -11,16 +11,16 @@ pub use client::{ControlPlaneClient, ControlPlaneConfig};
 /// Lab instance states the controller asks for.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "UPPERCASE")]
-pub enum InstanceState {
+pub enum LabInstanceState {
     Pending,
     Scheduled,
 }
 
-impl InstanceState {
+impl LabInstanceState {
     pub fn as_str(self) -> &'static str {
         match self {
-            InstanceState::Pending => "PENDING",
-            InstanceState::Scheduled => "SCHEDULED",
+            LabInstanceState::Pending => "PENDING",
+            LabInstanceState::Scheduled => "SCHEDULED",
         }
     }
 }
@@ -30,7 +30,7 @@ impl InstanceState {
 pub struct LabInstance {
     pub id: String,
     pub definition_id: String,
-    pub state: InstanceState,
+    pub state: LabInstanceState,
     /// The worker it is placed on; `None` while unplaced.
     pub worker_id: Option<String>,
     pub timeslot_start: String,
@@ -49,9 +49,10 @@ impl From<crate::crd::LicenseType> for License {
     }
 }
 
-/// What a whole lab needs on one worker.
+/// What a whole lab needs on one worker. Memory and storage in decimal GB, as the contract
+/// says: the planner takes them in GiB (`crate::units`).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
-pub struct Resources {
+pub struct ResourceRequirements {
     pub cpu_cores: f64,
     pub memory_gb: f64,
     pub storage_gb: f64,
@@ -63,12 +64,12 @@ pub struct Definition {
     pub id: String,
     pub name: String,
     pub version: String,
-    pub resource_requirements: Resources,
+    pub resource_requirements: ResourceRequirements,
     pub license_affinity: Vec<License>,
     pub node_count: u32,
 }
 
-/// What the scheduler has allocated on a worker.
+/// What the scheduler has allocated on a worker (memory and storage in decimal GB).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq)]
 pub struct Allocated {
     pub cpu_cores: f64,
@@ -87,7 +88,7 @@ pub struct WorkerCapacity {
     pub next_timeslot_start: Option<String>,
 }
 
-/// A worker's declared capacity.
+/// A worker's declared capacity: the template's GiB as whole decimal GB, rounded down.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RecordCapacity {
     pub cpu_cores: u32,

@@ -1,6 +1,6 @@
 //! The controller-wide cap on instances (`--max-instances`): every Worker with an instance, or
 //! with a launch in flight, counts, whoever made it (the autoscaler or a person with kubectl).
-//! A launch beyond it waits. A slot just granted is remembered ([`Grants`]) until the Worker
+//! A launch beyond it waits. A slot just granted is remembered (`Grants`) until the Worker
 //! cache shows the launch.
 
 use kube::ResourceExt;

@@ -1,6 +1,6 @@
 //! The license seat budget (`--license-seats PRODUCT=N`): most workers of a CML product that may
 //! hold a seat (registered, registering, giving it back, or possibly still holding it) at once.
-//! Workers are counted from the Worker cache, plus the seats just granted ([`Grants`]).
+//! Workers are counted from the Worker cache, plus the seats just granted (`Grants`).
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -287,16 +287,16 @@ pub struct UsageStatus {
     pub last_activity_time: Option<Time>,
 }
 
-/// Capacity the platform has allocated on a worker.
+/// Capacity the platform has allocated on a worker, in the Control Plane API's units.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AllocatedUsage {
     /// CPU cores.
     pub cpu_cores: f64,
-    /// Memory in GB.
+    /// Memory in decimal GB (10^9 bytes), as the platform reports it.
     #[serde(rename = "memoryGB")]
     pub memory_gb: f64,
-    /// Disk in GB.
+    /// Disk in decimal GB (10^9 bytes), as the platform reports it.
     #[serde(rename = "storageGB")]
     pub storage_gb: f64,
     /// Lab nodes.

@@ -5,6 +5,7 @@ use kube::ResourceExt;
 use crate::{
     control_plane::{RecordCapacity, RecordPortRange, WorkerRecord},
     crd::{Worker, WorkerPhase, WorkerStatus, WorkerTemplate},
+    units,
 };
 
 /// The record of `worker` as `status` describes it; `updated_at` is left empty for the pusher to
@@ -35,8 +36,8 @@ pub fn derive(
         cml_version: cml.and_then(|c| c.version.clone()),
         capacity: RecordCapacity {
             cpu_cores: spec.capacity.cpu_cores,
-            memory_gb: spec.capacity.memory_gib,
-            storage_gb: spec.capacity.storage_gib,
+            memory_gb: units::whole_gb_from_gib(spec.capacity.memory_gib),
+            storage_gb: units::whole_gb_from_gib(spec.capacity.storage_gib),
             max_nodes: spec.capacity.max_nodes,
         },
         port_range: RecordPortRange {
@@ -101,7 +102,7 @@ mod tests {
     }
 
     #[test]
-    fn the_record_carries_the_instance_cml_and_template_capacity() {
+    fn the_record_carries_the_instance_cml_and_template_capacity_in_whole_gb() {
         let status = WorkerStatus {
             phase: Some(WorkerPhase::Running),
             instance: Some(InstanceStatus {
@@ -126,9 +127,10 @@ mod tests {
         assert_eq!(wire["instance_id"], "i-1");
         assert_eq!(wire["public_ip"], serde_json::Value::Null);
         assert_eq!(wire["cml_version"], "2.9.1");
+        // 192 GiB is 206.16 GB and 500 GiB 536.87 GB: rounded down, never offering too much.
         assert_eq!(
             wire["capacity"],
-            json!({"cpu_cores": 48, "memory_gb": 192, "storage_gb": 500, "max_nodes": 20})
+            json!({"cpu_cores": 48, "memory_gb": 206, "storage_gb": 536, "max_nodes": 20})
         );
         assert_eq!(wire["port_range"], json!({"start": 2000, "end": 9999}));
         assert_eq!(wire["observed_generation"], 3);

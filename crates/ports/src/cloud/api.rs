@@ -1,5 +1,6 @@
 //! The raw cloud API: one method per cloud call, no retries, no rate limiting. The EC2 adapter
-//! and the simulated cloud implement it; [`super::Provider`] adds the policy on top.
+//! and the simulated cloud implement it; the operator's `Provider` (`provider::managed`) adds
+//! the policy on top.
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -23,6 +23,7 @@ use crate::{
     },
     demand::DemandSnapshot,
     planner::{Creation, DemandItem, Offer, Resources, TemplateView, Wanted, WorkerView, assign},
+    units,
 };
 
 /// Gathers one round for `template` from `all` the Workers of the cache, the demand feed's
@@ -128,8 +129,8 @@ pub fn capacity(t: &WorkerTemplate) -> Resources {
     let c = &t.spec.capacity;
     Resources {
         cpu: f64::from(c.cpu_cores),
-        memory_gb: f64::from(c.memory_gib),
-        storage_gb: f64::from(c.storage_gib),
+        memory_gib: f64::from(c.memory_gib),
+        storage_gib: f64::from(c.storage_gib),
         nodes: f64::from(c.max_nodes),
     }
 }
@@ -137,8 +138,8 @@ pub fn capacity(t: &WorkerTemplate) -> Resources {
 fn warm_room(r: &WarmRoom) -> Resources {
     Resources {
         cpu: f64::from(r.cpu_cores),
-        memory_gb: f64::from(r.memory_gib),
-        storage_gb: f64::from(r.storage_gib),
+        memory_gib: f64::from(r.memory_gib),
+        storage_gib: f64::from(r.storage_gib),
         nodes: f64::from(r.nodes),
     }
 }
@@ -272,12 +273,12 @@ impl Placed {
     }
 }
 
-/// Allocated capacity as the planner counts it, from a capacity record.
+/// Allocated capacity as the planner counts it (GiB), from a capacity record (GB).
 fn allocated(cpu: f64, memory_gb: f64, storage_gb: f64, nodes: u32) -> Resources {
     Resources {
         cpu,
-        memory_gb,
-        storage_gb,
+        memory_gib: units::gib_from_gb(memory_gb),
+        storage_gib: units::gib_from_gb(storage_gb),
         nodes: f64::from(nodes),
     }
 }
@@ -394,8 +395,8 @@ pub fn demand_share(
                 timeslot_start: d.timeslot_start,
                 needs: Resources {
                     cpu: d.definition.resource_requirements.cpu_cores,
-                    memory_gb: d.definition.resource_requirements.memory_gb,
-                    storage_gb: d.definition.resource_requirements.storage_gb,
+                    memory_gib: units::gib_from_gb(d.definition.resource_requirements.memory_gb),
+                    storage_gib: units::gib_from_gb(d.definition.resource_requirements.storage_gb),
                     nodes: f64::from(d.definition.node_count),
                 },
             },

@@ -31,8 +31,8 @@ impl UnseenLaunches {
     }
 
     /// Whether the cached Worker (with `cached` as its instance) is behind a launch we wrote:
-    /// then it should be looked at again after [`RECHECK`]. A launch seen, or waited for past
-    /// [`PATIENCE`], is forgotten.
+    /// then it should be looked at again after `RECHECK`. A launch seen, or waited for past
+    /// `PATIENCE`, is forgotten.
     pub fn behind(&self, uid: &str, cached: Option<&str>) -> bool {
         let mut written = self.lock();
         let Some((instance, at)) = written.get(uid) else {
