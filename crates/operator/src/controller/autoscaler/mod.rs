@@ -1,6 +1,6 @@
 //! The autoscaler, run by the WorkerTemplate reconciler whatever the state of the template's
 //! image (without one it only creates nothing): observe (its workers and its share of demand,
-//! as one [`round::Round`]) -> plan (pure, `planner`) -> act (create, patch `desiredState`,
+//! as one `round::Round`) -> plan (pure, `planner`) -> act (create, patch `desiredState`,
 //! delete Workers) -> status (pure).
 
 mod act;
