@@ -134,16 +134,7 @@ mod tests {
     use crate::crd::conditions::{NewCondition, Stamp};
 
     fn ready_template() -> WorkerTemplate {
-        let mut t: WorkerTemplate = serde_json::from_value(json!({
-            "apiVersion": "ccm.dev/v1alpha1", "kind": "WorkerTemplate",
-            "metadata": {"name": "t", "namespace": "ns", "generation": 1},
-            "spec": {
-                "instanceType": "m5zn.metal", "image": {"id": "ami-1"},
-                "capacity": {"cpuCores": 48, "memoryGiB": 192, "storageGiB": 500, "maxNodes": 20},
-                "licenseType": "Enterprise", "scaling": {"maxWorkers": 3}
-            }
-        }))
-        .expect("template");
+        let mut t = crate::crd::fixtures::template(json!({}));
         let mut status = crate::crd::WorkerTemplateStatus {
             observed_generation: Some(1),
             resolved_image_id: Some("ami-1".into()),

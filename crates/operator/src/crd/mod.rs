@@ -1,6 +1,8 @@
 //! The API types of group `ccm.dev/v1alpha1` and the CRD YAML generated from them.
 
 pub mod conditions;
+#[cfg(test)]
+pub(crate) mod fixtures;
 mod template;
 mod worker;
 

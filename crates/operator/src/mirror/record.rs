@@ -66,16 +66,7 @@ mod tests {
     }
 
     fn template() -> WorkerTemplate {
-        serde_json::from_value(json!({
-            "apiVersion": "ccm.dev/v1alpha1", "kind": "WorkerTemplate",
-            "metadata": {"name": "t", "namespace": "labs"},
-            "spec": {
-                "instanceType": "m5zn.metal", "image": {"id": "ami-1"},
-                "capacity": {"cpuCores": 48, "memoryGiB": 192, "storageGiB": 500, "maxNodes": 20},
-                "licenseType": "Enterprise", "scaling": {"maxWorkers": 3}
-            }
-        }))
-        .expect("template")
+        crate::crd::fixtures::template(json!({"metadata": {"namespace": "labs"}}))
     }
 
     #[test]

@@ -124,15 +124,7 @@ mod tests {
         if let Some(l) = lead {
             scaling["scaleUpLeadTime"] = json!(l);
         }
-        serde_json::from_value(json!({
-            "apiVersion": "ccm.dev/v1alpha1", "kind": "WorkerTemplate",
-            "metadata": {"name": "t", "namespace": "ns"},
-            "spec": {"provider": "simulated", "instanceType": "m5zn.metal",
-                     "image": {"namePattern": "CML-2.9.*"},
-                     "capacity": {"cpuCores": 48, "memoryGiB": 192, "storageGiB": 500, "maxNodes": 20},
-                     "licenseType": "Personal", "scaling": scaling}
-        }))
-        .expect("template")
+        crate::crd::fixtures::template(json!({"spec": {"scaling": scaling}}))
     }
 
     #[test]

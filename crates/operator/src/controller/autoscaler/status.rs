@@ -214,14 +214,7 @@ mod tests {
     }
 
     fn template() -> WorkerTemplate {
-        serde_json::from_value(json!({
-            "apiVersion": "ccm.dev/v1alpha1", "kind": "WorkerTemplate",
-            "metadata": {"name": "t", "namespace": "ns", "generation": 2},
-            "spec": {"instanceType": "m5zn.metal", "image": {"id": "ami-1"},
-                     "capacity": {"cpuCores": 48, "memoryGiB": 192, "storageGiB": 500, "maxNodes": 20},
-                     "licenseType": "Enterprise", "scaling": {"maxWorkers": 5}}
-        }))
-        .expect("template")
+        crate::crd::fixtures::template(json!({"spec": {"scaling": {"maxWorkers": 5}}}))
     }
 
     fn worker(name: &str, phase: &str) -> Arc<Worker> {

@@ -102,14 +102,10 @@ mod tests {
     use crate::provider::{ErrorKind, ProviderError};
 
     fn template() -> WorkerTemplate {
-        serde_json::from_value(json!({
-            "apiVersion": "ccm.dev/v1alpha1", "kind": "WorkerTemplate",
-            "metadata": {"name": "t", "namespace": "ns", "generation": 3},
-            "spec": {"instanceType": "m5zn.metal", "image": {"namePattern": "CML-2.9.*"},
-                     "capacity": {"cpuCores": 48, "memoryGiB": 192, "storageGiB": 500, "maxNodes": 20},
-                     "licenseType": "Enterprise", "scaling": {"maxWorkers": 3}}
+        crate::crd::fixtures::template(json!({
+            "metadata": {"generation": 3},
+            "spec": {"image": {"id": null, "namePattern": "CML-2.9.*"}}
         }))
-        .expect("template")
     }
 
     fn found(id: &str) -> Result<Image> {
